@@ -1,0 +1,52 @@
+//! Log a Rust CLI in through any RFC 8414 + RFC 8628 issuer and keep its tokens fresh.
+//!
+//! ```no_run
+//! # async fn example() -> keyport_client::Result<()> {
+//! use std::sync::Arc;
+//! use keyport_client::{DeviceLoginRequest, DeviceMetadata, FileStore, Issuer, PollOptions, Session};
+//!
+//! let issuer = Issuer::discover("https://auth.example.com").await?;
+//! let login = issuer
+//!     .start_device_login(&DeviceLoginRequest {
+//!         client_id: "mycli".into(),
+//!         scopes: vec!["openid".into(), "offline_access".into()],
+//!         resource: None,
+//!         device: DeviceMetadata::detect(),
+//!     })
+//!     .await?;
+//! eprintln!("Enter {} at {}", login.user_code(), login.verification_uri());
+//! let credentials = login.poll(&PollOptions::default()).await?;
+//!
+//! let store = Arc::new(FileStore::in_config_dir("mycli", Some("MYCLI_CONFIG_DIR"))?);
+//! let session = Session::login(store, credentials).await?;
+//! let token = session.access_token().await?; // refreshed when it expires within 60 s
+//! # let _ = token; Ok(())
+//! # }
+//! ```
+//!
+//! No global state: every call takes the issuer, store and HTTP client it uses.
+
+mod device;
+mod discovery;
+mod error;
+mod http;
+mod secret;
+mod session;
+mod store;
+
+pub use device::{DeviceLogin, DeviceLoginRequest, DeviceMetadata, PollOptions};
+pub use discovery::Issuer;
+pub use error::{Error, Result};
+pub use http::http_client;
+pub use keyport_proto::{ClientInfo, ServerMetadata, Userinfo};
+pub use secret::{AccessToken, DeviceCode, RefreshToken};
+pub use session::{REFRESH_MARGIN_SECS, Revocation, Session};
+pub use store::{Credentials, FileStore, StoreLock, TokenStore, config_dir};
+
+/// Seconds since the Unix epoch on this machine's clock.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

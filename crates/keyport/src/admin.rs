@@ -1,0 +1,323 @@
+//! The admin commands' work, shared by the `keyport` binary and tests. Each
+//! runs against the same store as a running server (SQLite WAL or
+//! PostgreSQL), so they are safe while it serves.
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::crypto::tokens::new_client_secret;
+use crate::crypto::{self};
+use crate::domain::audit::Audit;
+use crate::domain::scopes::Role;
+use crate::domain::signin::hash_password;
+use crate::service::{Caller, Keyport};
+use crate::store::clients::Client;
+use crate::store::directory::{NewUser, Workspace};
+use crate::store::{self};
+use keyport_proto::DEVICE_CODE_GRANT;
+
+/// An admin command's failure, worded for the operator.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct AdminError(pub String);
+
+impl From<store::Error> for AdminError {
+    fn from(e: store::Error) -> Self {
+        if e.is_unique_violation() {
+            return AdminError("it exists already".into());
+        }
+        AdminError(e.to_string())
+    }
+}
+
+impl From<crate::domain::Error> for AdminError {
+    fn from(e: crate::domain::Error) -> Self {
+        AdminError(e.to_string())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, AdminError>;
+
+pub const KNOWN_GRANTS: &[&str] = &[DEVICE_CODE_GRANT, "refresh_token", "client_credentials", "authorization_code", "password"];
+
+fn admin_caller() -> Caller {
+    Caller::default()
+}
+
+async fn audit(kp: &Keyport, event: &'static str, detail: Value) -> Result<()> {
+    let now_ms = kp.clock.now_ms();
+    kp.store
+        .write(move |c| Box::pin(async move { Audit::new(event, "success").actor(Some("admin")).detail(detail).record(c, now_ms, &admin_caller()).await }))
+        .await?;
+    Ok(())
+}
+
+pub async fn add_user(kp: &Keyport, email: &str, name: Option<&str>, password: String) -> Result<Value> {
+    let email = email.trim().to_lowercase();
+    if !email.contains('@') || email.len() > 254 {
+        return Err(AdminError(format!("{email:?} is not an email address")));
+    }
+    if password.chars().count() < 8 {
+        return Err(AdminError("the password needs at least 8 characters".into()));
+    }
+    let phc = kp.password_work(move || hash_password(&password)).await??;
+    let id = crypto::random_id();
+    let now = kp.clock.now();
+    let (id2, email2, name2) = (id.clone(), email.clone(), name.map(str::to_string));
+    kp.store
+        .write(move |c| {
+            Box::pin(async move {
+                let user = NewUser { id: &id2, email: &email2, name: name2.as_deref(), password_hash: &phc, is_admin: false, now };
+                store::directory::insert_user(c, user).await
+            })
+        })
+        .await
+        .map_err(|e| if e.is_unique_violation() { AdminError(format!("a user with email {email} exists already")) } else { e.into() })?;
+    audit(kp, "admin.user_add", json!({ "email": email })).await?;
+    Ok(json!({ "id": id, "email": email, "name": name }))
+}
+
+pub struct NewClient {
+    pub id: String,
+    pub name: String,
+    pub confidential: bool,
+    pub grants: Vec<String>,
+    pub scopes: Vec<String>,
+    pub audiences: Vec<String>,
+    pub redirect_uris: Vec<String>,
+}
+
+pub async fn add_client(kp: &Keyport, new: NewClient) -> Result<Value> {
+    if let Some(unknown) = new.grants.iter().find(|g| !KNOWN_GRANTS.contains(&g.as_str())) {
+        return Err(AdminError(format!("unknown grant {unknown:?}; known grants: {}", KNOWN_GRANTS.join(", "))));
+    }
+    if new.grants.iter().any(|g| g == "client_credentials") && !new.confidential {
+        return Err(AdminError("client_credentials needs a confidential client".into()));
+    }
+    for audience in &new.audiences {
+        if url::Url::parse(audience).is_err() {
+            return Err(AdminError(format!("audience {audience:?} is not an absolute URL")));
+        }
+    }
+    let secret = new.confidential.then(new_client_secret);
+    let scopes = if new.scopes.is_empty() {
+        vec!["openid".into(), "profile".into(), "email".into(), "offline_access".into()]
+    } else {
+        new.scopes.iter().flat_map(|s| s.split_whitespace().map(str::to_string)).collect()
+    };
+    let client = Client {
+        id: new.id.clone(),
+        name: new.name.clone(),
+        confidential: new.confidential,
+        secret_hash: secret.as_ref().map(|s| s.hash()),
+        grants: new.grants.clone(),
+        scopes,
+        audiences: new.audiences.clone(),
+        redirect_uris: new.redirect_uris.clone(),
+        source: "admin".into(),
+    };
+    let now = kp.clock.now();
+    let saved = client.clone();
+    kp.store
+        .write(move |c| Box::pin(async move { store::clients::save(c, &saved, now, false).await }))
+        .await
+        .map_err(|e| if e.is_unique_violation() { AdminError(format!("a client with id {} exists already", new.id)) } else { e.into() })?;
+    audit(kp, "admin.client_add", json!({ "client_id": client.id })).await?;
+    let mut out = client_json(&client);
+    if let Some(secret) = secret {
+        out["client_secret"] = Value::String(secret.expose().to_string());
+    }
+    Ok(out)
+}
+
+fn client_json(c: &Client) -> Value {
+    json!({
+        "client_id": c.id, "name": c.name,
+        "type": if c.confidential { "confidential" } else { "public" },
+        "grants": c.grants, "scopes": c.scopes, "audiences": c.audiences, "redirect_uris": c.redirect_uris,
+    })
+}
+
+pub async fn add_workspace(kp: &Keyport, slug: &str, name: &str) -> Result<Value> {
+    let valid = !slug.is_empty() && slug.len() <= 64 && slug.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !valid {
+        return Err(AdminError("a slug is lowercase letters, digits and dashes".into()));
+    }
+    let ws = Workspace { id: crypto::random_id(), slug: slug.into(), name: name.into() };
+    let now = kp.clock.now();
+    let saved = ws.clone();
+    kp.store
+        .write(move |c| Box::pin(async move { store::directory::insert_workspace(c, &saved, now).await }))
+        .await
+        .map_err(|e| if e.is_unique_violation() { AdminError(format!("workspace {slug} exists already")) } else { e.into() })?;
+    audit(kp, "admin.workspace_add", json!({ "workspace": slug })).await?;
+    Ok(json!({ "id": ws.id, "slug": ws.slug, "name": ws.name }))
+}
+
+pub async fn add_member(kp: &Keyport, slug: &str, email: &str, role: &str) -> Result<Value> {
+    let role = Role::parse(role).ok_or_else(|| AdminError("role must be viewer, member, admin or owner".into()))?;
+    let ws = store::directory::workspace_by_slug(kp.store.pool(), slug)
+        .await?
+        .ok_or_else(|| AdminError(format!("no workspace {slug}")))?;
+    let email = email.trim().to_lowercase();
+    let user = store::directory::user_by_email(kp.store.pool(), &email)
+        .await?
+        .ok_or_else(|| AdminError(format!("no user {email}")))?;
+    let now = kp.clock.now();
+    let (ws_id, user_id) = (ws.id.clone(), user.id.clone());
+    kp.store
+        .write(move |c| Box::pin(async move { store::directory::upsert_membership(c, &ws_id, &user_id, role.as_str(), now).await }))
+        .await?;
+    audit(kp, "admin.member_add", json!({ "workspace": slug, "email": email, "role": role.as_str() })).await?;
+    Ok(json!({ "workspace": slug, "email": email, "role": role.as_str() }))
+}
+
+#[derive(Serialize)]
+struct SessionRow {
+    id: String,
+    user: Option<String>,
+    client_id: String,
+    label: Option<String>,
+    workspace: Option<String>,
+    role: Option<String>,
+    scope: String,
+    ip: Option<String>,
+    device: Value,
+    created_at: i64,
+    last_used_at: i64,
+}
+
+pub async fn list_sessions(kp: &Keyport, email: Option<&str>) -> Result<Value> {
+    let user_id = match email {
+        Some(email) => Some(
+            store::directory::user_by_email(kp.store.pool(), &email.trim().to_lowercase())
+                .await?
+                .ok_or_else(|| AdminError(format!("no user {email}")))?
+                .id,
+        ),
+        None => None,
+    };
+    let sessions = store::sessions::list_active(kp.store.pool(), user_id.as_deref()).await?;
+    let mut rows = Vec::with_capacity(sessions.len());
+    for s in sessions {
+        let user = match &s.user_id {
+            Some(id) => store::directory::user_by_id(kp.store.pool(), id).await?.map(|u| u.email),
+            None => None,
+        };
+        rows.push(SessionRow {
+            device: serde_json::from_str(&s.metadata).unwrap_or(Value::Null),
+            id: s.id,
+            user,
+            client_id: s.client_id,
+            label: s.label,
+            workspace: s.workspace_id,
+            role: s.role,
+            scope: s.scope,
+            ip: s.ip,
+            created_at: s.created_at,
+            last_used_at: s.last_used_at,
+        });
+    }
+    Ok(serde_json::to_value(rows).expect("rows serialize"))
+}
+
+pub async fn revoke_session(kp: &Keyport, id: &str) -> Result<Value> {
+    let now = kp.clock.now();
+    let sid = id.to_string();
+    let revoked = kp
+        .store
+        .write(move |c| {
+            Box::pin(async move {
+                let revoked = store::sessions::revoke(&mut *c, &sid, "admin", now).await?;
+                if revoked {
+                    Audit::new("session.revoke", "success").actor(Some("admin")).session(&sid).record(c, now * 1000, &admin_caller()).await?;
+                }
+                Ok(revoked)
+            })
+        })
+        .await?;
+    if !revoked && store::sessions::find(kp.store.pool(), id).await?.is_none() {
+        return Err(AdminError(format!("no session {id}")));
+    }
+    Ok(json!({ "id": id, "revoked": true }))
+}
+
+pub async fn rotate_keys(kp: &Keyport) -> Result<Value> {
+    let kids = kp.rotate_keys().await.map_err(|e| AdminError(e.to_string()))?;
+    audit(kp, "admin.keys_rotate", json!({ "active": kids })).await?;
+    Ok(json!({ "active": kids }))
+}
+
+pub async fn export_audit(kp: &Keyport, since_ms: i64) -> Result<Value> {
+    let events = store::audit::list(kp.store.pool(), since_ms).await?;
+    let rows: Vec<Value> = events
+        .into_iter()
+        .map(|e| {
+            let mut v = serde_json::to_value(&e).expect("event serializes");
+            let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(e.at_ms) * 1_000_000)
+                .ok()
+                .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok());
+            v["at"] = json!(at);
+            v
+        })
+        .collect();
+    Ok(Value::Array(rows))
+}
+
+/// `--demo`: a demo user, workspace and the public `kp` client. Returns the
+/// demo password (new on every start).
+pub async fn seed_demo(kp: &Keyport) -> Result<(String, String)> {
+    let email = "demo@example.com".to_string();
+    let password = crypto::random_token()[..20].to_string();
+    let now = kp.clock.now();
+    let phc = {
+        let p = password.clone();
+        kp.password_work(move || hash_password(&p)).await??
+    };
+    let scopes: Vec<String> = kp.catalogue.names();
+    let client = Client {
+        id: "kp".into(),
+        name: "kp (Keyport CLI)".into(),
+        confidential: false,
+        secret_hash: None,
+        grants: vec![DEVICE_CODE_GRANT.into(), "refresh_token".into()],
+        scopes,
+        audiences: vec![],
+        redirect_uris: vec![],
+        source: "demo".into(),
+    };
+    let demo_email = email.clone();
+    kp.store
+        .write(move |c| {
+            Box::pin(async move {
+                let user_id = match store::directory::user_by_email(&mut *c, &demo_email).await? {
+                    Some(user) => {
+                        sqlx::query("UPDATE users SET password_hash = $1, failed_logins = 0, locked_until = NULL WHERE id = $2")
+                            .bind(&phc)
+                            .bind(&user.id)
+                            .execute(&mut *c)
+                            .await?;
+                        user.id
+                    }
+                    None => {
+                        let id = crypto::random_id();
+                        let user = NewUser { id: &id, email: &demo_email, name: Some("Demo User"), password_hash: &phc, is_admin: true, now };
+                        store::directory::insert_user(&mut *c, user).await?;
+                        id
+                    }
+                };
+                let ws = match store::directory::workspace_by_slug(&mut *c, "demo").await? {
+                    Some(ws) => ws,
+                    None => {
+                        let ws = Workspace { id: crypto::random_id(), slug: "demo".into(), name: "Demo".into() };
+                        store::directory::insert_workspace(&mut *c, &ws, now).await?;
+                        ws
+                    }
+                };
+                store::directory::upsert_membership(&mut *c, &ws.id, &user_id, "owner", now).await?;
+                store::clients::save(&mut *c, &client, now, true).await
+            })
+        })
+        .await?;
+    Ok((email, password))
+}

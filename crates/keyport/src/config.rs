@@ -1,0 +1,278 @@
+//! One `Config`, loaded from `keyport.toml`, `KEYPORT_*` environment
+//! variables and flags (flags win, then the environment, then the file),
+//! and passed explicitly to everything that needs it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde::Deserialize;
+
+use crate::domain::scopes::Role;
+
+/// Flags every command shares: where the data lives.
+#[derive(Debug, Clone, Default, Args)]
+pub struct StoreArgs {
+    /// Directory for the SQLite database, master key and outbox
+    #[arg(long, env = "KEYPORT_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// PostgreSQL (postgres://…) or SQLite (sqlite://…) URL; default: SQLite in the data directory
+    #[arg(long, env = "KEYPORT_DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Configuration file (TOML)
+    #[arg(long, env = "KEYPORT_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+}
+
+/// Flags of `keyport serve`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// Address to listen on
+    #[arg(long, env = "KEYPORT_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Issuer URL (https, except on loopback); default http:// + the listen address
+    #[arg(long, env = "KEYPORT_ISSUER")]
+    pub issuer: Option<String>,
+    /// Seed a demo user, workspace and the public `kp` client
+    #[arg(long)]
+    pub demo: bool,
+    /// Turn off rate limits and throttles (for load tests); `slow_down` on fast polling stays
+    #[arg(long)]
+    pub no_rate_limits: bool,
+}
+
+/// `[limits]`: every rate limit in one place.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Device authorization starts per client per minute.
+    pub device_starts_per_client_per_minute: i64,
+    /// Device authorization starts per IP address per minute.
+    pub device_starts_per_ip_per_minute: i64,
+    /// Failed user-code entries per hour, counted per browser session, per
+    /// account, per IP and per client (GitHub allows 50 per app).
+    pub user_code_failures_per_hour: i64,
+    /// Failed sign-ins before an account is locked.
+    pub failed_sign_ins_before_lockout: i64,
+    /// How long a locked account stays locked.
+    pub lockout_seconds: i64,
+    /// Sign-in attempts per IP address per minute.
+    pub sign_ins_per_ip_per_minute: i64,
+    /// Argon2id hashes running at once (about one per core).
+    pub password_hashes_in_flight: usize,
+    #[serde(skip)]
+    pub enabled: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            device_starts_per_client_per_minute: 600,
+            device_starts_per_ip_per_minute: 60,
+            user_code_failures_per_hour: 50,
+            failed_sign_ins_before_lockout: 5,
+            lockout_seconds: 900,
+            sign_ins_per_ip_per_minute: 30,
+            password_hashes_in_flight: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            enabled: true,
+        }
+    }
+}
+
+/// `[tokens]`: lifetimes in seconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenSettings {
+    pub access_token_ttl: i64,
+    pub refresh_token_ttl: i64,
+    pub device_code_ttl: i64,
+    pub device_poll_interval: i64,
+    /// How long a concurrent retry of the latest refresh gets the same pair.
+    pub refresh_leeway: i64,
+    /// Issue a fresh ID token on refresh as well.
+    pub id_token_on_refresh: bool,
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        Self {
+            access_token_ttl: 900,
+            refresh_token_ttl: 30 * 86_400,
+            device_code_ttl: 900,
+            device_poll_interval: 5,
+            refresh_leeway: 30,
+            id_token_on_refresh: false,
+        }
+    }
+}
+
+/// A scope in the catalogue and the least role that may be granted it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeDef {
+    pub name: String,
+    #[serde(default)]
+    pub min_role: Option<Role>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// A client declared in the configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientDecl {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub confidential: bool,
+    /// SHA-256 (base64url) of the secret, for confidential clients; or
+    /// `secret_env`, the name of a variable holding the secret.
+    #[serde(default)]
+    pub secret_hash: Option<String>,
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    pub grants: Vec<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+}
+
+/// The file's shape.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    pub issuer: Option<String>,
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub trusted_proxies: Vec<IpAddr>,
+    pub limits: Limits,
+    pub tokens: TokenSettings,
+    pub scopes: Vec<ScopeDef>,
+    pub clients: Vec<ClientDecl>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub issuer: String,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    /// The master key as given in `KEYPORT_MASTER_KEY`; else a key file in the data directory.
+    pub master_key: Option<String>,
+    pub trusted_proxies: Vec<IpAddr>,
+    pub limits: Limits,
+    pub tokens: TokenSettings,
+    pub scopes: Vec<ScopeDef>,
+    pub clients: Vec<ClientDecl>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {0}: {1}")]
+    Read(String, std::io::Error),
+    #[error("invalid configuration file {0}: {1}")]
+    Parse(String, String),
+    #[error("invalid issuer {0:?}: {1}")]
+    Issuer(String, &'static str),
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+impl Config {
+    pub fn load(store: &StoreArgs, serve: &ServeArgs) -> Result<Self, ConfigError> {
+        let file = match &store.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let listen = serve
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("default listen address"));
+        let issuer = serve
+            .issuer
+            .clone()
+            .or(file.issuer)
+            .unwrap_or_else(|| format!("http://{listen}"));
+        let issuer = check_issuer(&issuer)?;
+        let mut limits = file.limits;
+        limits.enabled = !serve.no_rate_limits;
+        Ok(Self {
+            issuer,
+            listen,
+            data_dir: store
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./keyport-data")),
+            database_url: store.database_url.clone().or(file.database_url),
+            master_key: master_key_from_env(),
+            trusted_proxies: file.trusted_proxies,
+            limits,
+            tokens: file.tokens,
+            scopes: file.scopes,
+            clients: file.clients,
+        })
+    }
+
+    /// The issuer's host is loopback (plain HTTP is then allowed).
+    pub fn issuer_is_loopback(&self) -> bool {
+        url::Url::parse(&self.issuer).is_ok_and(|u| is_loopback_host(u.host_str().unwrap_or("")))
+    }
+
+    pub fn issuer_is_https(&self) -> bool {
+        self.issuer.starts_with("https://")
+    }
+}
+
+fn master_key_from_env() -> Option<String> {
+    if let Ok(key) = std::env::var("KEYPORT_MASTER_KEY") {
+        return Some(key);
+    }
+    let path = std::env::var("KEYPORT_MASTER_KEY_FILE").ok()?;
+    std::fs::read_to_string(path).ok()
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::Read(path.display().to_string(), e))?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse(path.display().to_string(), e.to_string()))
+}
+
+pub fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The issuer is one string without a trailing slash, https unless on loopback.
+fn check_issuer(issuer: &str) -> Result<String, ConfigError> {
+    let bad = |why| ConfigError::Issuer(issuer.to_string(), why);
+    let url = url::Url::parse(issuer).map_err(|_| bad("not a URL"))?;
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("an issuer has no query or fragment"));
+    }
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback_host(url.host_str().unwrap_or("")) => {}
+        "http" => return Err(bad("must be https unless the host is loopback")),
+        _ => return Err(bad("must be an http(s) URL")),
+    }
+    Ok(issuer.trim_end_matches('/').to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issuer_must_be_https_outside_loopback() {
+        assert!(check_issuer("http://auth.example.com").is_err());
+        assert_eq!(check_issuer("https://auth.example.com/").unwrap(), "https://auth.example.com");
+        assert!(check_issuer("http://127.0.0.1:8080").is_ok());
+        assert!(check_issuer("http://localhost:1").is_ok());
+        assert!(check_issuer("http://[::1]:8080").is_ok());
+    }
+}

@@ -1,0 +1,279 @@
+//! Signing keys: Ed25519 for access tokens (RFC 9068), RS256 for ID tokens
+//! (what OIDC client libraries assume), the JWKS that publishes them, and
+//! verification of the access tokens Keyport issued.
+//!
+//! Private halves are stored only sealed under the master key, with the
+//! `kid` as associated data.
+
+use std::collections::HashMap;
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
+use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use jsonwebtoken::jwk::{Jwk, JwkSet, ThumbprintHash};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::seal::MasterKey;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("key generation failed")]
+    Generate,
+    #[error("stored key {0} does not open with this master key")]
+    Unseal(String),
+    #[error("stored key {0} is malformed: {1}")]
+    Malformed(String, String),
+    #[error("no active {0} signing key")]
+    NoActiveKey(&'static str),
+}
+
+/// What a key signs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyUse {
+    AccessToken,
+    IdToken,
+}
+
+impl KeyUse {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyUse::AccessToken => "access",
+            KeyUse::IdToken => "id",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "access" => Some(KeyUse::AccessToken),
+            "id" => Some(KeyUse::IdToken),
+            _ => None,
+        }
+    }
+}
+
+/// A key as the store keeps it.
+#[derive(Debug, Clone)]
+pub struct StoredKey {
+    pub kid: String,
+    pub alg: String,
+    pub key_use: KeyUse,
+    pub public_jwk: String,
+    pub sealed_private: String,
+    pub active: bool,
+}
+
+/// Creates a fresh key for `key_use`, sealed and ready to store.
+pub fn generate(master: &MasterKey, key_use: KeyUse) -> Result<StoredKey, KeyError> {
+    let (alg, pkcs8) = match key_use {
+        KeyUse::AccessToken => {
+            let doc = Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new())
+                .map_err(|_| KeyError::Generate)?;
+            (Algorithm::EdDSA, doc.as_ref().to_vec())
+        }
+        KeyUse::IdToken => {
+            let pair = RsaKeyPair::generate(KeySize::Rsa2048).map_err(|_| KeyError::Generate)?;
+            let der = pair.as_der().map_err(|_| KeyError::Generate)?;
+            (Algorithm::RS256, der.as_ref().to_vec())
+        }
+    };
+    let mut jwk = public_jwk(alg, &pkcs8).map_err(|e| KeyError::Malformed("new".into(), e))?;
+    let kid = jwk
+        .thumbprint(ThumbprintHash::SHA256)
+        .map_err(|e| KeyError::Malformed("new".into(), e.to_string()))?;
+    jwk.common.key_id = Some(kid.clone());
+    jwk.common.public_key_use = Some(jsonwebtoken::jwk::PublicKeyUse::Signature);
+    Ok(StoredKey {
+        public_jwk: serde_json::to_string(&jwk).expect("a JWK serializes"),
+        sealed_private: master.seal(&pkcs8, &kid),
+        alg: alg_name(alg).into(),
+        kid,
+        key_use,
+        active: true,
+    })
+}
+
+fn alg_name(alg: Algorithm) -> &'static str {
+    match alg {
+        Algorithm::EdDSA => "EdDSA",
+        Algorithm::RS256 => "RS256",
+        _ => "unsupported",
+    }
+}
+
+fn public_jwk(alg: Algorithm, pkcs8: &[u8]) -> Result<Jwk, String> {
+    Jwk::from_decoding_key(&decoding_key(alg, pkcs8)?, Some(alg)).map_err(|e| e.to_string())
+}
+
+// The public JWK is derived from the public key, never from the encoding key:
+// jsonwebtoken cannot read aws-lc's PKCS#8 v2 Ed25519 documents there.
+fn decoding_key(alg: Algorithm, pkcs8: &[u8]) -> Result<DecodingKey, String> {
+    match alg {
+        Algorithm::EdDSA => {
+            let pair = Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|e| e.to_string())?;
+            Ok(DecodingKey::from_ed_der(pair.public_key().as_ref()))
+        }
+        Algorithm::RS256 => {
+            let pair = RsaKeyPair::from_pkcs8(pkcs8).map_err(|e| e.to_string())?;
+            let public = pair.public_key();
+            Ok(DecodingKey::from_rsa_raw_components(
+                public.modulus().big_endian_without_leading_zero(),
+                public.exponent().big_endian_without_leading_zero(),
+            ))
+        }
+        _ => Err("unsupported algorithm".into()),
+    }
+}
+
+fn encoding_key(alg: Algorithm, pkcs8: &[u8]) -> Result<EncodingKey, String> {
+    match alg {
+        Algorithm::EdDSA => Ok(EncodingKey::from_ed_der(pkcs8)),
+        Algorithm::RS256 => {
+            let pem = format!(
+                "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+                STANDARD.encode(pkcs8)
+            );
+            EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| e.to_string())
+        }
+        _ => Err("unsupported algorithm".into()),
+    }
+}
+
+struct ActiveKey {
+    kid: String,
+    alg: Algorithm,
+    encoding: EncodingKey,
+}
+
+/// The keys in force: the active pair signs, every published key verifies.
+pub struct KeySet {
+    access: ActiveKey,
+    id: ActiveKey,
+    verifying: HashMap<String, (Algorithm, KeyUse, DecodingKey)>,
+    jwks_json: String,
+    /// Identifies this set, so a reload can tell whether anything changed.
+    pub fingerprint: String,
+}
+
+impl KeySet {
+    /// Builds the set from stored keys (active and previous ones).
+    pub fn from_stored(master: &MasterKey, keys: &[StoredKey]) -> Result<Self, KeyError> {
+        let mut access = None;
+        let mut id = None;
+        let mut verifying = HashMap::new();
+        let mut jwks = JwkSet { keys: Vec::new() };
+        for key in keys {
+            let alg = match key.alg.as_str() {
+                "EdDSA" => Algorithm::EdDSA,
+                "RS256" => Algorithm::RS256,
+                other => return Err(KeyError::Malformed(key.kid.clone(), other.into())),
+            };
+            let jwk: Jwk = serde_json::from_str(&key.public_jwk)
+                .map_err(|e| KeyError::Malformed(key.kid.clone(), e.to_string()))?;
+            let decoding = DecodingKey::from_jwk(&jwk)
+                .map_err(|e| KeyError::Malformed(key.kid.clone(), e.to_string()))?;
+            verifying.insert(key.kid.clone(), (alg, key.key_use, decoding));
+            jwks.keys.push(jwk);
+            if key.active {
+                let pkcs8 = master
+                    .open(&key.sealed_private, &key.kid)
+                    .map_err(|_| KeyError::Unseal(key.kid.clone()))?;
+                let encoding = encoding_key(alg, &pkcs8)
+                    .map_err(|e| KeyError::Malformed(key.kid.clone(), e))?;
+                let active = ActiveKey { kid: key.kid.clone(), alg, encoding };
+                match key.key_use {
+                    KeyUse::AccessToken => access = Some(active),
+                    KeyUse::IdToken => id = Some(active),
+                }
+            }
+        }
+        let fingerprint = keys.iter().map(|k| format!("{}:{};", k.kid, k.active)).collect();
+        Ok(Self {
+            access: access.ok_or(KeyError::NoActiveKey("access-token"))?,
+            id: id.ok_or(KeyError::NoActiveKey("ID-token"))?,
+            verifying,
+            jwks_json: serde_json::to_string(&jwks).expect("a JWK set serializes"),
+            fingerprint,
+        })
+    }
+
+    pub fn jwks_json(&self) -> &str {
+        &self.jwks_json
+    }
+
+    /// Signs an RFC 9068 access token (`typ: at+jwt`).
+    pub fn sign_access_token<C: Serialize>(&self, claims: &C) -> String {
+        let mut header = Header::new(self.access.alg);
+        header.typ = Some("at+jwt".into());
+        header.kid = Some(self.access.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.access.encoding)
+            .expect("signing with a loaded key does not fail")
+    }
+
+    /// Signs an OpenID Connect ID token (`typ: JWT`, as OIDC clients demand).
+    pub fn sign_id_token<C: Serialize>(&self, claims: &C) -> String {
+        let mut header = Header::new(self.id.alg);
+        header.kid = Some(self.id.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.id.encoding)
+            .expect("signing with a loaded key does not fail")
+    }
+
+    /// The OIDC `at_hash`: left half of SHA-256 of the access token.
+    pub fn at_hash(access_token: &str) -> String {
+        let digest = super::sha256(access_token.as_bytes());
+        super::b64url(&digest[..16])
+    }
+
+    /// Checks signature, `typ` and issuer of an access token. Expiry and
+    /// revocation are the caller's to check against its own clock and store.
+    pub fn verify_access_token<C: DeserializeOwned>(&self, token: &str, issuer: &str) -> Option<C> {
+        let header = jsonwebtoken::decode_header(token).ok()?;
+        if header.typ.as_deref() != Some("at+jwt") {
+            return None;
+        }
+        let (alg, key_use, key) = self.verifying.get(header.kid.as_deref()?)?;
+        if *key_use != KeyUse::AccessToken || header.alg != *alg {
+            return None;
+        }
+        let mut validation = Validation::new(*alg);
+        validation.set_issuer(&[issuer]);
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        jsonwebtoken::decode::<C>(token, key, &validation).ok().map(|data| data.claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize, serde::Deserialize, PartialEq, Debug)]
+    struct Claims {
+        iss: String,
+        sub: String,
+    }
+
+    #[test]
+    fn keys_sign_and_verify_and_refuse_id_tokens_as_access_tokens() {
+        let master = MasterKey::parse(&"11".repeat(32)).unwrap();
+        let keys = vec![
+            generate(&master, KeyUse::AccessToken).unwrap(),
+            generate(&master, KeyUse::IdToken).unwrap(),
+        ];
+        let set = KeySet::from_stored(&master, &keys).unwrap();
+        let claims = Claims { iss: "https://id.example".into(), sub: "u1".into() };
+        let at = set.sign_access_token(&claims);
+        assert_eq!(set.verify_access_token::<Claims>(&at, "https://id.example"), Some(claims));
+        assert!(set.verify_access_token::<Claims>(&at, "https://other").is_none());
+        let id = set.sign_id_token(&Claims { iss: "https://id.example".into(), sub: "u1".into() });
+        assert!(set.verify_access_token::<Claims>(&id, "https://id.example").is_none());
+        let jwks: serde_json::Value = serde_json::from_str(set.jwks_json()).unwrap();
+        assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
+        let wrong = MasterKey::parse(&"22".repeat(32)).unwrap();
+        assert!(matches!(KeySet::from_stored(&wrong, &keys), Err(KeyError::Unseal(_))));
+    }
+}

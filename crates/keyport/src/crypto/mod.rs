@@ -1,0 +1,53 @@
+//! Secrets: random values, hashing of tokens at rest, constant-time
+//! comparison, sealing with the master key, and the JWT signing keys.
+
+pub mod keys;
+pub mod seal;
+pub mod tokens;
+
+use aws_lc_rs::digest;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use subtle::ConstantTimeEq;
+
+/// Fills a buffer from the operating system's CSPRNG.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut buf = [0u8; N];
+    // aws-lc's RNG only fails when the OS has no entropy source at all;
+    // nothing sensible can continue then.
+    aws_lc_rs::rand::fill(&mut buf).expect("the operating system RNG failed");
+    buf
+}
+
+/// 256 random bits, base64url without padding.
+pub fn random_token() -> String {
+    URL_SAFE_NO_PAD.encode(random_bytes::<32>())
+}
+
+/// A random identifier for rows (128 bits, hex).
+pub fn random_id() -> String {
+    hex(&random_bytes::<16>())
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn b64url(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub fn sha256(data: &[u8]) -> Vec<u8> {
+    digest::digest(&digest::SHA256, data).as_ref().to_vec()
+}
+
+/// What the database keeps of a high-entropy secret (token, code, key):
+/// its SHA-256, so a database leak reveals no usable secret.
+pub fn hash_secret(secret: &str) -> String {
+    b64url(&sha256(secret.as_bytes()))
+}
+
+/// Compares two secrets without leaking where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.ct_eq(b).into()
+}

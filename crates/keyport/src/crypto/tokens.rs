@@ -1,0 +1,141 @@
+//! The formats of the secrets Keyport hands out: RFC 8628 device and user
+//! codes, checksummed refresh tokens and client secrets.
+
+use std::fmt;
+
+use keyport_proto::REFRESH_TOKEN_PREFIX;
+
+/// RFC 8628 §6.1: a user code alphabet without vowels (so no words) and
+/// without look-alike characters.
+pub const USER_CODE_ALPHABET: &[u8; 20] = b"BCDFGHJKLMNPQRSTVWXZ";
+const USER_CODE_LEN: usize = 8;
+
+/// A secret handed out once. `Debug` is redacted and there is no `Display`,
+/// so it cannot reach a log by accident; read it with [`Secret::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn hash(&self) -> String {
+        super::hash_secret(&self.0)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// A user code in its canonical form: 8 letters, no dash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserCode(String);
+
+impl UserCode {
+    pub fn generate() -> Self {
+        let mut code = String::with_capacity(USER_CODE_LEN);
+        while code.len() < USER_CODE_LEN {
+            for byte in super::random_bytes::<16>() {
+                // Rejection sampling keeps every letter equally likely.
+                if byte < 240 && code.len() < USER_CODE_LEN {
+                    code.push(USER_CODE_ALPHABET[(byte % 20) as usize] as char);
+                }
+            }
+        }
+        Self(code)
+    }
+
+    /// Accepts what a person types: any case, with or without the dash or
+    /// spaces.
+    pub fn parse(input: &str) -> Option<Self> {
+        let code: String = input
+            .chars()
+            .filter(|c| !matches!(c, '-' | ' ' | '\t'))
+            .map(|c| c.to_ascii_uppercase())
+            .collect();
+        (code.len() == USER_CODE_LEN && code.bytes().all(|b| USER_CODE_ALPHABET.contains(&b)))
+            .then_some(Self(code))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// `XXXX-XXXX`, as shown to people.
+    pub fn display(&self) -> String {
+        format!("{}-{}", &self.0[..4], &self.0[4..])
+    }
+}
+
+/// A device code: 256 random bits.
+pub fn new_device_code() -> Secret {
+    Secret(super::random_token())
+}
+
+/// `kp_rt_` + 256 random bits + a CRC32 checksum, so secret scanners can
+/// recognise a leaked token and tell it from random noise.
+pub fn new_refresh_token() -> Secret {
+    Secret(with_checksum(REFRESH_TOKEN_PREFIX))
+}
+
+/// A confidential client's secret, shown once.
+pub fn new_client_secret() -> Secret {
+    Secret(with_checksum("kp_cs_"))
+}
+
+fn with_checksum(prefix: &str) -> String {
+    let body = format!("{prefix}{}", super::random_token());
+    let crc = crc32fast::hash(body.as_bytes());
+    format!("{body}{crc:08x}")
+}
+
+/// True when the token has Keyport's refresh-token shape and checksum; lets
+/// the token endpoint turn away garbage without a database read.
+pub fn is_well_formed_refresh_token(token: &str) -> bool {
+    token.starts_with(REFRESH_TOKEN_PREFIX) && checksum_ok(token)
+}
+
+fn checksum_ok(token: &str) -> bool {
+    if token.len() < 9 || !token.is_char_boundary(token.len() - 8) {
+        return false;
+    }
+    let (body, crc) = token.split_at(token.len() - 8);
+    u32::from_str_radix(crc, 16).is_ok_and(|crc| crc == crc32fast::hash(body.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_codes_use_the_alphabet_and_parse_loosely() {
+        let code = UserCode::generate();
+        assert_eq!(code.as_str().len(), 8);
+        let shown = code.display();
+        assert_eq!(shown.len(), 9);
+        assert_eq!(UserCode::parse(&shown.to_lowercase()), Some(code.clone()));
+        assert_eq!(UserCode::parse(code.as_str()), Some(code));
+        assert_eq!(UserCode::parse("ABCD-EFGH"), None, "vowels are not in the alphabet");
+        assert_eq!(UserCode::parse("BCDF-GHJ"), None);
+    }
+
+    #[test]
+    fn refresh_tokens_carry_a_checksum() {
+        let token = new_refresh_token();
+        assert!(token.expose().starts_with("kp_rt_"));
+        assert!(is_well_formed_refresh_token(token.expose()));
+        let mut tampered = token.expose().to_string();
+        tampered.replace_range(8..9, if &tampered[8..9] == "A" { "B" } else { "A" });
+        assert!(!is_well_formed_refresh_token(&tampered));
+        assert!(!is_well_formed_refresh_token("kp_rt_é"));
+        assert_eq!(format!("{token:?}"), "[redacted]");
+    }
+}

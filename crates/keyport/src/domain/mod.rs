@@ -1,0 +1,62 @@
+//! The OAuth rules: device authorizations, token grants, rotation, consent,
+//! sign-in and the audit trail. Speaks the RFCs' language and knows nothing
+//! of HTTP; gets a store and a clock through [`crate::Keyport`].
+
+pub mod audit;
+pub mod clients;
+pub mod device;
+pub mod scopes;
+pub mod signin;
+pub mod tokens;
+
+use std::borrow::Cow;
+
+pub use keyport_proto::ErrorCode;
+
+use crate::store;
+
+/// What a domain operation refuses with. OAuth refusals carry their RFC
+/// code; the HTTP layer alone decides status codes.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}: {description}", code.as_str())]
+    OAuth { code: ErrorCode, description: Cow<'static, str> },
+    /// Throttled (other than `slow_down`): HTTP 429 with `Retry-After`.
+    #[error("too many requests; retry after {retry_after} s")]
+    Throttled { retry_after: i64 },
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+impl Error {
+    pub fn oauth(code: ErrorCode, description: impl Into<Cow<'static, str>>) -> Self {
+        Error::OAuth { code, description: description.into() }
+    }
+
+    pub fn invalid_request(description: impl Into<Cow<'static, str>>) -> Self {
+        Self::oauth(ErrorCode::InvalidRequest, description)
+    }
+
+    pub fn invalid_grant(description: impl Into<Cow<'static, str>>) -> Self {
+        Self::oauth(ErrorCode::InvalidGrant, description)
+    }
+
+    pub fn invalid_client(description: impl Into<Cow<'static, str>>) -> Self {
+        Self::oauth(ErrorCode::InvalidClient, description)
+    }
+
+    pub fn internal(what: &'static str) -> Self {
+        Error::Internal(what)
+    }
+
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Error::OAuth { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

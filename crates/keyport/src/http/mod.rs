@@ -1,0 +1,143 @@
+//! HTTP: the axum router, the middleware every response passes (client IP,
+//! the HTTPS rule, security headers, panic guard) and the serve loop with
+//! graceful shutdown.
+
+pub mod error;
+pub mod oauth;
+pub mod params;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use keyport_proto::ErrorCode;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::pages;
+use crate::service::{Caller, Keyport};
+use error::json_error;
+
+/// Flipped when shutdown begins, so `/readyz` turns load balancers away.
+#[derive(Clone, Default)]
+pub struct Draining(Arc<AtomicBool>);
+
+impl Draining {
+    pub fn start(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The whole server as a router. Serve it with
+/// `into_make_service_with_connect_info::<SocketAddr>()` so per-IP limits
+/// and audit records see the peer address.
+pub fn router(kp: Keyport, draining: Draining) -> Router {
+    let health = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state((kp.clone(), draining));
+    Router::new()
+        .route("/.well-known/oauth-authorization-server", get(oauth::metadata))
+        .route("/.well-known/openid-configuration", get(oauth::metadata))
+        .route("/oauth/jwks", get(oauth::jwks))
+        .route("/oauth/device_authorization", post(oauth::device_authorization))
+        .route("/oauth/token", post(oauth::token))
+        .route("/oauth/revoke", post(oauth::revoke))
+        .route("/oauth/introspect", post(oauth::introspect))
+        .route("/oauth/userinfo", get(oauth::userinfo).post(oauth::userinfo))
+        .route("/device", get(pages::device::verification_page))
+        .route("/device/sign-in", post(pages::device::sign_in))
+        .route("/device/decision", post(pages::device::decision))
+        .route("/setup", get(pages::setup::form).post(pages::setup::create))
+        .route("/assets/keyport.css", get(pages::stylesheet))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(kp.clone(), https_only))
+        .with_state(kp.clone())
+        .merge(health)
+        .layer(middleware::from_fn_with_state(kp, identify_caller))
+        .layer(middleware::from_fn(security_headers))
+        .layer(CatchPanicLayer::custom(|_| {
+            json_error(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::ServerError.as_str(), "internal error")
+        }))
+}
+
+async fn not_found() -> Response {
+    json_error(StatusCode::NOT_FOUND, ErrorCode::InvalidRequest.as_str(), "no such endpoint")
+}
+
+async fn readyz(State((kp, draining)): State<(Keyport, Draining)>) -> Response {
+    if draining.0.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
+    }
+    if kp.store.ping().await {
+        "ready".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response()
+    }
+}
+
+/// The client's address: the peer, or behind a trusted proxy the last
+/// address `X-Forwarded-For` names.
+async fn identify_caller(State(kp): State<Keyport>, mut req: Request, next: Next) -> Response {
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let forwarded = peer
+        .filter(|ip| kp.config.trusted_proxies.contains(ip))
+        .and_then(|_| req.headers().get("x-forwarded-for"))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|v| v.trim().parse::<IpAddr>().ok());
+    req.extensions_mut().insert(Caller { ip: forwarded.or(peer) });
+    next.run(req).await
+}
+
+/// Plain HTTP is served only on loopback or through a trusted proxy that
+/// terminated TLS (RFC 6749 §3.1, §10.9).
+async fn https_only(State(kp): State<Keyport>, req: Request, next: Next) -> Response {
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let allowed = match peer {
+        None => true, // embedded without a socket: the embedder decides
+        Some(ip) if ip.is_loopback() => true,
+        Some(ip) if kp.config.trusted_proxies.contains(&ip) => {
+            req.headers().get("x-forwarded-proto").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
+        }
+        Some(_) => false,
+    };
+    if !allowed {
+        return json_error(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest.as_str(), "HTTPS required");
+    }
+    next.run(req).await
+}
+
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; \
+                   frame-ancestors 'none'; base-uri 'none'";
+
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut response = next.run(req).await;
+    let headers = response.headers_mut();
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    response
+}
+
+/// Serves until `shutdown` resolves, then drains in-flight requests.
+pub async fn serve(
+    kp: Keyport,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let draining = Draining::default();
+    let app = router(kp, draining.clone());
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            draining.start();
+        })
+        .await
+}

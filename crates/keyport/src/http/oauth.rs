@@ -1,0 +1,184 @@
+//! The OAuth endpoints: RFC 8414 / OIDC discovery, JWKS, RFC 8628 device
+//! authorization, the token endpoint, RFC 7009 revocation, RFC 7662
+//! introspection and OIDC userinfo.
+
+use axum::Extension;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use keyport_proto::{ClientInfo, DEVICE_CODE_GRANT, ErrorCode};
+use serde_json::json;
+
+use super::error::{ApiError, no_store};
+use super::params::{Params, bearer_token};
+use crate::domain::Error;
+use crate::domain::device::{DeviceMetadata, PollRequest, StartRequest};
+use crate::service::{Caller, Keyport};
+
+/// The grant types the token endpoint serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantType {
+    DeviceCode,
+    RefreshToken,
+    ClientCredentials,
+}
+
+impl GrantType {
+    pub const SUPPORTED: &[&str] = &[DEVICE_CODE_GRANT, "refresh_token", "client_credentials"];
+
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            DEVICE_CODE_GRANT => Some(GrantType::DeviceCode),
+            "refresh_token" => Some(GrantType::RefreshToken),
+            "client_credentials" => Some(GrantType::ClientCredentials),
+            _ => None,
+        }
+    }
+}
+
+fn json_no_store(value: impl serde::Serialize) -> Response {
+    let mut response = axum::Json(value).into_response();
+    no_store(&mut response);
+    response
+}
+
+pub async fn metadata(State(kp): State<Keyport>) -> Response {
+    let iss = &kp.config.issuer;
+    let mut response = axum::Json(json!({
+        "issuer": iss,
+        "authorization_endpoint": format!("{iss}/oauth/authorize"),
+        "token_endpoint": format!("{iss}/oauth/token"),
+        "device_authorization_endpoint": format!("{iss}/oauth/device_authorization"),
+        "revocation_endpoint": format!("{iss}/oauth/revoke"),
+        "introspection_endpoint": format!("{iss}/oauth/introspect"),
+        "userinfo_endpoint": format!("{iss}/oauth/userinfo"),
+        "jwks_uri": format!("{iss}/oauth/jwks"),
+        "grant_types_supported": GrantType::SUPPORTED,
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "scopes_supported": kp.catalogue.names(),
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "access_token_signing_alg_values_supported": ["EdDSA"],
+        "subject_types_supported": ["public"],
+        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "email", "email_verified", "name", "sid", "workspace", "role"],
+        "authorization_response_iss_parameter_supported": true,
+        "request_parameter_supported": false,
+        "service_documentation": format!("{iss}/device"),
+    }))
+    .into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    response
+}
+
+pub async fn jwks(State(kp): State<Keyport>) -> Response {
+    let keys = kp.keys();
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=60")),
+        ],
+        keys.jwks_json().to_string(),
+    )
+        .into_response()
+}
+
+/// RFC 8628 §3.1.
+pub async fn device_authorization(
+    State(kp): State<Keyport>,
+    Extension(caller): Extension<Caller>,
+    params: Params,
+) -> Result<Response, ApiError> {
+    let client = kp.authenticate_client(&params.client_credentials()?).await?;
+    let client_info = match (&params.client_info_json, params.get("client_info")) {
+        (Some(object), _) => Some(object.clone()),
+        (None, Some(text)) => Some(
+            serde_json::from_str(text).map_err(|_| ApiError::bad_request("client_info must be a JSON object"))?,
+        ),
+        (None, None) => None,
+    };
+    let client_info: Option<ClientInfo> = client_info
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|_| ApiError::bad_request("client_info must be {\"name\", \"version\"}"))?;
+    let request = StartRequest {
+        scope: params.get("scope").map(str::to_string),
+        resource: params.get("resource").map(str::to_string),
+        metadata: DeviceMetadata {
+            cli_label: params.get("cli_label").map(str::to_string),
+            client_info,
+            dns_name: params.get("dns_name").map(str::to_string),
+            os_type: params.get("os_type").map(str::to_string),
+            os_version: params.get("os_version").map(str::to_string),
+        },
+    };
+    let response = kp.start_device_authorization(&client, request, &caller).await?;
+    Ok(json_no_store(response))
+}
+
+/// RFC 6749 §3.2, dispatching on `grant_type`.
+pub async fn token(
+    State(kp): State<Keyport>,
+    Extension(caller): Extension<Caller>,
+    params: Params,
+) -> Result<Response, ApiError> {
+    let grant = params.require("grant_type")?;
+    let grant = GrantType::parse(grant)
+        .ok_or_else(|| ApiError(Error::oauth(ErrorCode::UnsupportedGrantType, "unsupported grant_type")))?;
+    let client = kp.authenticate_client(&params.client_credentials()?).await?;
+    let response = match grant {
+        GrantType::DeviceCode => {
+            if !client.grants.iter().any(|g| g == DEVICE_CODE_GRANT) {
+                return Err(Error::oauth(ErrorCode::UnauthorizedClient, "the device grant is not enabled for this client").into());
+            }
+            let poll = PollRequest {
+                device_code: params.secret("device_code")?,
+                resource: params.get("resource").map(str::to_string),
+                scope: params.get("scope").map(str::to_string),
+            };
+            kp.poll_device(&client, poll, &caller).await?
+        }
+        GrantType::RefreshToken => {
+            let token = params.secret("refresh_token")?;
+            kp.refresh(&client, &token, params.get("scope"), &caller).await?
+        }
+        GrantType::ClientCredentials => {
+            kp.client_credentials(&client, params.get("scope"), params.get("resource"), &caller).await?
+        }
+    };
+    Ok(json_no_store(response))
+}
+
+/// RFC 7009 §2: 200 for revoked and unknown tokens alike.
+pub async fn revoke(
+    State(kp): State<Keyport>,
+    Extension(caller): Extension<Caller>,
+    params: Params,
+) -> Result<Response, ApiError> {
+    let client = kp.authenticate_client(&params.client_credentials()?).await?;
+    let token = params.secret("token")?;
+    kp.revoke(&client, &token, &caller).await?;
+    let mut response = axum::Json(json!({})).into_response();
+    no_store(&mut response);
+    Ok(response)
+}
+
+/// RFC 7662 §2, for confidential clients (resource servers).
+pub async fn introspect(State(kp): State<Keyport>, params: Params) -> Result<Response, ApiError> {
+    let client = kp.authenticate_client(&params.client_credentials()?).await?;
+    if !client.confidential {
+        return Err(Error::invalid_client("introspection is for confidential clients").into());
+    }
+    let token = params.secret("token")?;
+    Ok(json_no_store(kp.introspect(&token).await?))
+}
+
+/// OIDC Core §5.3, plus the token's workspace and role.
+pub async fn userinfo(State(kp): State<Keyport>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let token = bearer_token(&headers)
+        .ok_or_else(|| ApiError(Error::oauth(ErrorCode::InvalidToken, "a bearer token is required")))?;
+    Ok(json_no_store(kp.userinfo(token).await?))
+}

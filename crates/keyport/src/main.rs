@@ -1,0 +1,330 @@
+//! `keyport`: serve the authorization server, or administer it.
+
+use std::io::Read;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use keyport::admin::{self, NewClient};
+use keyport::clock::SystemClock;
+use keyport::config::{Config, ServeArgs, StoreArgs};
+use keyport::{Keyport, http, pages};
+use serde_json::Value;
+
+#[derive(Parser)]
+#[command(name = "keyport", version, about = "OAuth 2.0 / OpenID Connect authorization server for CLI and device logins")]
+struct Cli {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Print machine-readable JSON on stdout
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server
+    Serve {
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// Log format: text or json
+        #[arg(long, env = "KEYPORT_LOG_FORMAT", default_value = "text")]
+        log_format: String,
+    },
+    /// Apply database migrations and exit
+    Migrate,
+    /// Manage users
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage OAuth clients
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// Manage workspaces and their members
+    #[command(subcommand)]
+    Workspace(WorkspaceCommand),
+    /// List and revoke CLI sessions
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
+    /// Manage signing keys
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Read the audit trail
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user; the password is read from stdin
+    Add {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// Read the password from standard input
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClientCommand {
+    /// Register a client; a confidential client's secret is printed once
+    Add(ClientAdd),
+}
+
+#[derive(Args)]
+#[group(id = "kind", required = true, multiple = false, args = ["public", "confidential"])]
+struct ClientAdd {
+    #[arg(long)]
+    id: String,
+    #[arg(long)]
+    name: String,
+    /// A public client (CLIs, native apps): no secret
+    #[arg(long)]
+    public: bool,
+    /// A confidential client (servers): gets a secret
+    #[arg(long)]
+    confidential: bool,
+    /// Grant type (repeatable), e.g. urn:ietf:params:oauth:grant-type:device_code, refresh_token
+    #[arg(long = "grant", required = true)]
+    grants: Vec<String>,
+    /// Allowed scope (repeatable)
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
+    /// Allowed resource / audience URL (repeatable)
+    #[arg(long = "audience")]
+    audiences: Vec<String>,
+    /// Redirect URI for the authorization code flow (repeatable)
+    #[arg(long = "redirect-uri")]
+    redirect_uris: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum WorkspaceCommand {
+    /// Add a workspace
+    Add {
+        #[arg(long)]
+        slug: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// Manage members
+    #[command(subcommand)]
+    Member(MemberCommand),
+}
+
+#[derive(Subcommand)]
+enum MemberCommand {
+    /// Add a member (or change their role): viewer, member, admin or owner
+    Add {
+        #[arg(long)]
+        workspace: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        role: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum SessionsCommand {
+    /// List live sessions
+    List {
+        /// Only this user's sessions (email)
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Revoke a session: its refresh tokens stop at once, its access tokens fail introspection
+    Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create new signing keys; the old ones stay published until the next rotation
+    Rotate,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Export audit events
+    Export {
+        /// Only events at or after this unix time (seconds)
+        #[arg(long, default_value_t = 0)]
+        since: i64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYPORT_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn open(store: &StoreArgs, serve: &ServeArgs) -> anyhow::Result<Keyport> {
+    let config = Config::load(store, serve)?;
+    Ok(Keyport::open(config, Arc::new(SystemClock)).await?)
+}
+
+fn print(json: bool, value: Value, human: impl FnOnce(&Value) -> String) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&value).expect("JSON prints"));
+    } else {
+        println!("{}", human(&value));
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let json = cli.json;
+    let none = ServeArgs::default();
+    match cli.command {
+        Command::Serve { serve, log_format } => {
+            init_logging(&log_format);
+            return run_server(&cli.store, &serve).await;
+        }
+        Command::Migrate => {
+            open(&cli.store, &none).await?;
+            print(json, serde_json::json!({ "migrated": true }), |_| "migrations applied".into());
+        }
+        Command::User(UserCommand::Add { email, name, .. }) => {
+            let mut password = String::new();
+            std::io::stdin().read_to_string(&mut password).context("reading the password from stdin")?;
+            let password = password.trim_end_matches(['\n', '\r']).to_string();
+            let kp = open(&cli.store, &none).await?;
+            let user = admin::add_user(&kp, &email, name.as_deref(), password).await?;
+            print(json, user, |u| format!("added user {} ({})", u["email"].as_str().unwrap_or(""), u["id"].as_str().unwrap_or("")));
+        }
+        Command::Client(ClientCommand::Add(add)) => {
+            let kp = open(&cli.store, &none).await?;
+            let new = NewClient {
+                id: add.id,
+                name: add.name,
+                confidential: add.confidential,
+                grants: add.grants,
+                scopes: add.scopes,
+                audiences: add.audiences,
+                redirect_uris: add.redirect_uris,
+            };
+            let client = admin::add_client(&kp, new).await?;
+            print(json, client, |c| match c["client_secret"].as_str() {
+                Some(secret) => format!(
+                    "added client {}\nclient secret (shown once, store it now): {secret}",
+                    c["client_id"].as_str().unwrap_or("")
+                ),
+                None => format!("added public client {}", c["client_id"].as_str().unwrap_or("")),
+            });
+        }
+        Command::Workspace(WorkspaceCommand::Add { slug, name }) => {
+            let kp = open(&cli.store, &none).await?;
+            let ws = admin::add_workspace(&kp, &slug, &name).await?;
+            print(json, ws, |w| format!("added workspace {}", w["slug"].as_str().unwrap_or("")));
+        }
+        Command::Workspace(WorkspaceCommand::Member(MemberCommand::Add { workspace, email, role })) => {
+            let kp = open(&cli.store, &none).await?;
+            let member = admin::add_member(&kp, &workspace, &email, &role).await?;
+            print(json, member, |m| {
+                format!("{} is {} of {}", m["email"].as_str().unwrap_or(""), m["role"].as_str().unwrap_or(""), m["workspace"].as_str().unwrap_or(""))
+            });
+        }
+        Command::Sessions(SessionsCommand::List { user }) => {
+            let kp = open(&cli.store, &none).await?;
+            let sessions = admin::list_sessions(&kp, user.as_deref()).await?;
+            print(json, sessions, |rows| {
+                let mut out = format!("{:<34} {:<24} {:<16} {:<20} {:<15}", "ID", "USER", "CLIENT", "LABEL", "IP");
+                for row in rows.as_array().into_iter().flatten() {
+                    let field = |k: &str| row[k].as_str().unwrap_or("-").to_string();
+                    out.push_str(&format!("\n{:<34} {:<24} {:<16} {:<20} {:<15}", field("id"), field("user"), field("client_id"), field("label"), field("ip")));
+                }
+                out
+            });
+        }
+        Command::Sessions(SessionsCommand::Revoke { id }) => {
+            let kp = open(&cli.store, &none).await?;
+            let done = admin::revoke_session(&kp, &id).await?;
+            print(json, done, |_| format!("revoked session {id}"));
+        }
+        Command::Keys(KeysCommand::Rotate) => {
+            let kp = open(&cli.store, &none).await?;
+            let done = admin::rotate_keys(&kp).await?;
+            print(json, done, |d| format!("new signing keys: {}", d["active"]));
+        }
+        Command::Audit(AuditCommand::Export { since }) => {
+            let kp = open(&cli.store, &none).await?;
+            let events = admin::export_audit(&kp, since * 1000).await?;
+            print(json, events, |rows| {
+                rows.as_array().into_iter().flatten().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn run_server(store: &StoreArgs, serve: &ServeArgs) -> anyhow::Result<()> {
+    let kp = open(store, serve).await?;
+    let listener = tokio::net::TcpListener::bind(kp.config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", kp.config.listen))?;
+    if !kp.config.limits.enabled {
+        tracing::warn!("rate limits are off (--no-rate-limits)");
+    }
+    if serve.demo {
+        let (email, password) = admin::seed_demo(&kp).await?;
+        eprintln!(
+            "\nDemo data is ready. In another terminal run:\n\n    kp login --issuer {} --client-id kp\n\nand sign in as {email} with password {password}\n",
+            kp.config.issuer
+        );
+    } else if let Some(link) = pages::setup::setup_link(&kp).await? {
+        eprintln!("\nNo users yet. Create the first admin here (the link works once):\n\n    {link}\n");
+    }
+    tracing::info!(issuer = %kp.config.issuer, listen = %kp.config.listen, engine = ?kp.store.engine(), "keyport is ready");
+    let maintenance = kp.spawn_maintenance();
+    let store_handle = kp.store.clone();
+    http::serve(kp, listener, shutdown_signal()).await?;
+    maintenance.abort();
+    store_handle.close().await;
+    tracing::info!("keyport stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,250 @@
+//! The hosted verification page (RFC 8628 §3.3): sign in, enter or confirm
+//! the code (§5.4: the code is always shown to compare with the terminal),
+//! choose a workspace, review the request, then Approve or Deny.
+
+use askama::Template;
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+
+use super::{Csrf, cookies, csrf_for, csrf_ok, describe_expiry, message, page, read_cookie};
+use crate::domain::Error;
+use crate::domain::device::{Consent, Decided, PendingRequest};
+use crate::domain::scopes::Role;
+use crate::domain::signin::SignInError;
+use crate::http::params::read_form;
+use crate::service::{Caller, Keyport};
+use crate::store::{self, directory::User};
+
+#[derive(Template)]
+#[template(path = "signin.html")]
+struct SignInPage<'a> {
+    action: &'a str,
+    csrf: &'a str,
+    user_code: Option<String>,
+    email: &'a str,
+    error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "device_entry.html")]
+struct EntryPage<'a> {
+    email: &'a str,
+    error: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "device_workspace.html")]
+struct WorkspacePage<'a> {
+    client_name: &'a str,
+    user_code: String,
+    /// (slug, name, role)
+    workspaces: Vec<(String, String, String)>,
+}
+
+#[derive(Template)]
+#[template(path = "device_approve.html")]
+struct ApprovePage<'a> {
+    client_name: &'a str,
+    user_code: String,
+    label: Option<String>,
+    client_info: Option<String>,
+    workspace: Option<String>,
+    workspace_slug: Option<String>,
+    role: Option<String>,
+    resource: Option<String>,
+    origin: String,
+    network_differs: bool,
+    expires: String,
+    /// (scope, description, granted)
+    scopes: Vec<(String, String, bool)>,
+    csrf: &'a str,
+    request_id: &'a str,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DeviceQuery {
+    user_code: Option<String>,
+    workspace: Option<String>,
+}
+
+/// The signed-in user, if the session cookie names a live session.
+async fn current_user(kp: &Keyport, headers: &HeaderMap) -> Result<Option<(User, i64, String)>, Error> {
+    let Some(cookie) = read_cookie(headers, cookies(kp).session) else { return Ok(None) };
+    Ok(kp.browser_user(cookie).await?.map(|(user, auth_time)| (user, auth_time, cookie.to_string())))
+}
+
+fn sign_in_page(status: StatusCode, csrf: &Csrf, user_code: Option<String>, email: &str, error: Option<String>) -> Response {
+    page(status, SignInPage { action: "/device/sign-in", csrf: &csrf.token, user_code, email, error }.render(), Some(csrf))
+}
+
+fn unavailable() -> Response {
+    message(StatusCode::SERVICE_UNAVAILABLE, "Try again shortly", vec!["Keyport cannot reach its database right now.".into()])
+}
+
+/// `GET /device` and `GET /device?user_code=…`.
+pub async fn verification_page(
+    State(kp): State<Keyport>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Query(query): Query<DeviceQuery>,
+) -> Response {
+    let csrf = csrf_for(&kp, &headers);
+    let user_code = query.user_code.as_deref().map(str::trim).filter(|c| !c.is_empty());
+    let Ok(signed_in) = current_user(&kp, &headers).await else { return unavailable() };
+    let Some((user, _, session)) = signed_in else {
+        return sign_in_page(StatusCode::OK, &csrf, user_code.map(str::to_uppercase), "", None);
+    };
+    let Some(code) = user_code else {
+        return page(StatusCode::OK, EntryPage { email: &user.email, error: None }.render(), Some(&csrf));
+    };
+    let pending = match kp.resolve_user_code(code, &user, Some(&session), &caller).await {
+        Ok(pending) => pending,
+        Err(Error::Throttled { .. }) => {
+            let error = Some("Too many wrong codes. Wait an hour, then try again.");
+            return page(StatusCode::TOO_MANY_REQUESTS, EntryPage { email: &user.email, error }.render(), Some(&csrf));
+        }
+        Err(Error::OAuth { .. }) => {
+            let error = Some("That code is not valid or has expired. Check your terminal and try again.");
+            return page(StatusCode::BAD_REQUEST, EntryPage { email: &user.email, error }.render(), Some(&csrf));
+        }
+        Err(_) => return unavailable(),
+    };
+    let Ok(memberships) = store::directory::memberships_of(kp.store.pool(), &user.id).await else {
+        return unavailable();
+    };
+    let chosen = match query.workspace.as_deref() {
+        Some(slug) => memberships.iter().find(|(ws, _)| ws.slug == slug),
+        None if memberships.len() <= 1 => memberships.first(),
+        None => None,
+    };
+    if chosen.is_none() && !memberships.is_empty() {
+        let workspaces = memberships.iter().map(|(ws, role)| (ws.slug.clone(), ws.name.clone(), role.clone())).collect();
+        let html = WorkspacePage { client_name: &pending.client.name, user_code: pending.user_code.display(), workspaces };
+        return page(StatusCode::OK, html.render(), Some(&csrf));
+    }
+    approve_page(&kp, &caller, &csrf, pending, chosen.map(|(ws, role)| (ws.slug.clone(), ws.name.clone(), role.clone())))
+}
+
+fn approve_page(kp: &Keyport, caller: &Caller, csrf: &Csrf, pending: PendingRequest, chosen: Option<(String, String, String)>) -> Response {
+    let role = chosen.as_ref().and_then(|(_, _, role)| Role::parse(role));
+    let scopes = pending
+        .requested
+        .iter()
+        .map(|s| (s.to_string(), kp.catalogue.describe(s).unwrap_or("").to_string(), kp.catalogue.allows(s, role)))
+        .collect();
+    let caller_ip = caller.ip_string();
+    let network_differs = pending.ip.is_some() && caller_ip.is_some() && pending.ip != caller_ip;
+    let client_info = pending.metadata.client_info.as_ref().map(|i| {
+        format!("{} {}", i.name.as_deref().unwrap_or(""), i.version.as_deref().unwrap_or("")).trim().to_string()
+    });
+    let mut label = pending.metadata.cli_label.clone();
+    if let Some(host) = &pending.metadata.dns_name {
+        label = Some(match label {
+            Some(l) => format!("{l} ({host})"),
+            None => host.clone(),
+        });
+    }
+    if let Some(os) = &pending.metadata.os_type {
+        let os = format!("{os} {}", pending.metadata.os_version.as_deref().unwrap_or("")).trim().to_string();
+        label = Some(match label {
+            Some(l) => format!("{l} · {os}"),
+            None => os,
+        });
+    }
+    let html = ApprovePage {
+        client_name: &pending.client.name,
+        user_code: pending.user_code.display(),
+        label,
+        client_info,
+        workspace: chosen.as_ref().map(|(_, name, _)| name.clone()),
+        workspace_slug: chosen.as_ref().map(|(slug, _, _)| slug.clone()),
+        role: role.map(|r| r.to_string()),
+        resource: pending.resource.clone(),
+        origin: pending.ip.clone().unwrap_or_else(|| "unknown".into()),
+        network_differs,
+        expires: describe_expiry(pending.expires_at, kp.clock.now()),
+        scopes,
+        csrf: &csrf.token,
+        request_id: &pending.id,
+    };
+    page(StatusCode::OK, html.render(), Some(csrf))
+}
+
+/// `POST /device/sign-in`.
+pub async fn sign_in(State(kp): State<Keyport>, Extension(caller): Extension<Caller>, headers: HeaderMap, body: Body) -> Response {
+    let csrf = csrf_for(&kp, &headers);
+    let Ok(form) = read_form(body).await else {
+        return message(StatusCode::BAD_REQUEST, "Bad request", vec!["The form could not be read.".into()]);
+    };
+    let user_code = form.get("user_code").map(str::to_string);
+    let email = form.get("email").unwrap_or("").to_string();
+    if !csrf_ok(&kp, &headers, form.get("csrf_token")) {
+        let error = Some("Your session expired. Please sign in again.".to_string());
+        return sign_in_page(StatusCode::FORBIDDEN, &csrf, user_code, &email, error);
+    }
+    let password = form.get("password").unwrap_or("");
+    match kp.sign_in(&email, password, &caller).await {
+        Ok(session) => {
+            let target = match &user_code {
+                Some(code) => format!("/device?user_code={}", url_encode(code)),
+                None => "/device".to_string(),
+            };
+            let names = cookies(&kp);
+            let mut response = Redirect::to(&target).into_response();
+            response.headers_mut().append(header::SET_COOKIE, names.set(names.session, &session.id, Some(12 * 3600)));
+            response
+        }
+        Err(SignInError::Other(_)) => unavailable(),
+        Err(e @ SignInError::Throttled { .. }) => {
+            sign_in_page(StatusCode::TOO_MANY_REQUESTS, &csrf, user_code, &email, Some(e.to_string()))
+        }
+        Err(e) => sign_in_page(StatusCode::UNAUTHORIZED, &csrf, user_code, &email, Some(e.to_string())),
+    }
+}
+
+/// `POST /device/decision`: Approve or Deny.
+pub async fn decision(State(kp): State<Keyport>, Extension(caller): Extension<Caller>, headers: HeaderMap, body: Body) -> Response {
+    let Ok(form) = read_form(body).await else {
+        return message(StatusCode::BAD_REQUEST, "Bad request", vec!["The form could not be read.".into()]);
+    };
+    if !csrf_ok(&kp, &headers, form.get("csrf_token")) {
+        return message(StatusCode::FORBIDDEN, "Request refused", vec!["The form expired. Go back, reload the page and try again.".into()]);
+    }
+    let Ok(signed_in) = current_user(&kp, &headers).await else { return unavailable() };
+    let Some((user, auth_time, _)) = signed_in else {
+        return Redirect::to("/device").into_response();
+    };
+    let Some(request_id) = form.get("request_id") else {
+        return message(StatusCode::BAD_REQUEST, "Bad request", vec!["The request is missing.".into()]);
+    };
+    let consent = match form.get("decision") {
+        Some("approve") => Consent::Approve { workspace: form.get("workspace") },
+        Some("deny") => Consent::Deny,
+        _ => return message(StatusCode::BAD_REQUEST, "Bad request", vec!["Choose Approve or Deny.".into()]),
+    };
+    match kp.decide_device(request_id, &user, consent, auth_time, &caller).await {
+        Ok(Decided::Approved { granted, refused }) => {
+            let mut lines = vec!["The device is signed in. You can close this window and return to your terminal.".to_string()];
+            lines.push(format!("Granted: {}", if granted.is_empty() { "(nothing)" } else { &granted }));
+            if !refused.is_empty() {
+                lines.push(format!("Not granted (your role does not allow it): {}", refused.join(" ")));
+            }
+            message(StatusCode::OK, "Device approved", lines)
+        }
+        Ok(Decided::Denied) => message(
+            StatusCode::OK,
+            "Request denied",
+            vec!["The device was not signed in. If you did not start this request, consider changing your password.".into()],
+        ),
+        Err(Error::OAuth { description, .. }) => message(StatusCode::BAD_REQUEST, "Nothing changed", vec![description.to_string()]),
+        Err(_) => unavailable(),
+    }
+}
+
+fn url_encode(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
+}

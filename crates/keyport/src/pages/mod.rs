@@ -1,0 +1,146 @@
+//! Server-rendered pages (one askama template struct per page): the device
+//! verification page and first-run setup. They work without JavaScript,
+//! label every input and carry a CSRF token in every form.
+
+pub mod device;
+pub mod setup;
+
+use aws_lc_rs::hmac;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+
+use crate::crypto::{self, constant_time_eq};
+use crate::service::Keyport;
+
+pub const STYLESHEET: &str = include_str!("../../templates/keyport.css");
+
+/// Cookie names: `__Host-` prefixed (and `Secure`) when the issuer is https.
+pub struct Cookies {
+    pub session: &'static str,
+    pub csrf: &'static str,
+    secure: bool,
+}
+
+pub fn cookies(kp: &Keyport) -> Cookies {
+    if kp.config.issuer_is_https() {
+        Cookies { session: "__Host-kp_session", csrf: "__Host-kp_csrf", secure: true }
+    } else {
+        Cookies { session: "kp_session", csrf: "kp_csrf", secure: false }
+    }
+}
+
+impl Cookies {
+    pub fn set(&self, name: &str, value: &str, max_age: Option<i64>) -> HeaderValue {
+        let mut cookie = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax");
+        if self.secure {
+            cookie.push_str("; Secure");
+        }
+        if let Some(age) = max_age {
+            cookie.push_str(&format!("; Max-Age={age}"));
+        }
+        HeaderValue::from_str(&cookie).expect("cookie values are base64url")
+    }
+}
+
+pub fn read_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+        .filter(|v| !v.is_empty())
+}
+
+/// CSRF protection by signed double submit: the form carries an HMAC of the
+/// browser's random CSRF cookie, so a forged form needs both the cookie and
+/// the server's key.
+pub struct Csrf {
+    pub token: String,
+    /// Set-Cookie for a browser that had no CSRF cookie yet.
+    pub new_cookie: Option<HeaderValue>,
+}
+
+fn csrf_mac(kp: &Keyport, cookie: &str) -> String {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, &kp.master.derive("csrf"));
+    crypto::b64url(hmac::sign(&key, cookie.as_bytes()).as_ref())
+}
+
+pub fn csrf_for(kp: &Keyport, headers: &HeaderMap) -> Csrf {
+    let names = cookies(kp);
+    match read_cookie(headers, names.csrf) {
+        Some(value) => Csrf { token: csrf_mac(kp, value), new_cookie: None },
+        None => {
+            let value = crypto::random_token();
+            Csrf { token: csrf_mac(kp, &value), new_cookie: Some(names.set(names.csrf, &value, None)) }
+        }
+    }
+}
+
+/// Checks a submitted form's token against the CSRF cookie, and refuses
+/// cross-site submissions outright (Fetch Metadata and Origin).
+pub fn csrf_ok(kp: &Keyport, headers: &HeaderMap, submitted: Option<&str>) -> bool {
+    if headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) == Some("cross-site") {
+        return false;
+    }
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        if origin != "null" && !kp.config.issuer.starts_with(origin) {
+            return false;
+        }
+    }
+    let names = cookies(kp);
+    match (read_cookie(headers, names.csrf), submitted) {
+        (Some(cookie), Some(token)) => constant_time_eq(csrf_mac(kp, cookie).as_bytes(), token.as_bytes()),
+        _ => false,
+    }
+}
+
+/// Renders a template, attaching the CSRF cookie when one was minted.
+pub fn page(status: StatusCode, html: Result<String, askama::Error>, csrf: Option<&Csrf>) -> Response {
+    let mut response = match html {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "template failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "page rendering failed").into_response()
+        }
+    };
+    if let Some(cookie) = csrf.and_then(|c| c.new_cookie.clone()) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+#[derive(askama::Template)]
+#[template(path = "message.html")]
+pub struct MessagePage<'a> {
+    pub heading: &'a str,
+    pub lines: Vec<String>,
+}
+
+pub fn message(status: StatusCode, heading: &str, lines: Vec<String>) -> Response {
+    use askama::Template;
+    page(status, MessagePage { heading, lines }.render(), None)
+}
+
+pub async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("text/css; charset=utf-8")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600")),
+        ],
+        STYLESHEET,
+    )
+        .into_response()
+}
+
+/// "14:05:09 UTC (in 14 minutes)".
+pub fn describe_expiry(at: i64, now: i64) -> String {
+    let clock = time::OffsetDateTime::from_unix_timestamp(at)
+        .map(|t| format!("{:02}:{:02}:{:02} UTC", t.hour(), t.minute(), t.second()))
+        .unwrap_or_default();
+    let minutes = ((at - now).max(0) + 59) / 60;
+    format!("{clock} (in {minutes} minute{})", if minutes == 1 { "" } else { "s" })
+}

@@ -1,0 +1,213 @@
+//! `Keyport`: the server as a value. It owns the configuration, the store,
+//! the clock and the signing keys; the HTTP layer and the admin commands
+//! call it, and a Rust backend can embed it and call the same device-flow
+//! operations in process (`start`, `resolve`, `approve`, `deny`, `poll`).
+
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::crypto::keys::{self, KeySet, KeyUse};
+use crate::crypto::seal::MasterKey;
+use crate::crypto::{self, hash_secret};
+use crate::domain::Error;
+use crate::domain::scopes::Catalogue;
+use crate::store::{self, Store, clients::Client};
+
+/// Who is calling, for audit records and per-IP limits.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    pub ip: Option<IpAddr>,
+}
+
+impl Caller {
+    pub fn ip_string(&self) -> Option<String> {
+        self.ip.map(|ip| ip.to_string())
+    }
+}
+
+#[derive(Clone)]
+pub struct Keyport(Arc<Inner>);
+
+pub struct Inner {
+    pub config: Config,
+    pub store: Store,
+    pub clock: SharedClock,
+    pub master: MasterKey,
+    pub catalogue: Catalogue,
+    keys: RwLock<Arc<KeySet>>,
+    /// Bounds Argon2id work to about one hash per core, off the async workers.
+    password_hashing: Semaphore,
+}
+
+impl std::ops::Deref for Keyport {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot create the data directory {0}: {1}")]
+    DataDir(String, std::io::Error),
+    #[error(transparent)]
+    Seal(#[from] crypto::seal::SealError),
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error(transparent)]
+    Keys(#[from] keys::KeyError),
+    #[error("client {0} in the configuration: {1}")]
+    ConfigClient(String, String),
+}
+
+impl Keyport {
+    /// Opens the store (applying migrations), loads the master key and the
+    /// signing keys (creating them on first start) and syncs the clients
+    /// declared in the configuration.
+    pub async fn open(config: Config, clock: SharedClock) -> Result<Self, OpenError> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| OpenError::DataDir(config.data_dir.display().to_string(), e))?;
+        let master = match &config.master_key {
+            Some(text) => MasterKey::parse(text)?,
+            None => MasterKey::load_or_create(&config.data_dir.join("master.key"))?,
+        };
+        let store = Store::open(config.database_url.as_deref(), &config.data_dir).await?;
+        let mut stored = store::keys::published(store.pool()).await?;
+        for key_use in [KeyUse::AccessToken, KeyUse::IdToken] {
+            if !stored.iter().any(|k| k.key_use == key_use && k.active) {
+                let key = keys::generate(&master, key_use)?;
+                let now = clock.now();
+                let new = key.clone();
+                store
+                    .write(move |c| Box::pin(async move { store::keys::activate(c, &new, now).await }))
+                    .await?;
+                stored = store::keys::published(store.pool()).await?;
+            }
+        }
+        let key_set = KeySet::from_stored(&master, &stored)?;
+        let catalogue = Catalogue::new(&config.scopes);
+        let hashes = config.limits.password_hashes_in_flight.max(1);
+        let keyport = Self(Arc::new(Inner {
+            catalogue,
+            keys: RwLock::new(Arc::new(key_set)),
+            password_hashing: Semaphore::new(hashes),
+            config,
+            store,
+            clock,
+            master,
+        }));
+        keyport.sync_config_clients().await?;
+        Ok(keyport)
+    }
+
+    pub fn keys(&self) -> Arc<KeySet> {
+        self.keys.read().expect("key lock").clone()
+    }
+
+    /// Re-reads the published keys; picks up a rotation done by an admin
+    /// command or another instance. Returns true when the set changed.
+    pub async fn reload_keys(&self) -> Result<bool, OpenError> {
+        let stored = store::keys::published(self.store.pool()).await?;
+        let fingerprint: String = stored.iter().map(|k| format!("{}:{};", k.kid, k.active)).collect();
+        if fingerprint == self.keys().fingerprint {
+            return Ok(false);
+        }
+        let set = KeySet::from_stored(&self.master, &stored)?;
+        *self.keys.write().expect("key lock") = Arc::new(set);
+        Ok(true)
+    }
+
+    /// Replaces both active signing keys; the old ones stay published as
+    /// previous keys until the next rotation.
+    pub async fn rotate_keys(&self) -> Result<Vec<String>, OpenError> {
+        let mut kids = Vec::new();
+        for key_use in [KeyUse::AccessToken, KeyUse::IdToken] {
+            let key = keys::generate(&self.master, key_use)?;
+            kids.push(key.kid.clone());
+            let now = self.clock.now();
+            self.store
+                .write(move |c| Box::pin(async move { store::keys::activate(c, &key, now).await }))
+                .await?;
+        }
+        self.reload_keys().await?;
+        Ok(kids)
+    }
+
+    async fn sync_config_clients(&self) -> Result<(), OpenError> {
+        for decl in &self.config.clients {
+            let secret_hash = match (&decl.secret_hash, &decl.secret_env) {
+                (Some(hash), _) => Some(hash.clone()),
+                (None, Some(var)) => {
+                    let secret = std::env::var(var).map_err(|_| {
+                        OpenError::ConfigClient(decl.id.clone(), format!("variable {var} is not set"))
+                    })?;
+                    Some(hash_secret(&secret))
+                }
+                (None, None) if decl.confidential => {
+                    return Err(OpenError::ConfigClient(
+                        decl.id.clone(),
+                        "a confidential client needs secret_hash or secret_env".into(),
+                    ));
+                }
+                (None, None) => None,
+            };
+            let client = Client {
+                id: decl.id.clone(),
+                name: decl.name.clone(),
+                confidential: decl.confidential,
+                secret_hash,
+                grants: decl.grants.clone(),
+                scopes: decl.scopes.clone(),
+                audiences: decl.audiences.clone(),
+                redirect_uris: decl.redirect_uris.clone(),
+                source: "config".into(),
+            };
+            let now = self.clock.now();
+            self.store
+                .write(move |c| Box::pin(async move { store::clients::save(c, &client, now, true).await }))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on the blocking pool with at most one Argon2id hash per core,
+    /// so a burst of sign-ins cannot stall token polling.
+    pub async fn password_work<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Error> {
+        let _permit = self.password_hashing.acquire().await.map_err(|_| Error::internal("shutting down"))?;
+        tokio::task::spawn_blocking(f).await.map_err(|_| Error::internal("password hashing failed"))
+    }
+
+    /// Background upkeep: reload keys rotated elsewhere, purge expired codes.
+    pub fn spawn_maintenance(&self) -> tokio::task::JoinHandle<()> {
+        let keyport = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            let mut n: u64 = 0;
+            loop {
+                tick.tick().await;
+                n += 1;
+                if let Err(e) = keyport.reload_keys().await {
+                    tracing::warn!(error = %e, "signing key reload failed");
+                }
+                if n % 1800 == 0 {
+                    let now = keyport.clock.now();
+                    let purge = keyport
+                        .store
+                        .write(move |c| Box::pin(async move { store::device::purge_expired(c, now).await }))
+                        .await;
+                    if let Err(e) = purge {
+                        tracing::warn!(error = %e, "purging expired device codes failed");
+                    }
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,232 @@
+//! RFC 8628 device authorizations. Every state change is a conditional
+//! `UPDATE` on the current status, so two instances (or two polls) can never
+//! both approve, deny or redeem the same authorization.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::directory::Db;
+use super::{Result, opt_text};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Pending,
+    Approved,
+    Denied,
+    /// Tokens were released; the device code is spent.
+    Redeemed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Approved => "approved",
+            Status::Denied => "denied",
+            Status::Redeemed => "redeemed",
+        }
+    }
+
+    fn parse(text: &str) -> Status {
+        match text {
+            "approved" => Status::Approved,
+            "denied" => Status::Denied,
+            "redeemed" => Status::Redeemed,
+            _ => Status::Pending,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DeviceAuthorization {
+    pub id: String,
+    pub user_code: String,
+    pub client_id: String,
+    pub scope: String,
+    pub resource: Option<String>,
+    /// JSON object: `cli_label`, `client_info`, `dns_name`, `os_type`, `os_version`.
+    pub metadata: String,
+    pub ip: Option<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub interval: i64,
+    pub last_poll_ms: Option<i64>,
+    pub status: Status,
+    pub user_id: Option<String>,
+    pub workspace_id: Option<String>,
+    pub role: Option<String>,
+    pub granted_scope: Option<String>,
+    pub auth_time: Option<i64>,
+}
+
+fn row_to_device(row: &AnyRow) -> Result<DeviceAuthorization> {
+    Ok(DeviceAuthorization {
+        id: row.try_get("id")?,
+        user_code: row.try_get("user_code")?,
+        client_id: row.try_get("client_id")?,
+        scope: row.try_get("scope")?,
+        resource: opt_text(row, "resource")?,
+        metadata: row.try_get("metadata")?,
+        ip: opt_text(row, "ip")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        interval: row.try_get("poll_interval")?,
+        last_poll_ms: row.try_get("last_poll_ms")?,
+        status: Status::parse(&row.try_get::<String, _>("status")?),
+        user_id: opt_text(row, "user_id")?,
+        workspace_id: opt_text(row, "workspace_id")?,
+        role: opt_text(row, "role")?,
+        granted_scope: opt_text(row, "granted_scope")?,
+        auth_time: row.try_get("auth_time")?,
+    })
+}
+
+const COLUMNS: &str = "id, user_code, client_id, scope, resource, metadata, ip, created_at, \
+    expires_at, poll_interval, last_poll_ms, status, user_id, workspace_id, role, granted_scope, auth_time";
+
+pub struct NewDevice<'a> {
+    pub id: &'a str,
+    pub device_code_hash: &'a str,
+    pub user_code: &'a str,
+    pub client_id: &'a str,
+    pub scope: &'a str,
+    pub resource: Option<&'a str>,
+    pub metadata: &'a str,
+    pub ip: Option<&'a str>,
+    pub now: i64,
+    pub expires_at: i64,
+    pub interval: i64,
+}
+
+pub async fn insert<'e>(db: impl Db<'e>, d: NewDevice<'_>) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO device_authorizations (id, device_code_hash, user_code, client_id, scope, \
+         resource, metadata, ip, created_at, expires_at, poll_interval, status) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending')",
+    )
+    .bind(d.id)
+    .bind(d.device_code_hash)
+    .bind(d.user_code)
+    .bind(d.client_id)
+    .bind(d.scope)
+    .bind(d.resource)
+    .bind(d.metadata)
+    .bind(d.ip)
+    .bind(d.now)
+    .bind(d.expires_at)
+    .bind(d.interval)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn by_device_code_hash<'e>(db: impl Db<'e>, hash: &str) -> Result<Option<DeviceAuthorization>> {
+    let sql = format!("SELECT {COLUMNS} FROM device_authorizations WHERE device_code_hash = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(hash).fetch_optional(db).await?;
+    row.as_ref().map(row_to_device).transpose()
+}
+
+pub async fn by_user_code<'e>(db: impl Db<'e>, user_code: &str) -> Result<Option<DeviceAuthorization>> {
+    let sql = format!("SELECT {COLUMNS} FROM device_authorizations WHERE user_code = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(user_code).fetch_optional(db).await?;
+    row.as_ref().map(row_to_device).transpose()
+}
+
+pub async fn by_id<'e>(db: impl Db<'e>, id: &str) -> Result<Option<DeviceAuthorization>> {
+    let sql = format!("SELECT {COLUMNS} FROM device_authorizations WHERE id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(db).await?;
+    row.as_ref().map(row_to_device).transpose()
+}
+
+/// Records a poll if it came no sooner than `interval_ms` (less a small
+/// tolerance for network jitter) after the previous one. False means the
+/// client polled too fast.
+pub async fn record_poll<'e>(db: impl Db<'e>, id: &str, now_ms: i64, tolerance_ms: i64) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE device_authorizations SET last_poll_ms = $2 WHERE id = $1 AND \
+         (last_poll_ms IS NULL OR last_poll_ms <= $2 - poll_interval * 1000 + $3)",
+    )
+    .bind(id)
+    .bind(now_ms)
+    .bind(tolerance_ms)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// RFC 8628 §3.5: after a `slow_down` the interval grows by 5 seconds.
+pub async fn slow_down<'e>(db: impl Db<'e>, id: &str, now_ms: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE device_authorizations SET poll_interval = poll_interval + 5, last_poll_ms = $2 \
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(now_ms)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub struct Approval<'a> {
+    pub user_id: &'a str,
+    pub workspace_id: Option<&'a str>,
+    pub role: Option<&'a str>,
+    pub granted_scope: &'a str,
+    pub auth_time: i64,
+    pub ip: Option<&'a str>,
+    pub now: i64,
+}
+
+/// Pending → approved; false if it was no longer pending (or expired).
+pub async fn approve<'e>(db: impl Db<'e>, id: &str, a: Approval<'_>) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE device_authorizations SET status = 'approved', user_id = $2, workspace_id = $3, \
+         role = $4, granted_scope = $5, auth_time = $6, approver_ip = $7, decided_at = $8 \
+         WHERE id = $1 AND status = 'pending' AND expires_at > $8",
+    )
+    .bind(id)
+    .bind(a.user_id)
+    .bind(a.workspace_id)
+    .bind(a.role)
+    .bind(a.granted_scope)
+    .bind(a.auth_time)
+    .bind(a.ip)
+    .bind(a.now)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Pending → denied; false if it was no longer pending.
+pub async fn deny<'e>(db: impl Db<'e>, id: &str, user_id: &str, now: i64) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE device_authorizations SET status = 'denied', user_id = $2, decided_at = $3 \
+         WHERE id = $1 AND status = 'pending'",
+    )
+    .bind(id)
+    .bind(user_id)
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Approved → redeemed. Exactly one caller ever sees `true`.
+pub async fn redeem<'e>(db: impl Db<'e>, id: &str) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE device_authorizations SET status = 'redeemed' WHERE id = $1 AND status = 'approved'",
+    )
+    .bind(id)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Removes authorizations that expired more than a day ago.
+pub async fn purge_expired<'e>(db: impl Db<'e>, now: i64) -> Result<u64> {
+    let done = sqlx::query("DELETE FROM device_authorizations WHERE expires_at < $1")
+        .bind(now - 86_400)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected())
+}

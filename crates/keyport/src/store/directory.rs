@@ -1,0 +1,196 @@
+//! Users, workspaces and memberships.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Result, opt_text};
+
+pub trait Db<'e>: sqlx::Executor<'e, Database = sqlx::Any> {}
+impl<'e, T: sqlx::Executor<'e, Database = sqlx::Any>> Db<'e> for T {}
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: String,
+    pub email: String,
+    pub name: Option<String>,
+    pub password_hash: Option<String>,
+    pub is_admin: bool,
+    pub disabled: bool,
+    pub failed_logins: i64,
+    pub locked_until: Option<i64>,
+}
+
+const USER_COLUMNS: &str =
+    "id, email, name, password_hash, is_admin, disabled, failed_logins, locked_until";
+
+fn user(row: &AnyRow) -> Result<User> {
+    Ok(User {
+        id: row.try_get("id")?,
+        email: row.try_get("email")?,
+        name: opt_text(row, "name")?,
+        password_hash: opt_text(row, "password_hash")?,
+        is_admin: row.try_get::<i64, _>("is_admin")? != 0,
+        disabled: row.try_get::<i64, _>("disabled")? != 0,
+        failed_logins: row.try_get("failed_logins")?,
+        locked_until: row.try_get("locked_until")?,
+    })
+}
+
+pub struct NewUser<'a> {
+    pub id: &'a str,
+    pub email: &'a str,
+    pub name: Option<&'a str>,
+    pub password_hash: &'a str,
+    pub is_admin: bool,
+    pub now: i64,
+}
+
+pub async fn insert_user<'e>(db: impl Db<'e>, new: NewUser<'_>) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO users (id, email, name, password_hash, is_admin, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(new.id)
+    .bind(new.email)
+    .bind(new.name)
+    .bind(new.password_hash)
+    .bind(i64::from(new.is_admin))
+    .bind(new.now)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn user_by_email<'e>(db: impl Db<'e>, email: &str) -> Result<Option<User>> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(email).fetch_optional(db).await?;
+    row.as_ref().map(user).transpose()
+}
+
+pub async fn user_by_id<'e>(db: impl Db<'e>, id: &str) -> Result<Option<User>> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(db).await?;
+    row.as_ref().map(user).transpose()
+}
+
+pub async fn count_users<'e>(db: impl Db<'e>) -> Result<i64> {
+    Ok(sqlx::query("SELECT COUNT(*) AS n FROM users").fetch_one(db).await?.try_get("n")?)
+}
+
+/// Counts a failed sign-in and locks the account once `max_failures` is
+/// reached. Returns the lock's end when the account is (now) locked.
+pub async fn record_login_failure<'e>(
+    db: impl Db<'e>,
+    user_id: &str,
+    now: i64,
+    max_failures: i64,
+    lock_secs: i64,
+) -> Result<Option<i64>> {
+    let row = sqlx::query(
+        "UPDATE users SET failed_logins = failed_logins + 1, \
+         locked_until = CASE WHEN failed_logins + 1 >= $2 THEN $3 ELSE locked_until END \
+         WHERE id = $1 RETURNING locked_until",
+    )
+    .bind(user_id)
+    .bind(max_failures)
+    .bind(now + lock_secs)
+    .fetch_optional(db)
+    .await?;
+    let until = match row {
+        Some(row) => row.try_get::<Option<i64>, _>("locked_until")?,
+        None => None,
+    };
+    Ok(until.filter(|until| *until > now))
+}
+
+pub async fn reset_login_failures<'e>(db: impl Db<'e>, user_id: &str) -> Result<()> {
+    sqlx::query("UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = $1")
+        .bind(user_id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workspace {
+    pub id: String,
+    pub slug: String,
+    pub name: String,
+}
+
+fn workspace(row: &AnyRow) -> Result<Workspace> {
+    Ok(Workspace { id: row.try_get("id")?, slug: row.try_get("slug")?, name: row.try_get("name")? })
+}
+
+pub async fn insert_workspace<'e>(db: impl Db<'e>, ws: &Workspace, now: i64) -> Result<()> {
+    sqlx::query("INSERT INTO workspaces (id, slug, name, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(&ws.id)
+        .bind(&ws.slug)
+        .bind(&ws.name)
+        .bind(now)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn workspace_by_slug<'e>(db: impl Db<'e>, slug: &str) -> Result<Option<Workspace>> {
+    let row = sqlx::query("SELECT id, slug, name FROM workspaces WHERE slug = $1")
+        .bind(slug)
+        .fetch_optional(db)
+        .await?;
+    row.as_ref().map(workspace).transpose()
+}
+
+pub async fn workspace_by_id<'e>(db: impl Db<'e>, id: &str) -> Result<Option<Workspace>> {
+    let row = sqlx::query("SELECT id, slug, name FROM workspaces WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await?;
+    row.as_ref().map(workspace).transpose()
+}
+
+/// Adds a member, or changes the role of an existing one.
+pub async fn upsert_membership<'e>(
+    db: impl Db<'e>,
+    workspace_id: &str,
+    user_id: &str,
+    role: &str,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO memberships (workspace_id, user_id, role, created_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (workspace_id, user_id) DO UPDATE SET role = excluded.role",
+    )
+    .bind(workspace_id)
+    .bind(user_id)
+    .bind(role)
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// The workspaces a user belongs to, with the role in each, by slug.
+pub async fn memberships_of<'e>(db: impl Db<'e>, user_id: &str) -> Result<Vec<(Workspace, String)>> {
+    let rows = sqlx::query(
+        "SELECT w.id, w.slug, w.name, m.role FROM memberships m \
+         JOIN workspaces w ON w.id = m.workspace_id WHERE m.user_id = $1 ORDER BY w.slug",
+    )
+    .bind(user_id)
+    .fetch_all(db)
+    .await?;
+    rows.iter().map(|row| Ok((workspace(row)?, row.try_get("role")?))).collect()
+}
+
+/// The user's role in the workspace with this slug, if a member.
+pub async fn role_in<'e>(db: impl Db<'e>, user_id: &str, slug: &str) -> Result<Option<String>> {
+    let row = sqlx::query(
+        "SELECT m.role FROM memberships m JOIN workspaces w ON w.id = m.workspace_id \
+         WHERE m.user_id = $1 AND w.slug = $2",
+    )
+        .bind(user_id)
+        .bind(slug)
+        .fetch_optional(db)
+        .await?;
+    Ok(row.map(|r| r.try_get("role")).transpose()?)
+}

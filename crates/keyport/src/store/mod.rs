@@ -1,0 +1,268 @@
+//! The one store API. SQLite (the embedded default) and PostgreSQL sit
+//! behind it through `sqlx::Any`, and every query is SQL both engines accept:
+//! TEXT ids, integer unix times, `$n` placeholders, `ON CONFLICT` and
+//! `RETURNING`. One-time transitions (code redemption, token rotation) are
+//! conditional `UPDATE`s whose row count decides the winner, so they hold
+//! under any concurrency and across instances.
+//!
+//! Writes go through [`Store::write`]. On SQLite a single writer task batches
+//! the waiting jobs into one transaction (group commit: one fsync for many
+//! requests, each job isolated in a savepoint); on PostgreSQL each job is its
+//! own transaction on the pool. Reads go straight to the pool.
+
+pub mod audit;
+pub mod browser;
+pub mod clients;
+pub mod device;
+pub mod directory;
+pub mod keys;
+pub mod limits;
+pub mod sessions;
+pub mod settings;
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyConnection, AnyPool, ConnectOptions, Executor, SqlSafeStr};
+use tokio::sync::{mpsc, oneshot};
+
+/// A connection inside a write transaction.
+pub type Conn = AnyConnection;
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("the transaction did not commit: {0}")]
+    Commit(String),
+    #[error("the store is shut down")]
+    Closed,
+    #[error("unsupported database URL {0:?}: use sqlite:// or postgres://")]
+    UnsupportedUrl(String),
+}
+
+impl Error {
+    /// True for a unique-constraint violation (a duplicate id, slug, code).
+    pub fn is_unique_violation(&self) -> bool {
+        match self {
+            Error::Db(sqlx::Error::Database(e)) => e.is_unique_violation(),
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// A job for the writer: runs inside the batch's transaction and hands back
+/// whether it succeeded plus how to deliver its result once the batch commits.
+type Delivery = Box<dyn FnOnce(Option<String>) + Send>;
+type Job = Box<dyn for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, (bool, Delivery)> + Send>;
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    engine: Engine,
+    writer: Option<mpsc::Sender<Job>>,
+}
+
+/// Most write jobs the SQLite writer puts into one transaction.
+const MAX_BATCH: usize = 512;
+
+impl Store {
+    /// Opens the database named by `url`, or the SQLite file in `data_dir`
+    /// when there is none, and applies pending migrations.
+    pub async fn open(url: Option<&str>, data_dir: &Path) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let url = match url {
+            Some(url) => url.to_string(),
+            None => format!("sqlite://{}?mode=rwc", data_dir.join("keyport.db").display()),
+        };
+        let engine = if url.starts_with("sqlite:") {
+            Engine::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Engine::Postgres
+        } else {
+            return Err(Error::UnsupportedUrl(redact_url(&url)));
+        };
+        let options = AnyConnectOptions::from_str(&url)?
+            .log_statements(tracing::log::LevelFilter::Trace)
+            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500));
+        let pool_options = AnyPoolOptions::new()
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if engine == Engine::Sqlite {
+                        // WAL lets readers run beside the writer; FULL makes every
+                        // acknowledged commit durable.
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            });
+        let pool = match engine {
+            Engine::Sqlite => pool_options.max_connections(8).min_connections(1),
+            Engine::Postgres => pool_options.max_connections(16).min_connections(1),
+        }
+        .connect_with(options)
+        .await?;
+        migrator(engine).run(&pool).await?;
+        let writer = match engine {
+            Engine::Sqlite => Some(spawn_writer(pool.acquire().await?.detach())),
+            Engine::Postgres => None,
+        };
+        Ok(Self { pool, engine, writer })
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// Runs `job` in a write transaction and returns its result once the
+    /// transaction has committed. A job that returns `Err` is rolled back
+    /// alone; what it returns in `Ok` (domain refusals included) commits.
+    pub async fn write<T, F>(&self, job: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        let Some(writer) = &self.writer else {
+            let mut tx = self.pool.begin().await?;
+            let value = job(&mut tx).await?;
+            tx.commit().await?;
+            return Ok(value);
+        };
+        let (done, result) = oneshot::channel();
+        let boxed: Job = Box::new(move |conn| {
+            Box::pin(async move {
+                let outcome = job(conn).await;
+                let ok = outcome.is_ok();
+                let deliver: Delivery = Box::new(move |commit_error| {
+                    let _ = done.send(match commit_error {
+                        Some(message) if ok => Err(Error::Commit(message)),
+                        _ => outcome,
+                    });
+                });
+                (ok, deliver)
+            })
+        });
+        writer.send(boxed).await.map_err(|_| Error::Closed)?;
+        result.await.map_err(|_| Error::Closed)?
+    }
+
+    /// True when the database answers; `/readyz` asks this.
+    pub async fn ping(&self) -> bool {
+        let probe = sqlx::query("SELECT 1").execute(&self.pool);
+        matches!(tokio::time::timeout(Duration::from_secs(2), probe).await, Ok(Ok(_)))
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn migrator(engine: Engine) -> Migrator {
+    let sql = match engine {
+        Engine::Sqlite => include_str!("../../migrations/sqlite/0001_core.sql"),
+        Engine::Postgres => include_str!("../../migrations/postgres/0001_core.sql"),
+    };
+    Migrator {
+        migrations: Cow::Owned(vec![Migration::new(
+            1,
+            Cow::Borrowed("core"),
+            MigrationType::Simple,
+            sql.into_sql_str(),
+            false,
+        )]),
+        ..Migrator::DEFAULT
+    }
+}
+
+fn spawn_writer(mut conn: Conn) -> mpsc::Sender<Job> {
+    let (sender, mut jobs) = mpsc::channel::<Job>(4096);
+    tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            run_batch(&mut conn, batch.drain(..)).await;
+        }
+    });
+    sender
+}
+
+async fn run_batch(conn: &mut Conn, batch: impl Iterator<Item = Job>) {
+    let mut deliveries = Vec::new();
+    // IMMEDIATE takes the write lock up front, so an admin command writing
+    // from another process makes us wait (busy_timeout) instead of failing.
+    if let Err(e) = conn.execute("BEGIN IMMEDIATE").await {
+        // Dropping the jobs unblocks every waiter with `Error::Closed`.
+        tracing::error!(error = %e, "could not begin a write batch");
+        drop(batch.collect::<Vec<_>>());
+        return;
+    }
+    for job in batch {
+        if let Err(e) = conn.execute("SAVEPOINT job").await {
+            tracing::error!(error = %e, "savepoint failed");
+        }
+        let (ok, deliver) = job(conn).await;
+        let end = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+        if let Err(e) = conn.execute(end).await {
+            tracing::error!(error = %e, "savepoint release failed");
+        }
+        deliveries.push(deliver);
+    }
+    let commit_error = match conn.execute("COMMIT").await {
+        Ok(_) => None,
+        Err(e) => {
+            let _ = conn.execute("ROLLBACK").await;
+            tracing::error!(error = %e, "write batch did not commit");
+            Some(e.to_string())
+        }
+    };
+    for deliver in deliveries {
+        deliver(commit_error.clone());
+    }
+}
+
+/// Hides the password part of a database URL.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("[redacted]"));
+            parsed.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Reads an optional text column.
+pub(crate) fn opt_text(row: &sqlx::any::AnyRow, column: &str) -> Result<Option<String>> {
+    use sqlx::Row;
+    Ok(row.try_get::<Option<String>, _>(column)?)
+}
+
+/// Splits a space-separated list column.
+pub(crate) fn split_list(text: &str) -> Vec<String> {
+    text.split_whitespace().map(str::to_string).collect()
+}

@@ -1,0 +1,242 @@
+//! CLI sessions, their refresh tokens (stored as hashes) and revoked access
+//! token ids.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::directory::Db;
+use super::{Result, opt_text};
+
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub id: String,
+    pub user_id: Option<String>,
+    pub client_id: String,
+    pub workspace_id: Option<String>,
+    pub role: Option<String>,
+    pub scope: String,
+    pub resource: Option<String>,
+    pub label: Option<String>,
+    pub metadata: String,
+    pub ip: Option<String>,
+    pub grant_type: String,
+    pub auth_time: Option<i64>,
+    pub created_at: i64,
+    pub last_used_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+fn session(row: &AnyRow) -> Result<Session> {
+    Ok(Session {
+        id: row.try_get("id")?,
+        user_id: opt_text(row, "user_id")?,
+        client_id: row.try_get("client_id")?,
+        workspace_id: opt_text(row, "workspace_id")?,
+        role: opt_text(row, "role")?,
+        scope: row.try_get("scope")?,
+        resource: opt_text(row, "resource")?,
+        label: opt_text(row, "label")?,
+        metadata: row.try_get("metadata")?,
+        ip: opt_text(row, "ip")?,
+        grant_type: row.try_get("grant_type")?,
+        auth_time: row.try_get("auth_time")?,
+        created_at: row.try_get("created_at")?,
+        last_used_at: row.try_get("last_used_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+const COLUMNS: &str = "s.id, s.user_id, s.client_id, s.workspace_id, s.role, s.scope, s.resource, \
+    s.label, s.metadata, s.ip, s.grant_type, s.auth_time, s.created_at, s.last_used_at, s.revoked_at";
+
+pub async fn insert<'e>(db: impl Db<'e>, s: &Session) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO sessions (id, user_id, client_id, workspace_id, role, scope, resource, label, \
+         metadata, ip, grant_type, auth_time, created_at, last_used_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+    )
+    .bind(&s.id)
+    .bind(&s.user_id)
+    .bind(&s.client_id)
+    .bind(&s.workspace_id)
+    .bind(&s.role)
+    .bind(&s.scope)
+    .bind(&s.resource)
+    .bind(&s.label)
+    .bind(&s.metadata)
+    .bind(&s.ip)
+    .bind(&s.grant_type)
+    .bind(s.auth_time)
+    .bind(s.created_at)
+    .bind(s.last_used_at)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn find<'e>(db: impl Db<'e>, id: &str) -> Result<Option<Session>> {
+    let sql = format!("SELECT {COLUMNS} FROM sessions s WHERE s.id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(db).await?;
+    row.as_ref().map(session).transpose()
+}
+
+/// Live sessions, newest first; of one user when `user_id` is given.
+pub async fn list_active<'e>(db: impl Db<'e>, user_id: Option<&str>) -> Result<Vec<Session>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM sessions s WHERE s.revoked_at IS NULL \
+         AND ($1 IS NULL OR s.user_id = $1) ORDER BY s.created_at DESC, s.id"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(user_id).fetch_all(db).await?;
+    rows.iter().map(session).collect()
+}
+
+/// Ends a session; its refresh tokens stop working and its access tokens
+/// fail introspection and userinfo. False if it was already revoked.
+pub async fn revoke<'e>(db: impl Db<'e>, id: &str, reason: &str, now: i64) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE sessions SET revoked_at = $2, revoked_reason = $3 WHERE id = $1 AND revoked_at IS NULL",
+    )
+    .bind(id)
+    .bind(now)
+    .bind(reason)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn touch<'e>(db: impl Db<'e>, id: &str, now: i64, scope: &str, role: Option<&str>) -> Result<()> {
+    sqlx::query("UPDATE sessions SET last_used_at = $2, scope = $3, role = $4 WHERE id = $1")
+        .bind(id)
+        .bind(now)
+        .bind(scope)
+        .bind(role)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn insert_refresh<'e>(
+    db: impl Db<'e>,
+    hash: &str,
+    session_id: &str,
+    now: i64,
+    expires_at: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO refresh_tokens (hash, session_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(hash)
+    .bind(session_id)
+    .bind(now)
+    .bind(expires_at)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// A refresh token with what its rotation decides on.
+#[derive(Debug, Clone)]
+pub struct RefreshToken {
+    pub hash: String,
+    pub session: Session,
+    pub expires_at: i64,
+    pub rotated_at: Option<i64>,
+    pub successor_hash: Option<String>,
+    pub sealed_successor: Option<String>,
+    /// When the successor was itself rotated (then the leeway no longer applies).
+    pub successor_rotated_at: Option<i64>,
+}
+
+pub async fn refresh_by_hash<'e>(db: impl Db<'e>, hash: &str) -> Result<Option<RefreshToken>> {
+    let sql = format!(
+        "SELECT {COLUMNS}, r.hash AS r_hash, r.expires_at AS r_expires_at, r.rotated_at AS r_rotated_at, \
+         r.successor_hash AS r_successor_hash, r.sealed_successor AS r_sealed_successor, \
+         n.rotated_at AS n_rotated_at \
+         FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id \
+         LEFT JOIN refresh_tokens n ON n.hash = r.successor_hash WHERE r.hash = $1"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(hash).fetch_optional(db).await?;
+    let Some(row) = row else { return Ok(None) };
+    Ok(Some(RefreshToken {
+        session: session(&row)?,
+        hash: row.try_get("r_hash")?,
+        expires_at: row.try_get("r_expires_at")?,
+        rotated_at: row.try_get("r_rotated_at")?,
+        successor_hash: opt_text(&row, "r_successor_hash")?,
+        sealed_successor: opt_text(&row, "r_sealed_successor")?,
+        successor_rotated_at: row.try_get("n_rotated_at")?,
+    }))
+}
+
+/// Marks `hash` rotated to `successor_hash`. Exactly one caller wins: false
+/// means the token had already been rotated.
+pub async fn rotate<'e>(
+    db: impl Db<'e>,
+    hash: &str,
+    successor_hash: &str,
+    sealed_successor: &str,
+    now: i64,
+) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE refresh_tokens SET rotated_at = $2, successor_hash = $3, sealed_successor = $4 \
+         WHERE hash = $1 AND rotated_at IS NULL",
+    )
+    .bind(hash)
+    .bind(now)
+    .bind(successor_hash)
+    .bind(sealed_successor)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn revoke_access_token<'e>(db: impl Db<'e>, jti: &str, expires_at: i64) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO revoked_access_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING",
+    )
+    .bind(jti)
+    .bind(expires_at)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// What the server knows of a signed access token beyond its signature.
+#[derive(Debug, Clone)]
+pub struct AccessState {
+    pub jti_revoked: bool,
+    /// `None` when the token names no session (client credentials).
+    pub session_live: Option<bool>,
+    pub user: Option<(String, Option<String>, bool)>,
+}
+
+/// One read deciding whether an access token still stands: its `jti` not
+/// revoked, its session live and its user (email, name, disabled) present.
+pub async fn access_state<'e>(db: impl Db<'e>, jti: &str, sid: Option<&str>) -> Result<AccessState> {
+    let row = sqlx::query(
+        "SELECT (SELECT COUNT(*) FROM revoked_access_tokens WHERE jti = $1) AS revoked, \
+         s.revoked_at, s.id AS sid, u.email, u.name, u.disabled \
+         FROM (SELECT 1 AS one) AS x \
+         LEFT JOIN sessions s ON s.id = $2 \
+         LEFT JOIN users u ON u.id = s.user_id",
+    )
+    .bind(jti)
+    .bind(sid)
+    .fetch_one(db)
+    .await?;
+    let session_live = match sid {
+        None => None,
+        Some(_) => Some(
+            opt_text(&row, "sid")?.is_some() && row.try_get::<Option<i64>, _>("revoked_at")?.is_none(),
+        ),
+    };
+    let user = match opt_text(&row, "email")? {
+        Some(email) => Some((
+            email,
+            opt_text(&row, "name")?,
+            row.try_get::<Option<i64>, _>("disabled")?.unwrap_or(0) != 0,
+        )),
+        None => None,
+    };
+    Ok(AccessState { jti_revoked: row.try_get::<i64, _>("revoked")? > 0, session_live, user })
+}
