@@ -193,7 +193,11 @@ mod tests {
 
     #[test]
     fn error_codes_serialize_as_rfc_strings() {
-        for code in [ErrorCode::SlowDown, ErrorCode::InvalidTarget, ErrorCode::AccountLocked] {
+        for code in [
+            ErrorCode::SlowDown,
+            ErrorCode::InvalidTarget,
+            ErrorCode::AccountLocked,
+        ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));
         }

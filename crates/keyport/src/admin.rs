@@ -38,7 +38,13 @@ impl From<crate::domain::Error> for AdminError {
 
 pub type Result<T> = std::result::Result<T, AdminError>;
 
-pub const KNOWN_GRANTS: &[&str] = &[DEVICE_CODE_GRANT, "refresh_token", "client_credentials", "authorization_code", "password"];
+pub const KNOWN_GRANTS: &[&str] = &[
+    DEVICE_CODE_GRANT,
+    "refresh_token",
+    "client_credentials",
+    "authorization_code",
+    "password",
+];
 
 fn admin_caller() -> Caller {
     Caller::default()
@@ -47,18 +53,33 @@ fn admin_caller() -> Caller {
 async fn audit(kp: &Keyport, event: &'static str, detail: Value) -> Result<()> {
     let now_ms = kp.clock.now_ms();
     kp.store
-        .write(move |c| Box::pin(async move { Audit::new(event, "success").actor(Some("admin")).detail(detail).record(c, now_ms, &admin_caller()).await }))
+        .write(move |c| {
+            Box::pin(async move {
+                Audit::new(event, "success")
+                    .actor(Some("admin"))
+                    .detail(detail)
+                    .record(c, now_ms, &admin_caller())
+                    .await
+            })
+        })
         .await?;
     Ok(())
 }
 
-pub async fn add_user(kp: &Keyport, email: &str, name: Option<&str>, password: String) -> Result<Value> {
+pub async fn add_user(
+    kp: &Keyport,
+    email: &str,
+    name: Option<&str>,
+    password: String,
+) -> Result<Value> {
     let email = email.trim().to_lowercase();
     if !email.contains('@') || email.len() > 254 {
         return Err(AdminError(format!("{email:?} is not an email address")));
     }
     if password.chars().count() < 8 {
-        return Err(AdminError("the password needs at least 8 characters".into()));
+        return Err(AdminError(
+            "the password needs at least 8 characters".into(),
+        ));
     }
     let phc = kp.password_work(move || hash_password(&password)).await??;
     let id = crypto::random_id();
@@ -67,12 +88,25 @@ pub async fn add_user(kp: &Keyport, email: &str, name: Option<&str>, password: S
     kp.store
         .write(move |c| {
             Box::pin(async move {
-                let user = NewUser { id: &id2, email: &email2, name: name2.as_deref(), password_hash: &phc, is_admin: false, now };
+                let user = NewUser {
+                    id: &id2,
+                    email: &email2,
+                    name: name2.as_deref(),
+                    password_hash: &phc,
+                    is_admin: false,
+                    now,
+                };
                 store::directory::insert_user(c, user).await
             })
         })
         .await
-        .map_err(|e| if e.is_unique_violation() { AdminError(format!("a user with email {email} exists already")) } else { e.into() })?;
+        .map_err(|e| {
+            if e.is_unique_violation() {
+                AdminError(format!("a user with email {email} exists already"))
+            } else {
+                e.into()
+            }
+        })?;
     audit(kp, "admin.user_add", json!({ "email": email })).await?;
     Ok(json!({ "id": id, "email": email, "name": name }))
 }
@@ -88,22 +122,41 @@ pub struct NewClient {
 }
 
 pub async fn add_client(kp: &Keyport, new: NewClient) -> Result<Value> {
-    if let Some(unknown) = new.grants.iter().find(|g| !KNOWN_GRANTS.contains(&g.as_str())) {
-        return Err(AdminError(format!("unknown grant {unknown:?}; known grants: {}", KNOWN_GRANTS.join(", "))));
+    if let Some(unknown) = new
+        .grants
+        .iter()
+        .find(|g| !KNOWN_GRANTS.contains(&g.as_str()))
+    {
+        return Err(AdminError(format!(
+            "unknown grant {unknown:?}; known grants: {}",
+            KNOWN_GRANTS.join(", ")
+        )));
     }
     if new.grants.iter().any(|g| g == "client_credentials") && !new.confidential {
-        return Err(AdminError("client_credentials needs a confidential client".into()));
+        return Err(AdminError(
+            "client_credentials needs a confidential client".into(),
+        ));
     }
     for audience in &new.audiences {
         if url::Url::parse(audience).is_err() {
-            return Err(AdminError(format!("audience {audience:?} is not an absolute URL")));
+            return Err(AdminError(format!(
+                "audience {audience:?} is not an absolute URL"
+            )));
         }
     }
     let secret = new.confidential.then(new_client_secret);
     let scopes = if new.scopes.is_empty() {
-        vec!["openid".into(), "profile".into(), "email".into(), "offline_access".into()]
+        vec![
+            "openid".into(),
+            "profile".into(),
+            "email".into(),
+            "offline_access".into(),
+        ]
     } else {
-        new.scopes.iter().flat_map(|s| s.split_whitespace().map(str::to_string)).collect()
+        new.scopes
+            .iter()
+            .flat_map(|s| s.split_whitespace().map(str::to_string))
+            .collect()
     };
     let client = Client {
         id: new.id.clone(),
@@ -121,7 +174,13 @@ pub async fn add_client(kp: &Keyport, new: NewClient) -> Result<Value> {
     kp.store
         .write(move |c| Box::pin(async move { store::clients::save(c, &saved, now, false).await }))
         .await
-        .map_err(|e| if e.is_unique_violation() { AdminError(format!("a client with id {} exists already", new.id)) } else { e.into() })?;
+        .map_err(|e| {
+            if e.is_unique_violation() {
+                AdminError(format!("a client with id {} exists already", new.id))
+            } else {
+                e.into()
+            }
+        })?;
     audit(kp, "admin.client_add", json!({ "client_id": client.id })).await?;
     let mut out = client_json(&client);
     if let Some(secret) = secret {
@@ -139,23 +198,42 @@ fn client_json(c: &Client) -> Value {
 }
 
 pub async fn add_workspace(kp: &Keyport, slug: &str, name: &str) -> Result<Value> {
-    let valid = !slug.is_empty() && slug.len() <= 64 && slug.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let valid = !slug.is_empty()
+        && slug.len() <= 64
+        && slug
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if !valid {
-        return Err(AdminError("a slug is lowercase letters, digits and dashes".into()));
+        return Err(AdminError(
+            "a slug is lowercase letters, digits and dashes".into(),
+        ));
     }
-    let ws = Workspace { id: crypto::random_id(), slug: slug.into(), name: name.into() };
+    let ws = Workspace {
+        id: crypto::random_id(),
+        slug: slug.into(),
+        name: name.into(),
+    };
     let now = kp.clock.now();
     let saved = ws.clone();
     kp.store
-        .write(move |c| Box::pin(async move { store::directory::insert_workspace(c, &saved, now).await }))
+        .write(move |c| {
+            Box::pin(async move { store::directory::insert_workspace(c, &saved, now).await })
+        })
         .await
-        .map_err(|e| if e.is_unique_violation() { AdminError(format!("workspace {slug} exists already")) } else { e.into() })?;
+        .map_err(|e| {
+            if e.is_unique_violation() {
+                AdminError(format!("workspace {slug} exists already"))
+            } else {
+                e.into()
+            }
+        })?;
     audit(kp, "admin.workspace_add", json!({ "workspace": slug })).await?;
     Ok(json!({ "id": ws.id, "slug": ws.slug, "name": ws.name }))
 }
 
 pub async fn add_member(kp: &Keyport, slug: &str, email: &str, role: &str) -> Result<Value> {
-    let role = Role::parse(role).ok_or_else(|| AdminError("role must be viewer, member, admin or owner".into()))?;
+    let role = Role::parse(role)
+        .ok_or_else(|| AdminError("role must be viewer, member, admin or owner".into()))?;
     let ws = store::directory::workspace_by_slug(kp.store.pool(), slug)
         .await?
         .ok_or_else(|| AdminError(format!("no workspace {slug}")))?;
@@ -166,9 +244,18 @@ pub async fn add_member(kp: &Keyport, slug: &str, email: &str, role: &str) -> Re
     let now = kp.clock.now();
     let (ws_id, user_id) = (ws.id.clone(), user.id.clone());
     kp.store
-        .write(move |c| Box::pin(async move { store::directory::upsert_membership(c, &ws_id, &user_id, role.as_str(), now).await }))
+        .write(move |c| {
+            Box::pin(async move {
+                store::directory::upsert_membership(c, &ws_id, &user_id, role.as_str(), now).await
+            })
+        })
         .await?;
-    audit(kp, "admin.member_add", json!({ "workspace": slug, "email": email, "role": role.as_str() })).await?;
+    audit(
+        kp,
+        "admin.member_add",
+        json!({ "workspace": slug, "email": email, "role": role.as_str() }),
+    )
+    .await?;
     Ok(json!({ "workspace": slug, "email": email, "role": role.as_str() }))
 }
 
@@ -201,7 +288,9 @@ pub async fn list_sessions(kp: &Keyport, email: Option<&str>) -> Result<Value> {
     let mut rows = Vec::with_capacity(sessions.len());
     for s in sessions {
         let user = match &s.user_id {
-            Some(id) => store::directory::user_by_id(kp.store.pool(), id).await?.map(|u| u.email),
+            Some(id) => store::directory::user_by_id(kp.store.pool(), id)
+                .await?
+                .map(|u| u.email),
             None => None,
         };
         rows.push(SessionRow {
@@ -230,7 +319,11 @@ pub async fn revoke_session(kp: &Keyport, id: &str) -> Result<Value> {
             Box::pin(async move {
                 let revoked = store::sessions::revoke(&mut *c, &sid, "admin", now).await?;
                 if revoked {
-                    Audit::new("session.revoke", "success").actor(Some("admin")).session(&sid).record(c, now * 1000, &admin_caller()).await?;
+                    Audit::new("session.revoke", "success")
+                        .actor(Some("admin"))
+                        .session(&sid)
+                        .record(c, now * 1000, &admin_caller())
+                        .await?;
                 }
                 Ok(revoked)
             })
@@ -243,7 +336,10 @@ pub async fn revoke_session(kp: &Keyport, id: &str) -> Result<Value> {
 }
 
 pub async fn rotate_keys(kp: &Keyport) -> Result<Value> {
-    let kids = kp.rotate_keys().await.map_err(|e| AdminError(e.to_string()))?;
+    let kids = kp
+        .rotate_keys()
+        .await
+        .map_err(|e| AdminError(e.to_string()))?;
     audit(kp, "admin.keys_rotate", json!({ "active": kids })).await?;
     Ok(json!({ "active": kids }))
 }
@@ -254,9 +350,13 @@ pub async fn export_audit(kp: &Keyport, since_ms: i64) -> Result<Value> {
         .into_iter()
         .map(|e| {
             let mut v = serde_json::to_value(&e).expect("event serializes");
-            let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(e.at_ms) * 1_000_000)
-                .ok()
-                .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok());
+            let at =
+                time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(e.at_ms) * 1_000_000)
+                    .ok()
+                    .and_then(|t| {
+                        t.format(&time::format_description::well_known::Rfc3339)
+                            .ok()
+                    });
             v["at"] = json!(at);
             v
         })

@@ -17,7 +17,12 @@ pub struct StoreArgs {
     #[arg(long, env = "KEYPORT_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
     /// PostgreSQL (postgres://…) or SQLite (sqlite://…) URL; default: SQLite in the data directory
-    #[arg(long, env = "KEYPORT_DATABASE_URL", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "KEYPORT_DATABASE_URL",
+        global = true,
+        hide_env_values = true
+    )]
     pub database_url: Option<String>,
     /// Configuration file (TOML)
     #[arg(long, env = "KEYPORT_CONFIG", global = true)]
@@ -270,7 +275,10 @@ mod tests {
     #[test]
     fn issuer_must_be_https_outside_loopback() {
         assert!(check_issuer("http://auth.example.com").is_err());
-        assert_eq!(check_issuer("https://auth.example.com/").unwrap(), "https://auth.example.com");
+        assert_eq!(
+            check_issuer("https://auth.example.com/").unwrap(),
+            "https://auth.example.com"
+        );
         assert!(check_issuer("http://127.0.0.1:8080").is_ok());
         assert!(check_issuer("http://localhost:1").is_ok());
         assert!(check_issuer("http://[::1]:8080").is_ok());

@@ -13,7 +13,11 @@ use keyport::{Keyport, http, pages};
 use serde_json::Value;
 
 #[derive(Parser)]
-#[command(name = "keyport", version, about = "OAuth 2.0 / OpenID Connect authorization server for CLI and device logins")]
+#[command(
+    name = "keyport",
+    version,
+    about = "OAuth 2.0 / OpenID Connect authorization server for CLI and device logins"
+)]
 struct Cli {
     #[command(flatten)]
     store: StoreArgs,
@@ -77,14 +81,17 @@ enum ClientCommand {
 }
 
 #[derive(Args)]
-#[group(id = "kind", required = true, multiple = false, args = ["public", "confidential"])]
 struct ClientAdd {
     #[arg(long)]
     id: String,
     #[arg(long)]
     name: String,
     /// A public client (CLIs, native apps): no secret
-    #[arg(long)]
+    #[arg(
+        long,
+        conflicts_with = "confidential",
+        required_unless_present = "confidential"
+    )]
     public: bool,
     /// A confidential client (servers): gets a secret
     #[arg(long)]
@@ -160,7 +167,10 @@ enum AuditCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -174,7 +184,9 @@ fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KEYPORT_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {
@@ -189,7 +201,10 @@ async fn open(store: &StoreArgs, serve: &ServeArgs) -> anyhow::Result<Keyport> {
 
 fn print(json: bool, value: Value, human: impl FnOnce(&Value) -> String) {
     if json {
-        println!("{}", serde_json::to_string_pretty(&value).expect("JSON prints"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).expect("JSON prints")
+        );
     } else {
         println!("{}", human(&value));
     }
@@ -205,15 +220,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate => {
             open(&cli.store, &none).await?;
-            print(json, serde_json::json!({ "migrated": true }), |_| "migrations applied".into());
+            print(json, serde_json::json!({ "migrated": true }), |_| {
+                "migrations applied".into()
+            });
         }
         Command::User(UserCommand::Add { email, name, .. }) => {
             let mut password = String::new();
-            std::io::stdin().read_to_string(&mut password).context("reading the password from stdin")?;
+            std::io::stdin()
+                .read_to_string(&mut password)
+                .context("reading the password from stdin")?;
             let password = password.trim_end_matches(['\n', '\r']).to_string();
             let kp = open(&cli.store, &none).await?;
             let user = admin::add_user(&kp, &email, name.as_deref(), password).await?;
-            print(json, user, |u| format!("added user {} ({})", u["email"].as_str().unwrap_or(""), u["id"].as_str().unwrap_or("")));
+            print(json, user, |u| {
+                format!(
+                    "added user {} ({})",
+                    u["email"].as_str().unwrap_or(""),
+                    u["id"].as_str().unwrap_or("")
+                )
+            });
         }
         Command::Client(ClientCommand::Add(add)) => {
             let kp = open(&cli.store, &none).await?;
@@ -232,29 +257,53 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "added client {}\nclient secret (shown once, store it now): {secret}",
                     c["client_id"].as_str().unwrap_or("")
                 ),
-                None => format!("added public client {}", c["client_id"].as_str().unwrap_or("")),
+                None => format!(
+                    "added public client {}",
+                    c["client_id"].as_str().unwrap_or("")
+                ),
             });
         }
         Command::Workspace(WorkspaceCommand::Add { slug, name }) => {
             let kp = open(&cli.store, &none).await?;
             let ws = admin::add_workspace(&kp, &slug, &name).await?;
-            print(json, ws, |w| format!("added workspace {}", w["slug"].as_str().unwrap_or("")));
+            print(json, ws, |w| {
+                format!("added workspace {}", w["slug"].as_str().unwrap_or(""))
+            });
         }
-        Command::Workspace(WorkspaceCommand::Member(MemberCommand::Add { workspace, email, role })) => {
+        Command::Workspace(WorkspaceCommand::Member(MemberCommand::Add {
+            workspace,
+            email,
+            role,
+        })) => {
             let kp = open(&cli.store, &none).await?;
             let member = admin::add_member(&kp, &workspace, &email, &role).await?;
             print(json, member, |m| {
-                format!("{} is {} of {}", m["email"].as_str().unwrap_or(""), m["role"].as_str().unwrap_or(""), m["workspace"].as_str().unwrap_or(""))
+                format!(
+                    "{} is {} of {}",
+                    m["email"].as_str().unwrap_or(""),
+                    m["role"].as_str().unwrap_or(""),
+                    m["workspace"].as_str().unwrap_or("")
+                )
             });
         }
         Command::Sessions(SessionsCommand::List { user }) => {
             let kp = open(&cli.store, &none).await?;
             let sessions = admin::list_sessions(&kp, user.as_deref()).await?;
             print(json, sessions, |rows| {
-                let mut out = format!("{:<34} {:<24} {:<16} {:<20} {:<15}", "ID", "USER", "CLIENT", "LABEL", "IP");
+                let mut out = format!(
+                    "{:<34} {:<24} {:<16} {:<20} {:<15}",
+                    "ID", "USER", "CLIENT", "LABEL", "IP"
+                );
                 for row in rows.as_array().into_iter().flatten() {
                     let field = |k: &str| row[k].as_str().unwrap_or("-").to_string();
-                    out.push_str(&format!("\n{:<34} {:<24} {:<16} {:<20} {:<15}", field("id"), field("user"), field("client_id"), field("label"), field("ip")));
+                    out.push_str(&format!(
+                        "\n{:<34} {:<24} {:<16} {:<20} {:<15}",
+                        field("id"),
+                        field("user"),
+                        field("client_id"),
+                        field("label"),
+                        field("ip")
+                    ));
                 }
                 out
             });
@@ -273,7 +322,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let kp = open(&cli.store, &none).await?;
             let events = admin::export_audit(&kp, since * 1000).await?;
             print(json, events, |rows| {
-                rows.as_array().into_iter().flatten().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
+                rows.as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n")
             });
         }
     }
@@ -295,7 +349,9 @@ async fn run_server(store: &StoreArgs, serve: &ServeArgs) -> anyhow::Result<()> 
             kp.config.issuer
         );
     } else if let Some(link) = pages::setup::setup_link(&kp).await? {
-        eprintln!("\nNo users yet. Create the first admin here (the link works once):\n\n    {link}\n");
+        eprintln!(
+            "\nNo users yet. Create the first admin here (the link works once):\n\n    {link}\n"
+        );
     }
     tracing::info!(issuer = %kp.config.issuer, listen = %kp.config.listen, engine = ?kp.store.engine(), "keyport is ready");
     let maintenance = kp.spawn_maintenance();

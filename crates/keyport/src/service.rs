@@ -84,7 +84,9 @@ impl Keyport {
                 let now = clock.now();
                 let new = key.clone();
                 store
-                    .write(move |c| Box::pin(async move { store::keys::activate(c, &new, now).await }))
+                    .write(move |c| {
+                        Box::pin(async move { store::keys::activate(c, &new, now).await })
+                    })
                     .await?;
                 stored = store::keys::published(store.pool()).await?;
             }
@@ -113,7 +115,10 @@ impl Keyport {
     /// command or another instance. Returns true when the set changed.
     pub async fn reload_keys(&self) -> Result<bool, OpenError> {
         let stored = store::keys::published(self.store.pool()).await?;
-        let fingerprint: String = stored.iter().map(|k| format!("{}:{};", k.kid, k.active)).collect();
+        let fingerprint: String = stored
+            .iter()
+            .map(|k| format!("{}:{};", k.kid, k.active))
+            .collect();
         if fingerprint == self.keys().fingerprint {
             return Ok(false);
         }
@@ -144,7 +149,10 @@ impl Keyport {
                 (Some(hash), _) => Some(hash.clone()),
                 (None, Some(var)) => {
                     let secret = std::env::var(var).map_err(|_| {
-                        OpenError::ConfigClient(decl.id.clone(), format!("variable {var} is not set"))
+                        OpenError::ConfigClient(
+                            decl.id.clone(),
+                            format!("variable {var} is not set"),
+                        )
                     })?;
                     Some(hash_secret(&secret))
                 }
@@ -169,7 +177,9 @@ impl Keyport {
             };
             let now = self.clock.now();
             self.store
-                .write(move |c| Box::pin(async move { store::clients::save(c, &client, now, true).await }))
+                .write(move |c| {
+                    Box::pin(async move { store::clients::save(c, &client, now, true).await })
+                })
                 .await?;
         }
         Ok(())
@@ -181,8 +191,14 @@ impl Keyport {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Error> {
-        let _permit = self.password_hashing.acquire().await.map_err(|_| Error::internal("shutting down"))?;
-        tokio::task::spawn_blocking(f).await.map_err(|_| Error::internal("password hashing failed"))
+        let _permit = self
+            .password_hashing
+            .acquire()
+            .await
+            .map_err(|_| Error::internal("shutting down"))?;
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|_| Error::internal("password hashing failed"))
     }
 
     /// Background upkeep: reload keys rotated elsewhere, purge expired codes.
@@ -201,7 +217,9 @@ impl Keyport {
                     let now = keyport.clock.now();
                     let purge = keyport
                         .store
-                        .write(move |c| Box::pin(async move { store::device::purge_expired(c, now).await }))
+                        .write(move |c| {
+                            Box::pin(async move { store::device::purge_expired(c, now).await })
+                        })
                         .await;
                     if let Err(e) = purge {
                         tracing::warn!(error = %e, "purging expired device codes failed");

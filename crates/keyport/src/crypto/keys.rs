@@ -183,14 +183,21 @@ impl KeySet {
                     .map_err(|_| KeyError::Unseal(key.kid.clone()))?;
                 let encoding = encoding_key(alg, &pkcs8)
                     .map_err(|e| KeyError::Malformed(key.kid.clone(), e))?;
-                let active = ActiveKey { kid: key.kid.clone(), alg, encoding };
+                let active = ActiveKey {
+                    kid: key.kid.clone(),
+                    alg,
+                    encoding,
+                };
                 match key.key_use {
                     KeyUse::AccessToken => access = Some(active),
                     KeyUse::IdToken => id = Some(active),
                 }
             }
         }
-        let fingerprint = keys.iter().map(|k| format!("{}:{};", k.kid, k.active)).collect();
+        let fingerprint = keys
+            .iter()
+            .map(|k| format!("{}:{};", k.kid, k.active))
+            .collect();
         Ok(Self {
             access: access.ok_or(KeyError::NoActiveKey("access-token"))?,
             id: id.ok_or(KeyError::NoActiveKey("ID-token"))?,
@@ -243,7 +250,9 @@ impl KeySet {
         validation.validate_exp = false;
         validation.validate_aud = false;
         validation.required_spec_claims.clear();
-        jsonwebtoken::decode::<C>(token, key, &validation).ok().map(|data| data.claims)
+        jsonwebtoken::decode::<C>(token, key, &validation)
+            .ok()
+            .map(|data| data.claims)
     }
 }
 
@@ -265,15 +274,33 @@ mod tests {
             generate(&master, KeyUse::IdToken).unwrap(),
         ];
         let set = KeySet::from_stored(&master, &keys).unwrap();
-        let claims = Claims { iss: "https://id.example".into(), sub: "u1".into() };
+        let claims = Claims {
+            iss: "https://id.example".into(),
+            sub: "u1".into(),
+        };
         let at = set.sign_access_token(&claims);
-        assert_eq!(set.verify_access_token::<Claims>(&at, "https://id.example"), Some(claims));
-        assert!(set.verify_access_token::<Claims>(&at, "https://other").is_none());
-        let id = set.sign_id_token(&Claims { iss: "https://id.example".into(), sub: "u1".into() });
-        assert!(set.verify_access_token::<Claims>(&id, "https://id.example").is_none());
+        assert_eq!(
+            set.verify_access_token::<Claims>(&at, "https://id.example"),
+            Some(claims)
+        );
+        assert!(
+            set.verify_access_token::<Claims>(&at, "https://other")
+                .is_none()
+        );
+        let id = set.sign_id_token(&Claims {
+            iss: "https://id.example".into(),
+            sub: "u1".into(),
+        });
+        assert!(
+            set.verify_access_token::<Claims>(&id, "https://id.example")
+                .is_none()
+        );
         let jwks: serde_json::Value = serde_json::from_str(set.jwks_json()).unwrap();
         assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
         let wrong = MasterKey::parse(&"22".repeat(32)).unwrap();
-        assert!(matches!(KeySet::from_stored(&wrong, &keys), Err(KeyError::Unseal(_))));
+        assert!(matches!(
+            KeySet::from_stored(&wrong, &keys),
+            Err(KeyError::Unseal(_))
+        ));
     }
 }

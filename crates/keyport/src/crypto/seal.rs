@@ -88,7 +88,9 @@ pub fn derive_key(ikm: &[u8], info: &[u8]) -> [u8; 32] {
     }
     let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"keyport").extract(ikm);
     let info = [info];
-    let okm = prk.expand(&info, Len32).expect("HKDF output length is valid");
+    let okm = prk
+        .expand(&info, Len32)
+        .expect("HKDF output length is valid");
     let mut out = [0u8; 32];
     okm.fill(&mut out).expect("HKDF fill of 32 bytes");
     out

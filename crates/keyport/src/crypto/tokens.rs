@@ -123,7 +123,11 @@ mod tests {
         assert_eq!(shown.len(), 9);
         assert_eq!(UserCode::parse(&shown.to_lowercase()), Some(code.clone()));
         assert_eq!(UserCode::parse(code.as_str()), Some(code));
-        assert_eq!(UserCode::parse("ABCD-EFGH"), None, "vowels are not in the alphabet");
+        assert_eq!(
+            UserCode::parse("ABCD-EFGH"),
+            None,
+            "vowels are not in the alphabet"
+        );
         assert_eq!(UserCode::parse("BCDF-GHJ"), None);
     }
 

@@ -17,7 +17,14 @@ pub struct Audit<'a> {
 
 impl<'a> Audit<'a> {
     pub fn new(event: &'static str, outcome: &'static str) -> Self {
-        Self { event, outcome, actor: None, client_id: None, session_id: None, detail: None }
+        Self {
+            event,
+            outcome,
+            actor: None,
+            client_id: None,
+            session_id: None,
+            detail: None,
+        }
     }
 
     pub fn actor(mut self, actor: Option<&'a str>) -> Self {

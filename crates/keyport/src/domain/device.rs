@@ -70,7 +70,10 @@ pub enum Consent<'a> {
 /// What resolving a user code to a specific decision produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decided {
-    Approved { granted: String, refused: Vec<String> },
+    Approved {
+        granted: String,
+        refused: Vec<String>,
+    },
     Denied,
 }
 
@@ -202,8 +205,14 @@ impl Keyport {
     }
 
     /// RFC 8707: the one resource must be one of the client's audiences.
-    pub(crate) fn check_resource(&self, client: &Client, resource: Option<&str>) -> Result<Option<String>> {
-        let Some(resource) = resource else { return Ok(None) };
+    pub(crate) fn check_resource(
+        &self,
+        client: &Client,
+        resource: Option<&str>,
+    ) -> Result<Option<String>> {
+        let Some(resource) = resource else {
+            return Ok(None);
+        };
         let absolute = url::Url::parse(resource).is_ok_and(|u| u.fragment().is_none());
         if !absolute || !client.audiences.iter().any(|a| a == resource) {
             return Err(Error::oauth(
@@ -231,7 +240,9 @@ impl Keyport {
             for bucket in &buckets {
                 let failures = store::limits::peek(self.store.pool(), bucket, window).await?;
                 if failures >= self.config.limits.user_code_failures_per_hour {
-                    return Err(Error::Throttled { retry_after: window + 3600 - now });
+                    return Err(Error::Throttled {
+                        retry_after: window + 3600 - now,
+                    });
                 }
             }
         }
@@ -253,7 +264,9 @@ impl Keyport {
                     })
                     .await?;
             }
-            return Err(Error::invalid_grant("that code is not valid or has expired"));
+            return Err(Error::invalid_grant(
+                "that code is not valid or has expired",
+            ));
         };
         self.pending_request(device).await
     }
@@ -263,7 +276,8 @@ impl Keyport {
             .await?
             .ok_or_else(|| Error::invalid_grant("the client of this request no longer exists"))?;
         Ok(PendingRequest {
-            user_code: UserCode::parse(&device.user_code).ok_or(Error::internal("stored user code"))?,
+            user_code: UserCode::parse(&device.user_code)
+                .ok_or(Error::internal("stored user code"))?,
             requested: Scopes::parse(&device.scope).unwrap_or_default(),
             metadata: serde_json::from_str(&device.metadata).unwrap_or_default(),
             id: device.id,
@@ -316,13 +330,16 @@ impl Keyport {
                 Ok(Decided::Denied)
             }
             Consent::Approve { workspace } => {
-                let memberships = store::directory::memberships_of(self.store.pool(), &user.id).await?;
+                let memberships =
+                    store::directory::memberships_of(self.store.pool(), &user.id).await?;
                 let chosen = match workspace {
                     Some(slug) => Some(
                         memberships
                             .iter()
                             .find(|(ws, _)| ws.slug == slug)
-                            .ok_or_else(|| Error::invalid_request("you are not a member of that workspace"))?,
+                            .ok_or_else(|| {
+                                Error::invalid_request("you are not a member of that workspace")
+                            })?,
                     ),
                     None if memberships.len() == 1 => memberships.first(),
                     None if memberships.is_empty() => None,
@@ -364,15 +381,25 @@ impl Keyport {
                     })
                     .await?;
                 if !approved {
-                    return Err(Error::invalid_grant("this request was already decided or has expired"));
+                    return Err(Error::invalid_grant(
+                        "this request was already decided or has expired",
+                    ));
                 }
-                Ok(Decided::Approved { granted: granted_text, refused })
+                Ok(Decided::Approved {
+                    granted: granted_text,
+                    refused,
+                })
             }
         }
     }
 
     /// RFC 8628 §3.4: one poll of the token endpoint.
-    pub async fn poll_device(&self, client: &Client, poll: PollRequest, caller: &Caller) -> Result<TokenResponse> {
+    pub async fn poll_device(
+        &self,
+        client: &Client,
+        poll: PollRequest,
+        caller: &Caller,
+    ) -> Result<TokenResponse> {
         let code_hash = hash_secret(poll.device_code.expose());
         let now_ms = self.clock.now_ms();
         let now = now_ms.div_euclid(1000);
@@ -382,7 +409,10 @@ impl Keyport {
         let (client_id, caller_owned) = (client.id.clone(), caller.clone());
         let refresh_ttl = self.config.tokens.refresh_token_ttl;
         let narrowing = match &poll.scope {
-            Some(text) => Some(Scopes::parse(text).ok_or_else(|| Error::oauth(ErrorCode::InvalidScope, "malformed scope"))?),
+            Some(text) => Some(
+                Scopes::parse(text)
+                    .ok_or_else(|| Error::oauth(ErrorCode::InvalidScope, "malformed scope"))?,
+            ),
             None => None,
         };
         let resource = poll.resource.clone();
@@ -390,36 +420,72 @@ impl Keyport {
             .store
             .write(move |c| {
                 Box::pin(async move {
-                    let Some(d) = store::device::by_device_code_hash(&mut *c, &code_hash).await? else {
+                    let Some(d) = store::device::by_device_code_hash(&mut *c, &code_hash).await?
+                    else {
                         return Ok(Err(Error::invalid_grant("unknown device code")));
                     };
                     if d.client_id != client_id {
-                        return Ok(Err(Error::invalid_grant("the device code belongs to another client")));
+                        return Ok(Err(Error::invalid_grant(
+                            "the device code belongs to another client",
+                        )));
                     }
                     if resource.is_some() && resource != d.resource {
-                        return Ok(Err(Error::invalid_grant("the resource differs from the one requested at start")));
+                        return Ok(Err(Error::invalid_grant(
+                            "the resource differs from the one requested at start",
+                        )));
                     }
                     if d.status == Status::Redeemed {
-                        return Ok(Err(Error::invalid_grant("the device code was already used")));
+                        return Ok(Err(Error::invalid_grant(
+                            "the device code was already used",
+                        )));
                     }
                     if now >= d.expires_at {
-                        return Ok(Err(Error::oauth(ErrorCode::ExpiredToken, "the device code has expired")));
+                        return Ok(Err(Error::oauth(
+                            ErrorCode::ExpiredToken,
+                            "the device code has expired",
+                        )));
                     }
                     match d.status {
                         Status::Pending => {
-                            if !store::device::record_poll(&mut *c, &d.id, now_ms, POLL_TOLERANCE_MS).await? {
+                            if !store::device::record_poll(
+                                &mut *c,
+                                &d.id,
+                                now_ms,
+                                POLL_TOLERANCE_MS,
+                            )
+                            .await?
+                            {
                                 store::device::slow_down(&mut *c, &d.id, now_ms).await?;
                                 return Ok(Err(Error::oauth(
                                     ErrorCode::SlowDown,
-                                    format!("polled too fast; wait at least {} seconds", d.interval + 5),
+                                    format!(
+                                        "polled too fast; wait at least {} seconds",
+                                        d.interval + 5
+                                    ),
                                 )));
                             }
-                            Ok(Err(Error::oauth(ErrorCode::AuthorizationPending, "the user has not approved yet")))
+                            Ok(Err(Error::oauth(
+                                ErrorCode::AuthorizationPending,
+                                "the user has not approved yet",
+                            )))
                         }
-                        Status::Denied => Ok(Err(Error::oauth(ErrorCode::AccessDenied, "the user denied the request"))),
+                        Status::Denied => Ok(Err(Error::oauth(
+                            ErrorCode::AccessDenied,
+                            "the user denied the request",
+                        ))),
                         Status::Redeemed => unreachable!("handled above"),
                         Status::Approved => {
-                            redeem(c, d, narrowing, session_id, &refresh_hash, now, refresh_ttl, &caller_owned).await
+                            redeem(
+                                c,
+                                d,
+                                narrowing,
+                                session_id,
+                                &refresh_hash,
+                                now,
+                                refresh_ttl,
+                                &caller_owned,
+                            )
+                            .await
                         }
                     }
                 })
@@ -427,7 +493,13 @@ impl Keyport {
             .await?;
         let new_session = outcome?;
         let refresh = new_session.with_refresh.then_some(refresh);
-        self.mint(Grant { session: new_session.session, refresh, user: new_session.user, id_token: true, scope: new_session.scope })
+        self.mint(Grant {
+            session: new_session.session,
+            refresh,
+            user: new_session.user,
+            id_token: true,
+            scope: new_session.scope,
+        })
     }
 }
 
@@ -445,25 +517,37 @@ async fn redeem(
 ) -> store::Result<Result<NewSession>> {
     let user_id = d.user_id.clone().unwrap_or_default();
     let user = store::directory::user_by_id(&mut *c, &user_id).await?;
-    let locked = user.as_ref().is_none_or(|u| u.disabled || u.locked_until.is_some_and(|t| t > now));
+    let locked = user
+        .as_ref()
+        .is_none_or(|u| u.disabled || u.locked_until.is_some_and(|t| t > now));
     // The approver may have been removed from the workspace since.
     let still_member = match &d.workspace_id {
-        Some(ws) => store::directory::role_in(&mut *c, &user_id, ws).await?.is_some(),
+        Some(ws) => store::directory::role_in(&mut *c, &user_id, ws)
+            .await?
+            .is_some(),
         None => true,
     };
     if locked || !still_member {
         store::device::deny(&mut *c, &d.id, &user_id, now).await?;
-        return Ok(Err(Error::oauth(ErrorCode::AccessDenied, "the approving account can no longer sign in")));
+        return Ok(Err(Error::oauth(
+            ErrorCode::AccessDenied,
+            "the approving account can no longer sign in",
+        )));
     }
     let mut scope = Scopes::parse(d.granted_scope.as_deref().unwrap_or("")).unwrap_or_default();
     if let Some(narrow) = narrowing.filter(|n| !n.is_empty()) {
         if !narrow.is_subset(&scope) {
-            return Ok(Err(Error::oauth(ErrorCode::InvalidScope, "the scope is wider than what was approved")));
+            return Ok(Err(Error::oauth(
+                ErrorCode::InvalidScope,
+                "the scope is wider than what was approved",
+            )));
         }
         scope = narrow;
     }
     if !store::device::redeem(&mut *c, &d.id).await? {
-        return Ok(Err(Error::invalid_grant("the device code was already used")));
+        return Ok(Err(Error::invalid_grant(
+            "the device code was already used",
+        )));
     }
     let metadata: DeviceMetadata = serde_json::from_str(&d.metadata).unwrap_or_default();
     let session = store::sessions::Session {
@@ -486,7 +570,8 @@ async fn redeem(
     let with_refresh = scope.contains("offline_access");
     store::sessions::insert(&mut *c, &session).await?;
     if with_refresh {
-        store::sessions::insert_refresh(&mut *c, refresh_hash, &session.id, now, now + refresh_ttl).await?;
+        store::sessions::insert_refresh(&mut *c, refresh_hash, &session.id, now, now + refresh_ttl)
+            .await?;
     }
     let email = user.as_ref().map(|u| u.email.clone());
     Audit::new("token.issue", "success")
@@ -496,7 +581,12 @@ async fn redeem(
         .detail(serde_json::json!({ "grant_type": DEVICE_CODE_GRANT, "scope": session.scope }))
         .record(c, now * 1000, caller)
         .await?;
-    Ok(Ok(NewSession { session, user, with_refresh, scope }))
+    Ok(Ok(NewSession {
+        session,
+        user,
+        with_refresh,
+        scope,
+    }))
 }
 
 fn guess_buckets(user: &User, browser_session: Option<&str>, caller: &Caller) -> Vec<String> {
@@ -521,7 +611,9 @@ fn check_metadata(m: &DeviceMetadata) -> Result<()> {
     ];
     for value in fields.into_iter().flatten() {
         if value.len() > MAX_METADATA_LEN || value.chars().any(char::is_control) {
-            return Err(Error::invalid_request("device metadata must be short, printable text"));
+            return Err(Error::invalid_request(
+                "device metadata must be short, printable text",
+            ));
         }
     }
     Ok(())

@@ -20,7 +20,10 @@ use crate::store;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{}: {description}", code.as_str())]
-    OAuth { code: ErrorCode, description: Cow<'static, str> },
+    OAuth {
+        code: ErrorCode,
+        description: Cow<'static, str>,
+    },
     /// Throttled (other than `slow_down`): HTTP 429 with `Retry-After`.
     #[error("too many requests; retry after {retry_after} s")]
     Throttled { retry_after: i64 },
@@ -32,7 +35,10 @@ pub enum Error {
 
 impl Error {
     pub fn oauth(code: ErrorCode, description: impl Into<Cow<'static, str>>) -> Self {
-        Error::OAuth { code, description: description.into() }
+        Error::OAuth {
+            code,
+            description: description.into(),
+        }
     }
 
     pub fn invalid_request(description: impl Into<Cow<'static, str>>) -> Self {

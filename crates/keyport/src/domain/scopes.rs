@@ -54,7 +54,9 @@ impl Scopes {
     pub fn parse(text: &str) -> Option<Self> {
         let mut set = BTreeSet::new();
         for token in text.split(' ').filter(|t| !t.is_empty()) {
-            let valid = token.bytes().all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b));
+            let valid = token
+                .bytes()
+                .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b));
             if !valid {
                 return None;
             }
@@ -108,12 +110,28 @@ impl Catalogue {
             ("email", None, "Your email address"),
             ("offline_access", None, "Stay signed in (refresh tokens)"),
             ("agents:read", Some(Role::Viewer), "List and get agents"),
-            ("agents:write", Some(Role::Member), "Create, update and delete agents"),
+            (
+                "agents:write",
+                Some(Role::Member),
+                "Create, update and delete agents",
+            ),
             ("operations:write", Some(Role::Member), "Run operations"),
-            ("workspace:read", Some(Role::Viewer), "Read workspace settings, usage and activity"),
-            ("workspace:write", Some(Role::Admin), "Change workspace settings"),
+            (
+                "workspace:read",
+                Some(Role::Viewer),
+                "Read workspace settings, usage and activity",
+            ),
+            (
+                "workspace:write",
+                Some(Role::Admin),
+                "Change workspace settings",
+            ),
             ("integrations:read", Some(Role::Viewer), "List integrations"),
-            ("integrations:write", Some(Role::Admin), "Connect and disconnect integrations"),
+            (
+                "integrations:write",
+                Some(Role::Admin),
+                "Connect and disconnect integrations",
+            ),
             ("audit:read", Some(Role::Admin), "Read the audit trail"),
         ];
         let mut defs: Vec<ScopeDef> = builtin
@@ -136,7 +154,10 @@ impl Catalogue {
     }
 
     pub fn describe(&self, scope: &str) -> Option<&str> {
-        self.0.iter().find(|d| d.name == scope).and_then(|d| d.description.as_deref())
+        self.0
+            .iter()
+            .find(|d| d.name == scope)
+            .and_then(|d| d.description.as_deref())
     }
 
     /// The least role a scope needs. A scope outside the catalogue (a
@@ -192,6 +213,8 @@ mod tests {
         assert_eq!(refused, vec!["audit:read".to_string()]);
         let (granted, _) = catalogue.filter(&requested, None);
         assert_eq!(granted.to_scope_string(), "openid");
-        assert!(Role::Owner > Role::Admin && Role::Admin > Role::Member && Role::Member > Role::Viewer);
+        assert!(
+            Role::Owner > Role::Admin && Role::Admin > Role::Member && Role::Member > Role::Viewer
+        );
     }
 }

@@ -46,7 +46,9 @@ impl SignInError {
     pub fn into_oauth(self) -> Error {
         match self {
             SignInError::Invalid => Error::invalid_grant("wrong username or password"),
-            SignInError::Locked { .. } => Error::oauth(ErrorCode::AccountLocked, "the account is locked"),
+            SignInError::Locked { .. } => {
+                Error::oauth(ErrorCode::AccountLocked, "the account is locked")
+            }
             SignInError::Throttled { retry_after } => Error::Throttled { retry_after },
             SignInError::Other(e) => e,
         }
@@ -61,7 +63,11 @@ pub fn hash_password(password: &str) -> Result<String> {
 }
 
 fn verify_password(password: &str, phc: &str) -> bool {
-    PasswordHash::new(phc).is_ok_and(|hash| Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
+    PasswordHash::new(phc).is_ok_and(|hash| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &hash)
+            .is_ok()
+    })
 }
 
 /// Verified against when the email is unknown, so the answer takes as long
@@ -70,7 +76,12 @@ const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$
 
 impl Keyport {
     /// Checks email and password; on success opens a browser session.
-    pub async fn sign_in(&self, email: &str, password: &str, caller: &Caller) -> Result<BrowserSession, SignInError> {
+    pub async fn sign_in(
+        &self,
+        email: &str,
+        password: &str,
+        caller: &Caller,
+    ) -> Result<BrowserSession, SignInError> {
         let user = self.check_password(email, password, caller).await?;
         let id = crypto::random_token();
         let now = self.clock.now();
@@ -78,15 +89,32 @@ impl Keyport {
         self.store
             .write(move |c| {
                 Box::pin(async move {
-                    store::browser::insert(c, &id_hash, &user_id, now, now + BROWSER_SESSION_SECS, ip.as_deref()).await
+                    store::browser::insert(
+                        c,
+                        &id_hash,
+                        &user_id,
+                        now,
+                        now + BROWSER_SESSION_SECS,
+                        ip.as_deref(),
+                    )
+                    .await
                 })
             })
             .await?;
-        Ok(BrowserSession { id, user, auth_time: now })
+        Ok(BrowserSession {
+            id,
+            user,
+            auth_time: now,
+        })
     }
 
     /// Email + password with lockout and per-IP throttling; audited.
-    pub async fn check_password(&self, email: &str, password: &str, caller: &Caller) -> Result<User, SignInError> {
+    pub async fn check_password(
+        &self,
+        email: &str,
+        password: &str,
+        caller: &Caller,
+    ) -> Result<User, SignInError> {
         let now = self.clock.now();
         let limits = self.config.limits.clone();
         if limits.enabled {
@@ -95,18 +123,27 @@ impl Keyport {
                 let bucket = format!("sign-in:ip:{ip}");
                 let hits = self
                     .store
-                    .write(move |c| Box::pin(async move { store::limits::hit(c, &bucket, window).await }))
+                    .write(move |c| {
+                        Box::pin(async move { store::limits::hit(c, &bucket, window).await })
+                    })
                     .await?;
                 if hits > limits.sign_ins_per_ip_per_minute {
-                    return Err(SignInError::Throttled { retry_after: window + 60 - now });
+                    return Err(SignInError::Throttled {
+                        retry_after: window + 60 - now,
+                    });
                 }
             }
         }
         let email = email.trim().to_lowercase();
         let user = store::directory::user_by_email(self.store.pool(), &email).await?;
-        let phc = user.as_ref().and_then(|u| u.password_hash.clone()).unwrap_or_else(|| DUMMY_HASH.to_string());
+        let phc = user
+            .as_ref()
+            .and_then(|u| u.password_hash.clone())
+            .unwrap_or_else(|| DUMMY_HASH.to_string());
         let password = password.to_string();
-        let verified = self.password_work(move || verify_password(&password, &phc)).await?;
+        let verified = self
+            .password_work(move || verify_password(&password, &phc))
+            .await?;
         let caller = caller.clone();
         let Some(user) = user else {
             let actor = email.clone();
@@ -124,12 +161,16 @@ impl Keyport {
             return Err(SignInError::Invalid);
         };
         if let Some(until) = user.locked_until.filter(|until| *until > now) {
-            self.audit_sign_in(&user, "failure", "locked", &caller).await?;
+            self.audit_sign_in(&user, "failure", "locked", &caller)
+                .await?;
             return Err(SignInError::Locked { until });
         }
         if user.disabled || !verified {
             let (user_id, email) = (user.id.clone(), user.email.clone());
-            let (max, lock) = (limits.failed_sign_ins_before_lockout, limits.lockout_seconds);
+            let (max, lock) = (
+                limits.failed_sign_ins_before_lockout,
+                limits.lockout_seconds,
+            );
             let enabled = limits.enabled;
             let locked = self
                 .store
@@ -154,11 +195,18 @@ impl Keyport {
                 None => SignInError::Invalid,
             });
         }
-        self.audit_sign_in(&user, "success", "password", &caller).await?;
+        self.audit_sign_in(&user, "success", "password", &caller)
+            .await?;
         Ok(user)
     }
 
-    async fn audit_sign_in(&self, user: &User, outcome: &'static str, how: &'static str, caller: &Caller) -> Result<()> {
+    async fn audit_sign_in(
+        &self,
+        user: &User,
+        outcome: &'static str,
+        how: &'static str,
+        caller: &Caller,
+    ) -> Result<()> {
         let now = self.clock.now();
         let (user_id, email, caller) = (user.id.clone(), user.email.clone(), caller.clone());
         let reset = outcome == "success" && user.failed_logins > 0;
@@ -182,7 +230,9 @@ impl Keyport {
     /// The user behind a browser session cookie, if it is live.
     pub async fn browser_user(&self, cookie: &str) -> Result<Option<(User, i64)>> {
         let now = self.clock.now();
-        let Some((user_id, auth_time)) = store::browser::find(self.store.pool(), &hash_secret(cookie), now).await? else {
+        let Some((user_id, auth_time)) =
+            store::browser::find(self.store.pool(), &hash_secret(cookie), now).await?
+        else {
             return Ok(None);
         };
         let user = store::directory::user_by_id(self.store.pool(), &user_id).await?;
@@ -191,7 +241,9 @@ impl Keyport {
 
     pub async fn sign_out(&self, cookie: &str) -> Result<()> {
         let id_hash = hash_secret(cookie);
-        self.store.write(move |c| Box::pin(async move { store::browser::delete(c, &id_hash).await })).await?;
+        self.store
+            .write(move |c| Box::pin(async move { store::browser::delete(c, &id_hash).await }))
+            .await?;
         Ok(())
     }
 }

@@ -94,8 +94,14 @@ impl Keyport {
         let scope = grant.scope.to_scope_string();
         let claims = AccessClaims {
             iss: self.config.issuer.clone(),
-            sub: session.user_id.clone().unwrap_or_else(|| session.client_id.clone()),
-            aud: session.resource.clone().unwrap_or_else(|| self.config.issuer.clone()),
+            sub: session
+                .user_id
+                .clone()
+                .unwrap_or_else(|| session.client_id.clone()),
+            aud: session
+                .resource
+                .clone()
+                .unwrap_or_else(|| self.config.issuer.clone()),
             client_id: session.client_id.clone(),
             scope: scope.clone(),
             exp: now + ttl,
@@ -107,20 +113,29 @@ impl Keyport {
             role: session.role.clone(),
         };
         let access_token = keys.sign_access_token(&claims);
-        let id_token = match (&grant.user, grant.id_token && grant.scope.contains("openid")) {
-            (Some(user), true) => Some(keys.sign_id_token(&IdClaims {
-                iss: &self.config.issuer,
-                sub: &user.id,
-                aud: &session.client_id,
-                exp: now + ttl,
-                iat: now,
-                auth_time: session.auth_time,
-                at_hash: KeySet::at_hash(&access_token),
-                sid: &session.id,
-                email: grant.scope.contains("email").then_some(user.email.as_str()),
-                email_verified: grant.scope.contains("email").then_some(false),
-                name: grant.scope.contains("profile").then_some(user.name.as_deref()).flatten(),
-            })),
+        let id_token = match (
+            &grant.user,
+            grant.id_token && grant.scope.contains("openid"),
+        ) {
+            (Some(user), true) => Some(
+                keys.sign_id_token(&IdClaims {
+                    iss: &self.config.issuer,
+                    sub: &user.id,
+                    aud: &session.client_id,
+                    exp: now + ttl,
+                    iat: now,
+                    auth_time: session.auth_time,
+                    at_hash: KeySet::at_hash(&access_token),
+                    sid: &session.id,
+                    email: grant.scope.contains("email").then_some(user.email.as_str()),
+                    email_verified: grant.scope.contains("email").then_some(false),
+                    name: grant
+                        .scope
+                        .contains("profile")
+                        .then_some(user.name.as_deref())
+                        .flatten(),
+                }),
+            ),
             _ => None,
         };
         Ok(TokenResponse {
@@ -146,7 +161,10 @@ impl Keyport {
         caller: &Caller,
     ) -> Result<TokenResponse> {
         if !client.grants.iter().any(|g| g == "refresh_token") {
-            return Err(Error::oauth(ErrorCode::UnauthorizedClient, "the refresh grant is not enabled for this client"));
+            return Err(Error::oauth(
+                ErrorCode::UnauthorizedClient,
+                "the refresh grant is not enabled for this client",
+            ));
         }
         if !is_well_formed_refresh_token(presented.expose()) {
             return Err(Error::invalid_grant("invalid refresh token"));
@@ -156,7 +174,9 @@ impl Keyport {
             .await?
             .ok_or_else(|| Error::invalid_grant("invalid refresh token"))?;
         if token.session.client_id != client.id {
-            return Err(Error::invalid_grant("the refresh token belongs to another client"));
+            return Err(Error::invalid_grant(
+                "the refresh token belongs to another client",
+            ));
         }
         let now = self.clock.now();
         if token.rotated_at.is_some() {
@@ -173,7 +193,12 @@ impl Keyport {
             Some(None) => return Err(Error::oauth(ErrorCode::InvalidScope, "malformed scope")),
             Some(Some(asked)) if asked.is_empty() => granted.clone(),
             Some(Some(asked)) if asked.is_subset(&granted) => asked,
-            Some(Some(_)) => return Err(Error::oauth(ErrorCode::InvalidScope, "the scope is wider than the grant")),
+            Some(Some(_)) => {
+                return Err(Error::oauth(
+                    ErrorCode::InvalidScope,
+                    "the scope is wider than the grant",
+                ));
+            }
         };
         let successor = new_refresh_token();
         let successor_hash = successor.hash();
@@ -186,7 +211,9 @@ impl Keyport {
         })?;
         let sealed = seal_with(
             &leeway_key(presented),
-            serde_json::to_string(&response).expect("token response serializes").as_bytes(),
+            serde_json::to_string(&response)
+                .expect("token response serializes")
+                .as_bytes(),
             &hash,
         );
         let ttl = self.config.tokens.refresh_token_ttl;
@@ -197,9 +224,25 @@ impl Keyport {
             .store
             .write(move |c| {
                 Box::pin(async move {
-                    if store::sessions::rotate(&mut *c, &old_hash, &successor_hash, &sealed, now).await? {
-                        store::sessions::insert_refresh(&mut *c, &successor_hash, &session.id, now, now + ttl).await?;
-                        store::sessions::touch(&mut *c, &session.id, now, &session.scope, session.role.as_deref()).await?;
+                    if store::sessions::rotate(&mut *c, &old_hash, &successor_hash, &sealed, now)
+                        .await?
+                    {
+                        store::sessions::insert_refresh(
+                            &mut *c,
+                            &successor_hash,
+                            &session.id,
+                            now,
+                            now + ttl,
+                        )
+                        .await?;
+                        store::sessions::touch(
+                            &mut *c,
+                            &session.id,
+                            now,
+                            &session.scope,
+                            session.role.as_deref(),
+                        )
+                        .await?;
                         Audit::new("token.refresh", "success")
                             .actor(email.as_deref())
                             .client(&session.client_id)
@@ -218,13 +261,20 @@ impl Keyport {
         }
     }
 
-    async fn settle_replay(&self, presented: &Secret, hash: String, caller: &Caller) -> Result<TokenResponse> {
+    async fn settle_replay(
+        &self,
+        presented: &Secret,
+        hash: String,
+        caller: &Caller,
+    ) -> Result<TokenResponse> {
         let now = self.clock.now();
         let leeway = self.config.tokens.refresh_leeway;
         let (caller, old_hash) = (caller.clone(), hash.clone());
         let outcome = self
             .store
-            .write(move |c| Box::pin(async move { replay_or_revoke(c, &old_hash, now, leeway, &caller).await }))
+            .write(move |c| {
+                Box::pin(async move { replay_or_revoke(c, &old_hash, now, leeway, &caller).await })
+            })
             .await??;
         match outcome {
             Rotation::Replay(sealed) => open_replay(presented, &hash, &sealed),
@@ -234,14 +284,20 @@ impl Keyport {
 
     /// Refresh re-checks the user's standing: scopes the current role no
     /// longer allows are dropped, and a removed member's session ends.
-    async fn recheck_membership(&self, token: &RefreshToken, caller: &Caller) -> Result<(Session, Option<User>)> {
+    async fn recheck_membership(
+        &self,
+        token: &RefreshToken,
+        caller: &Caller,
+    ) -> Result<(Session, Option<User>)> {
         let mut session = token.session.clone();
         let Some(user_id) = session.user_id.clone() else {
             return Ok((session, None));
         };
         let now = self.clock.now();
         let user = store::directory::user_by_id(self.store.pool(), &user_id).await?;
-        let usable = user.as_ref().is_some_and(|u| !u.disabled && u.locked_until.is_none_or(|t| t <= now));
+        let usable = user
+            .as_ref()
+            .is_some_and(|u| !u.disabled && u.locked_until.is_none_or(|t| t <= now));
         let role = match (&session.workspace_id, usable) {
             (_, false) => None,
             (Some(ws), true) => store::directory::role_in(self.store.pool(), &user_id, ws).await?,
@@ -253,7 +309,10 @@ impl Keyport {
                 .write(move |c| {
                     Box::pin(async move {
                         if store::sessions::revoke(&mut *c, &sid, "membership", now).await? {
-                            Audit::new("session.revoke", "membership_ended").session(&sid).record(c, now * 1000, &caller).await?;
+                            Audit::new("session.revoke", "membership_ended")
+                                .session(&sid)
+                                .record(c, now * 1000, &caller)
+                                .await?;
                         }
                         Ok(())
                     })
@@ -263,7 +322,9 @@ impl Keyport {
         };
         if session.workspace_id.is_some() {
             let role = Role::parse(&role);
-            let (granted, _) = self.catalogue.filter(&Scopes::parse(&session.scope).unwrap_or_default(), role);
+            let (granted, _) = self
+                .catalogue
+                .filter(&Scopes::parse(&session.scope).unwrap_or_default(), role);
             session.scope = granted.to_scope_string();
             session.role = role.map(|r| r.as_str().to_string());
         }
@@ -280,7 +341,10 @@ impl Keyport {
         caller: &Caller,
     ) -> Result<TokenResponse> {
         if !client.confidential || !client.grants.iter().any(|g| g == "client_credentials") {
-            return Err(Error::oauth(ErrorCode::UnauthorizedClient, "client credentials are not enabled for this client"));
+            return Err(Error::oauth(
+                ErrorCode::UnauthorizedClient,
+                "client credentials are not enabled for this client",
+            ));
         }
         let mut scope = self.requested_scopes(client, scope)?;
         scope.retain(|s| s != "offline_access" && s != "openid");
@@ -301,9 +365,10 @@ impl Keyport {
             auth_time: None,
             created_at: now,
             last_used_at: now,
-        revoked_at: None,
+            revoked_at: None,
         };
-        let (client_id, caller_owned, scope_text) = (client.id.clone(), caller.clone(), session.scope.clone());
+        let (client_id, caller_owned, scope_text) =
+            (client.id.clone(), caller.clone(), session.scope.clone());
         self.store
             .write(move |c| {
                 Box::pin(async move {
@@ -315,7 +380,13 @@ impl Keyport {
                 })
             })
             .await?;
-        self.mint(Grant { session, refresh: None, user: None, id_token: false, scope })
+        self.mint(Grant {
+            session,
+            refresh: None,
+            user: None,
+            id_token: false,
+            scope,
+        })
     }
 
     /// RFC 7009. A refresh token ends its whole session; an access token is
@@ -324,13 +395,19 @@ impl Keyport {
     pub async fn revoke(&self, client: &Client, token: &Secret, caller: &Caller) -> Result<()> {
         let now = self.clock.now();
         if is_well_formed_refresh_token(token.expose()) {
-            let Some(found) = store::sessions::refresh_by_hash(self.store.pool(), &token.hash()).await? else {
+            let Some(found) =
+                store::sessions::refresh_by_hash(self.store.pool(), &token.hash()).await?
+            else {
                 return Ok(());
             };
             if found.session.client_id != client.id {
-                return Err(Error::oauth(ErrorCode::UnauthorizedClient, "the token was issued to another client"));
+                return Err(Error::oauth(
+                    ErrorCode::UnauthorizedClient,
+                    "the token was issued to another client",
+                ));
             }
-            let (sid, client_id, caller) = (found.session.id.clone(), client.id.clone(), caller.clone());
+            let (sid, client_id, caller) =
+                (found.session.id.clone(), client.id.clone(), caller.clone());
             self.store
                 .write(move |c| {
                     Box::pin(async move {
@@ -349,11 +426,16 @@ impl Keyport {
             return Ok(());
         }
         let keys = self.keys();
-        let Some(claims) = keys.verify_access_token::<AccessClaims>(token.expose(), &self.config.issuer) else {
+        let Some(claims) =
+            keys.verify_access_token::<AccessClaims>(token.expose(), &self.config.issuer)
+        else {
             return Ok(());
         };
         if claims.client_id != client.id {
-            return Err(Error::oauth(ErrorCode::UnauthorizedClient, "the token was issued to another client"));
+            return Err(Error::oauth(
+                ErrorCode::UnauthorizedClient,
+                "the token was issued to another client",
+            ));
         }
         let caller = caller.clone();
         self.store
@@ -362,7 +444,9 @@ impl Keyport {
                     store::sessions::revoke_access_token(&mut *c, &claims.jti, claims.exp).await?;
                     let mut audit = Audit::new("token.revoke", "success")
                         .client(&claims.client_id)
-                        .detail(serde_json::json!({ "token_type": "access_token", "jti": claims.jti }));
+                        .detail(
+                            serde_json::json!({ "token_type": "access_token", "jti": claims.jti }),
+                        );
                     if let Some(sid) = &claims.sid {
                         audit = audit.session(sid);
                     }
@@ -375,13 +459,26 @@ impl Keyport {
 
     /// Verifies an access token completely: signature, issuer, expiry, not
     /// revoked, its session live and its user still able to sign in.
-    pub async fn check_access_token(&self, token: &str) -> Result<(AccessClaims, Option<(String, Option<String>)>)> {
-        let invalid = || Error::oauth(ErrorCode::InvalidToken, "the access token is invalid or expired");
-        let claims: AccessClaims = self.keys().verify_access_token(token, &self.config.issuer).ok_or_else(invalid)?;
+    pub async fn check_access_token(
+        &self,
+        token: &str,
+    ) -> Result<(AccessClaims, Option<(String, Option<String>)>)> {
+        let invalid = || {
+            Error::oauth(
+                ErrorCode::InvalidToken,
+                "the access token is invalid or expired",
+            )
+        };
+        let claims: AccessClaims = self
+            .keys()
+            .verify_access_token(token, &self.config.issuer)
+            .ok_or_else(invalid)?;
         if claims.exp <= self.clock.now() {
             return Err(invalid());
         }
-        let state = store::sessions::access_state(self.store.pool(), &claims.jti, claims.sid.as_deref()).await?;
+        let state =
+            store::sessions::access_state(self.store.pool(), &claims.jti, claims.sid.as_deref())
+                .await?;
         if state.jti_revoked || state.session_live == Some(false) {
             return Err(invalid());
         }
@@ -398,14 +495,21 @@ impl Keyport {
     pub async fn userinfo(&self, token: &str) -> Result<Userinfo> {
         let (claims, user) = self.check_access_token(token).await?;
         let Some((email, name)) = user else {
-            return Err(Error::oauth(ErrorCode::InvalidToken, "the token does not belong to a user"));
+            return Err(Error::oauth(
+                ErrorCode::InvalidToken,
+                "the token does not belong to a user",
+            ));
         };
         let scope = Scopes::parse(&claims.scope).unwrap_or_default();
         Ok(Userinfo {
             sub: claims.sub,
             email: scope.contains("email").then_some(email),
             email_verified: scope.contains("email").then_some(false),
-            name: if scope.contains("profile") { name } else { None },
+            name: if scope.contains("profile") {
+                name
+            } else {
+                None
+            },
             workspace: claims.workspace,
             role: claims.role,
             scope: Some(claims.scope),
@@ -417,11 +521,16 @@ impl Keyport {
     pub async fn introspect(&self, token: &Secret) -> Result<Introspection> {
         let inactive = Introspection::default();
         if is_well_formed_refresh_token(token.expose()) {
-            let Some(found) = store::sessions::refresh_by_hash(self.store.pool(), &token.hash()).await? else {
+            let Some(found) =
+                store::sessions::refresh_by_hash(self.store.pool(), &token.hash()).await?
+            else {
                 return Ok(inactive);
             };
             let now = self.clock.now();
-            if found.rotated_at.is_some() || found.session.revoked_at.is_some() || found.expires_at <= now {
+            if found.rotated_at.is_some()
+                || found.session.revoked_at.is_some()
+                || found.expires_at <= now
+            {
                 return Ok(inactive);
             }
             let s = found.session;
@@ -490,7 +599,9 @@ async fn replay_or_revoke(
         .actor(token.session.user_id.as_deref())
         .record(c, now * 1000, caller)
         .await?;
-    Ok(Err(Error::invalid_grant("the refresh token was already used; the session is revoked")))
+    Ok(Err(Error::invalid_grant(
+        "the refresh token was already used; the session is revoked",
+    )))
 }
 
 fn leeway_key(presented: &Secret) -> [u8; 32] {
@@ -498,7 +609,8 @@ fn leeway_key(presented: &Secret) -> [u8; 32] {
 }
 
 fn open_replay(presented: &Secret, hash: &str, sealed: &str) -> Result<TokenResponse> {
-    let plain = open_with(&leeway_key(presented), sealed, hash).map_err(|_| Error::invalid_grant("invalid refresh token"))?;
+    let plain = open_with(&leeway_key(presented), sealed, hash)
+        .map_err(|_| Error::invalid_grant("invalid refresh token"))?;
     serde_json::from_slice(&plain).map_err(|_| Error::internal("sealed token response"))
 }
 

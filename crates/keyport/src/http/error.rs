@@ -33,7 +33,10 @@ impl ApiError {
 }
 
 pub fn json_error(status: StatusCode, code: &str, description: &str) -> Response {
-    let body = ErrorResponse { error: code.to_string(), error_description: Some(description.to_string()) };
+    let body = ErrorResponse {
+        error: code.to_string(),
+        error_description: Some(description.to_string()),
+    };
     let mut response = (status, axum::Json(body)).into_response();
     no_store(&mut response);
     response
@@ -61,11 +64,16 @@ impl IntoResponse for ApiError {
                 let mut response = json_error(status, code.as_str(), &description);
                 let challenge = match code {
                     ErrorCode::InvalidClient => Some("Basic realm=\"keyport\""),
-                    ErrorCode::InvalidToken => Some("Bearer realm=\"keyport\", error=\"invalid_token\""),
+                    ErrorCode::InvalidToken => {
+                        Some("Bearer realm=\"keyport\", error=\"invalid_token\"")
+                    }
                     _ => None,
                 };
                 if let Some(challenge) = challenge {
-                    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+                    response.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static(challenge),
+                    );
                 }
                 response
             }
@@ -75,7 +83,9 @@ impl IntoResponse for ApiError {
                     ErrorCode::TooManyRequests.as_str(),
                     "too many requests; retry later",
                 );
-                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
                 response
             }
             Error::Store(e) => {
@@ -85,12 +95,18 @@ impl IntoResponse for ApiError {
                     ErrorCode::TemporarilyUnavailable.as_str(),
                     "the database is unavailable; retry shortly",
                 );
-                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
                 response
             }
             Error::Internal(what) => {
                 tracing::error!(error = what, "internal error");
-                json_error(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::ServerError.as_str(), "internal error")
+                json_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorCode::ServerError.as_str(),
+                    "internal error",
+                )
             }
         }
     }

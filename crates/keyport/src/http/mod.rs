@@ -42,14 +42,23 @@ pub fn router(kp: Keyport, draining: Draining) -> Router {
         .route("/readyz", get(readyz))
         .with_state((kp.clone(), draining));
     Router::new()
-        .route("/.well-known/oauth-authorization-server", get(oauth::metadata))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(oauth::metadata),
+        )
         .route("/.well-known/openid-configuration", get(oauth::metadata))
         .route("/oauth/jwks", get(oauth::jwks))
-        .route("/oauth/device_authorization", post(oauth::device_authorization))
+        .route(
+            "/oauth/device_authorization",
+            post(oauth::device_authorization),
+        )
         .route("/oauth/token", post(oauth::token))
         .route("/oauth/revoke", post(oauth::revoke))
         .route("/oauth/introspect", post(oauth::introspect))
-        .route("/oauth/userinfo", get(oauth::userinfo).post(oauth::userinfo))
+        .route(
+            "/oauth/userinfo",
+            get(oauth::userinfo).post(oauth::userinfo),
+        )
         .route("/device", get(pages::device::verification_page))
         .route("/device/sign-in", post(pages::device::sign_in))
         .route("/device/decision", post(pages::device::decision))
@@ -62,12 +71,20 @@ pub fn router(kp: Keyport, draining: Draining) -> Router {
         .layer(middleware::from_fn_with_state(kp, identify_caller))
         .layer(middleware::from_fn(security_headers))
         .layer(CatchPanicLayer::custom(|_| {
-            json_error(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::ServerError.as_str(), "internal error")
+            json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::ServerError.as_str(),
+                "internal error",
+            )
         }))
 }
 
 async fn not_found() -> Response {
-    json_error(StatusCode::NOT_FOUND, ErrorCode::InvalidRequest.as_str(), "no such endpoint")
+    json_error(
+        StatusCode::NOT_FOUND,
+        ErrorCode::InvalidRequest.as_str(),
+        "no such endpoint",
+    )
 }
 
 async fn readyz(State((kp, draining)): State<(Keyport, Draining)>) -> Response {
@@ -84,31 +101,44 @@ async fn readyz(State((kp, draining)): State<(Keyport, Draining)>) -> Response {
 /// The client's address: the peer, or behind a trusted proxy the last
 /// address `X-Forwarded-For` names.
 async fn identify_caller(State(kp): State<Keyport>, mut req: Request, next: Next) -> Response {
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
     let forwarded = peer
         .filter(|ip| kp.config.trusted_proxies.contains(ip))
         .and_then(|_| req.headers().get("x-forwarded-for"))
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.rsplit(',').next())
         .and_then(|v| v.trim().parse::<IpAddr>().ok());
-    req.extensions_mut().insert(Caller { ip: forwarded.or(peer) });
+    req.extensions_mut().insert(Caller {
+        ip: forwarded.or(peer),
+    });
     next.run(req).await
 }
 
 /// Plain HTTP is served only on loopback or through a trusted proxy that
 /// terminated TLS (RFC 6749 §3.1, §10.9).
 async fn https_only(State(kp): State<Keyport>, req: Request, next: Next) -> Response {
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
     let allowed = match peer {
         None => true, // embedded without a socket: the embedder decides
         Some(ip) if ip.is_loopback() => true,
-        Some(ip) if kp.config.trusted_proxies.contains(&ip) => {
-            req.headers().get("x-forwarded-proto").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
-        }
+        Some(ip) if kp.config.trusted_proxies.contains(&ip) => req
+            .headers()
+            .get("x-forwarded-proto")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https")),
         Some(_) => false,
     };
     if !allowed {
-        return json_error(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest.as_str(), "HTTPS required");
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidRequest.as_str(),
+            "HTTPS required",
+        );
     }
     next.run(req).await
 }
@@ -119,10 +149,19 @@ const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; f
 async fn security_headers(req: Request, next: Next) -> Response {
     let mut response = next.run(req).await;
     let headers = response.headers_mut();
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
     response
 }
 
@@ -134,10 +173,13 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let draining = Draining::default();
     let app = router(kp, draining.clone());
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            draining.start();
-        })
-        .await
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        draining.start();
+    })
+    .await
 }

@@ -70,7 +70,10 @@ pub async fn metadata(State(kp): State<Keyport>) -> Response {
         "service_documentation": format!("{iss}/device"),
     }))
     .into_response();
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
     response
 }
 
@@ -78,8 +81,14 @@ pub async fn jwks(State(kp): State<Keyport>) -> Response {
     let keys = kp.keys();
     (
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
-            (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=60")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=60"),
+            ),
         ],
         keys.jwks_json().to_string(),
     )
@@ -92,11 +101,14 @@ pub async fn device_authorization(
     Extension(caller): Extension<Caller>,
     params: Params,
 ) -> Result<Response, ApiError> {
-    let client = kp.authenticate_client(&params.client_credentials()?).await?;
+    let client = kp
+        .authenticate_client(&params.client_credentials()?)
+        .await?;
     let client_info = match (&params.client_info_json, params.get("client_info")) {
         (Some(object), _) => Some(object.clone()),
         (None, Some(text)) => Some(
-            serde_json::from_str(text).map_err(|_| ApiError::bad_request("client_info must be a JSON object"))?,
+            serde_json::from_str(text)
+                .map_err(|_| ApiError::bad_request("client_info must be a JSON object"))?,
         ),
         (None, None) => None,
     };
@@ -115,7 +127,9 @@ pub async fn device_authorization(
             os_version: params.get("os_version").map(str::to_string),
         },
     };
-    let response = kp.start_device_authorization(&client, request, &caller).await?;
+    let response = kp
+        .start_device_authorization(&client, request, &caller)
+        .await?;
     Ok(json_no_store(response))
 }
 
@@ -126,13 +140,23 @@ pub async fn token(
     params: Params,
 ) -> Result<Response, ApiError> {
     let grant = params.require("grant_type")?;
-    let grant = GrantType::parse(grant)
-        .ok_or_else(|| ApiError(Error::oauth(ErrorCode::UnsupportedGrantType, "unsupported grant_type")))?;
-    let client = kp.authenticate_client(&params.client_credentials()?).await?;
+    let grant = GrantType::parse(grant).ok_or_else(|| {
+        ApiError(Error::oauth(
+            ErrorCode::UnsupportedGrantType,
+            "unsupported grant_type",
+        ))
+    })?;
+    let client = kp
+        .authenticate_client(&params.client_credentials()?)
+        .await?;
     let response = match grant {
         GrantType::DeviceCode => {
             if !client.grants.iter().any(|g| g == DEVICE_CODE_GRANT) {
-                return Err(Error::oauth(ErrorCode::UnauthorizedClient, "the device grant is not enabled for this client").into());
+                return Err(Error::oauth(
+                    ErrorCode::UnauthorizedClient,
+                    "the device grant is not enabled for this client",
+                )
+                .into());
             }
             let poll = PollRequest {
                 device_code: params.secret("device_code")?,
@@ -143,10 +167,17 @@ pub async fn token(
         }
         GrantType::RefreshToken => {
             let token = params.secret("refresh_token")?;
-            kp.refresh(&client, &token, params.get("scope"), &caller).await?
+            kp.refresh(&client, &token, params.get("scope"), &caller)
+                .await?
         }
         GrantType::ClientCredentials => {
-            kp.client_credentials(&client, params.get("scope"), params.get("resource"), &caller).await?
+            kp.client_credentials(
+                &client,
+                params.get("scope"),
+                params.get("resource"),
+                &caller,
+            )
+            .await?
         }
     };
     Ok(json_no_store(response))
@@ -158,7 +189,9 @@ pub async fn revoke(
     Extension(caller): Extension<Caller>,
     params: Params,
 ) -> Result<Response, ApiError> {
-    let client = kp.authenticate_client(&params.client_credentials()?).await?;
+    let client = kp
+        .authenticate_client(&params.client_credentials()?)
+        .await?;
     let token = params.secret("token")?;
     kp.revoke(&client, &token, &caller).await?;
     let mut response = axum::Json(json!({})).into_response();
@@ -168,7 +201,9 @@ pub async fn revoke(
 
 /// RFC 7662 §2, for confidential clients (resource servers).
 pub async fn introspect(State(kp): State<Keyport>, params: Params) -> Result<Response, ApiError> {
-    let client = kp.authenticate_client(&params.client_credentials()?).await?;
+    let client = kp
+        .authenticate_client(&params.client_credentials()?)
+        .await?;
     if !client.confidential {
         return Err(Error::invalid_client("introspection is for confidential clients").into());
     }
@@ -178,7 +213,11 @@ pub async fn introspect(State(kp): State<Keyport>, params: Params) -> Result<Res
 
 /// OIDC Core §5.3, plus the token's workspace and role.
 pub async fn userinfo(State(kp): State<Keyport>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let token = bearer_token(&headers)
-        .ok_or_else(|| ApiError(Error::oauth(ErrorCode::InvalidToken, "a bearer token is required")))?;
+    let token = bearer_token(&headers).ok_or_else(|| {
+        ApiError(Error::oauth(
+            ErrorCode::InvalidToken,
+            "a bearer token is required",
+        ))
+    })?;
     Ok(json_no_store(kp.userinfo(token).await?))
 }

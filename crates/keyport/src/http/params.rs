@@ -38,9 +38,11 @@ pub enum Rejection {
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
         match self {
-            Rejection::TooLarge => {
-                json_error(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::InvalidRequest.as_str(), "the request body is too large")
-            }
+            Rejection::TooLarge => json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::InvalidRequest.as_str(),
+                "the request body is too large",
+            ),
             Rejection::Api(e) => e.into_response(),
         }
     }
@@ -56,11 +58,17 @@ impl<S: Send + Sync> FromRequest<S> for Params {
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
         let basic = basic_credentials(req.headers())?;
         let kind = content_kind(req.headers());
-        let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY).await.map_err(|_| Rejection::TooLarge)?;
+        let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY)
+            .await
+            .map_err(|_| Rejection::TooLarge)?;
         let mut params = match kind {
             ContentKind::Form => parse_form(&bytes)?,
             ContentKind::Json => parse_json(&bytes)?,
-            ContentKind::Other => return Err(bad("use application/x-www-form-urlencoded or application/json")),
+            ContentKind::Other => {
+                return Err(bad(
+                    "use application/x-www-form-urlencoded or application/json",
+                ));
+            }
         };
         params.basic = basic;
         Ok(params)
@@ -74,10 +82,18 @@ enum ContentKind {
 }
 
 fn content_kind(headers: &HeaderMap) -> ContentKind {
-    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
         return ContentKind::Other;
     };
-    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match essence.as_str() {
         "application/x-www-form-urlencoded" => ContentKind::Form,
         "application/json" => ContentKind::Json,
@@ -86,7 +102,10 @@ fn content_kind(headers: &HeaderMap) -> ContentKind {
 }
 
 fn decode_component(raw: &[u8]) -> Result<String, Rejection> {
-    let plus_as_space: Vec<u8> = raw.iter().map(|b| if *b == b'+' { b' ' } else { *b }).collect();
+    let plus_as_space: Vec<u8> = raw
+        .iter()
+        .map(|b| if *b == b'+' { b' ' } else { *b })
+        .collect();
     let bytes: Vec<u8> = percent_decode(&plus_as_space).collect();
     String::from_utf8(bytes).map_err(|_| bad("parameters must be UTF-8"))
 }
@@ -106,7 +125,8 @@ pub fn parse_form(body: &[u8]) -> Result<Params, Rejection> {
 }
 
 fn parse_json(body: &[u8]) -> Result<Params, Rejection> {
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|_| bad("the body is not valid JSON"))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|_| bad("the body is not valid JSON"))?;
     let serde_json::Value::Object(map) = value else {
         return Err(bad("the JSON body must be an object"));
     };
@@ -141,7 +161,10 @@ impl Params {
         }
         if self.values.contains_key(&key) {
             if key == "resource" {
-                return Err(Rejection::Api(ApiError(Error::oauth(ErrorCode::InvalidTarget, "one resource per request"))));
+                return Err(Rejection::Api(ApiError(Error::oauth(
+                    ErrorCode::InvalidTarget,
+                    "one resource per request",
+                ))));
             }
             return Err(bad(format!("parameter {key} is repeated")));
         }
@@ -154,7 +177,8 @@ impl Params {
     }
 
     pub fn require(&self, key: &'static str) -> Result<&str, ApiError> {
-        self.get(key).ok_or_else(|| ApiError::bad_request(format!("missing parameter {key}")))
+        self.get(key)
+            .ok_or_else(|| ApiError::bad_request(format!("missing parameter {key}")))
     }
 
     pub fn secret(&self, key: &'static str) -> Result<Secret, ApiError> {
@@ -166,12 +190,20 @@ impl Params {
         match &self.basic {
             Some((id, secret)) => {
                 if self.get("client_secret").is_some() {
-                    return Err(ApiError::bad_request("use one client authentication method"));
+                    return Err(ApiError::bad_request(
+                        "use one client authentication method",
+                    ));
                 }
                 if self.get("client_id").is_some_and(|body_id| body_id != id) {
-                    return Err(ApiError::bad_request("client_id differs from the authenticated client"));
+                    return Err(ApiError::bad_request(
+                        "client_id differs from the authenticated client",
+                    ));
                 }
-                Ok(ClientCredentials { client_id: Some(id.clone()), secret: Some(secret.clone()), via_basic: true })
+                Ok(ClientCredentials {
+                    client_id: Some(id.clone()),
+                    secret: Some(secret.clone()),
+                    via_basic: true,
+                })
             }
             None => Ok(ClientCredentials {
                 client_id: self.get("client_id").map(str::to_string),
@@ -184,31 +216,47 @@ impl Params {
 
 /// RFC 6749 §2.3.1: `Basic base64(urlencode(id) ":" urlencode(secret))`.
 fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, Rejection> {
-    let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
-    let value = value.to_str().map_err(|_| bad("malformed Authorization header"))?;
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| bad("malformed Authorization header"))?;
     let Some((scheme, encoded)) = value.split_once(' ') else {
         return Err(bad("malformed Authorization header"));
     };
     if !scheme.eq_ignore_ascii_case("basic") {
         return Ok(None);
     }
-    let invalid = || Rejection::Api(ApiError(Error::invalid_client("malformed Basic credentials")));
+    let invalid = || {
+        Rejection::Api(ApiError(Error::invalid_client(
+            "malformed Basic credentials",
+        )))
+    };
     let decoded = STANDARD.decode(encoded.trim()).map_err(|_| invalid())?;
     let text = String::from_utf8(decoded).map_err(|_| invalid())?;
     let (id, secret) = text.split_once(':').ok_or_else(invalid)?;
-    Ok(Some((decode_component(id.as_bytes())?, decode_component(secret.as_bytes())?)))
+    Ok(Some((
+        decode_component(id.as_bytes())?,
+        decode_component(secret.as_bytes())?,
+    )))
 }
 
 /// The bearer token of an `Authorization` header (RFC 6750 §2.1).
 pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 /// Turns a request body into bytes for handlers outside the OAuth endpoints.
 pub async fn read_form(body: Body) -> Result<Params, Rejection> {
-    let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| Rejection::TooLarge)?;
+    let bytes = axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|_| Rejection::TooLarge)?;
     parse_form(&bytes)
 }
 

@@ -72,17 +72,46 @@ pub struct DeviceQuery {
 }
 
 /// The signed-in user, if the session cookie names a live session.
-async fn current_user(kp: &Keyport, headers: &HeaderMap) -> Result<Option<(User, i64, String)>, Error> {
-    let Some(cookie) = read_cookie(headers, cookies(kp).session) else { return Ok(None) };
-    Ok(kp.browser_user(cookie).await?.map(|(user, auth_time)| (user, auth_time, cookie.to_string())))
+async fn current_user(
+    kp: &Keyport,
+    headers: &HeaderMap,
+) -> Result<Option<(User, i64, String)>, Error> {
+    let Some(cookie) = read_cookie(headers, cookies(kp).session) else {
+        return Ok(None);
+    };
+    Ok(kp
+        .browser_user(cookie)
+        .await?
+        .map(|(user, auth_time)| (user, auth_time, cookie.to_string())))
 }
 
-fn sign_in_page(status: StatusCode, csrf: &Csrf, user_code: Option<String>, email: &str, error: Option<String>) -> Response {
-    page(status, SignInPage { action: "/device/sign-in", csrf: &csrf.token, user_code, email, error }.render(), Some(csrf))
+fn sign_in_page(
+    status: StatusCode,
+    csrf: &Csrf,
+    user_code: Option<String>,
+    email: &str,
+    error: Option<String>,
+) -> Response {
+    page(
+        status,
+        SignInPage {
+            action: "/device/sign-in",
+            csrf: &csrf.token,
+            user_code,
+            email,
+            error,
+        }
+        .render(),
+        Some(csrf),
+    )
 }
 
 fn unavailable() -> Response {
-    message(StatusCode::SERVICE_UNAVAILABLE, "Try again shortly", vec!["Keyport cannot reach its database right now.".into()])
+    message(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Try again shortly",
+        vec!["Keyport cannot reach its database right now.".into()],
+    )
 }
 
 /// `GET /device` and `GET /device?user_code=…`.
@@ -93,23 +122,63 @@ pub async fn verification_page(
     Query(query): Query<DeviceQuery>,
 ) -> Response {
     let csrf = csrf_for(&kp, &headers);
-    let user_code = query.user_code.as_deref().map(str::trim).filter(|c| !c.is_empty());
-    let Ok(signed_in) = current_user(&kp, &headers).await else { return unavailable() };
+    let user_code = query
+        .user_code
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty());
+    let Ok(signed_in) = current_user(&kp, &headers).await else {
+        return unavailable();
+    };
     let Some((user, _, session)) = signed_in else {
-        return sign_in_page(StatusCode::OK, &csrf, user_code.map(str::to_uppercase), "", None);
+        return sign_in_page(
+            StatusCode::OK,
+            &csrf,
+            user_code.map(str::to_uppercase),
+            "",
+            None,
+        );
     };
     let Some(code) = user_code else {
-        return page(StatusCode::OK, EntryPage { email: &user.email, error: None }.render(), Some(&csrf));
+        return page(
+            StatusCode::OK,
+            EntryPage {
+                email: &user.email,
+                error: None,
+            }
+            .render(),
+            Some(&csrf),
+        );
     };
-    let pending = match kp.resolve_user_code(code, &user, Some(&session), &caller).await {
+    let pending = match kp
+        .resolve_user_code(code, &user, Some(&session), &caller)
+        .await
+    {
         Ok(pending) => pending,
         Err(Error::Throttled { .. }) => {
             let error = Some("Too many wrong codes. Wait an hour, then try again.");
-            return page(StatusCode::TOO_MANY_REQUESTS, EntryPage { email: &user.email, error }.render(), Some(&csrf));
+            return page(
+                StatusCode::TOO_MANY_REQUESTS,
+                EntryPage {
+                    email: &user.email,
+                    error,
+                }
+                .render(),
+                Some(&csrf),
+            );
         }
         Err(Error::OAuth { .. }) => {
-            let error = Some("That code is not valid or has expired. Check your terminal and try again.");
-            return page(StatusCode::BAD_REQUEST, EntryPage { email: &user.email, error }.render(), Some(&csrf));
+            let error =
+                Some("That code is not valid or has expired. Check your terminal and try again.");
+            return page(
+                StatusCode::BAD_REQUEST,
+                EntryPage {
+                    email: &user.email,
+                    error,
+                }
+                .render(),
+                Some(&csrf),
+            );
         }
         Err(_) => return unavailable(),
     };
@@ -122,24 +191,55 @@ pub async fn verification_page(
         None => None,
     };
     if chosen.is_none() && !memberships.is_empty() {
-        let workspaces = memberships.iter().map(|(ws, role)| (ws.slug.clone(), ws.name.clone(), role.clone())).collect();
-        let html = WorkspacePage { client_name: &pending.client.name, user_code: pending.user_code.display(), workspaces };
+        let workspaces = memberships
+            .iter()
+            .map(|(ws, role)| (ws.slug.clone(), ws.name.clone(), role.clone()))
+            .collect();
+        let html = WorkspacePage {
+            client_name: &pending.client.name,
+            user_code: pending.user_code.display(),
+            workspaces,
+        };
         return page(StatusCode::OK, html.render(), Some(&csrf));
     }
-    approve_page(&kp, &caller, &csrf, pending, chosen.map(|(ws, role)| (ws.slug.clone(), ws.name.clone(), role.clone())))
+    approve_page(
+        &kp,
+        &caller,
+        &csrf,
+        pending,
+        chosen.map(|(ws, role)| (ws.slug.clone(), ws.name.clone(), role.clone())),
+    )
 }
 
-fn approve_page(kp: &Keyport, caller: &Caller, csrf: &Csrf, pending: PendingRequest, chosen: Option<(String, String, String)>) -> Response {
+fn approve_page(
+    kp: &Keyport,
+    caller: &Caller,
+    csrf: &Csrf,
+    pending: PendingRequest,
+    chosen: Option<(String, String, String)>,
+) -> Response {
     let role = chosen.as_ref().and_then(|(_, _, role)| Role::parse(role));
     let scopes = pending
         .requested
         .iter()
-        .map(|s| (s.to_string(), kp.catalogue.describe(s).unwrap_or("").to_string(), kp.catalogue.allows(s, role)))
+        .map(|s| {
+            (
+                s.to_string(),
+                kp.catalogue.describe(s).unwrap_or("").to_string(),
+                kp.catalogue.allows(s, role),
+            )
+        })
         .collect();
     let caller_ip = caller.ip_string();
     let network_differs = pending.ip.is_some() && caller_ip.is_some() && pending.ip != caller_ip;
     let client_info = pending.metadata.client_info.as_ref().map(|i| {
-        format!("{} {}", i.name.as_deref().unwrap_or(""), i.version.as_deref().unwrap_or("")).trim().to_string()
+        format!(
+            "{} {}",
+            i.name.as_deref().unwrap_or(""),
+            i.version.as_deref().unwrap_or("")
+        )
+        .trim()
+        .to_string()
     });
     let mut label = pending.metadata.cli_label.clone();
     if let Some(host) = &pending.metadata.dns_name {
@@ -149,7 +249,12 @@ fn approve_page(kp: &Keyport, caller: &Caller, csrf: &Csrf, pending: PendingRequ
         });
     }
     if let Some(os) = &pending.metadata.os_type {
-        let os = format!("{os} {}", pending.metadata.os_version.as_deref().unwrap_or("")).trim().to_string();
+        let os = format!(
+            "{os} {}",
+            pending.metadata.os_version.as_deref().unwrap_or("")
+        )
+        .trim()
+        .to_string();
         label = Some(match label {
             Some(l) => format!("{l} · {os}"),
             None => os,
@@ -175,10 +280,19 @@ fn approve_page(kp: &Keyport, caller: &Caller, csrf: &Csrf, pending: PendingRequ
 }
 
 /// `POST /device/sign-in`.
-pub async fn sign_in(State(kp): State<Keyport>, Extension(caller): Extension<Caller>, headers: HeaderMap, body: Body) -> Response {
+pub async fn sign_in(
+    State(kp): State<Keyport>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let csrf = csrf_for(&kp, &headers);
     let Ok(form) = read_form(body).await else {
-        return message(StatusCode::BAD_REQUEST, "Bad request", vec!["The form could not be read.".into()]);
+        return message(
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            vec!["The form could not be read.".into()],
+        );
     };
     let user_code = form.get("user_code").map(str::to_string);
     let email = form.get("email").unwrap_or("").to_string();
@@ -195,36 +309,76 @@ pub async fn sign_in(State(kp): State<Keyport>, Extension(caller): Extension<Cal
             };
             let names = cookies(&kp);
             let mut response = Redirect::to(&target).into_response();
-            response.headers_mut().append(header::SET_COOKIE, names.set(names.session, &session.id, Some(12 * 3600)));
+            response.headers_mut().append(
+                header::SET_COOKIE,
+                names.set(names.session, &session.id, Some(12 * 3600)),
+            );
             response
         }
         Err(SignInError::Other(_)) => unavailable(),
-        Err(e @ SignInError::Throttled { .. }) => {
-            sign_in_page(StatusCode::TOO_MANY_REQUESTS, &csrf, user_code, &email, Some(e.to_string()))
-        }
-        Err(e) => sign_in_page(StatusCode::UNAUTHORIZED, &csrf, user_code, &email, Some(e.to_string())),
+        Err(e @ SignInError::Throttled { .. }) => sign_in_page(
+            StatusCode::TOO_MANY_REQUESTS,
+            &csrf,
+            user_code,
+            &email,
+            Some(e.to_string()),
+        ),
+        Err(e) => sign_in_page(
+            StatusCode::UNAUTHORIZED,
+            &csrf,
+            user_code,
+            &email,
+            Some(e.to_string()),
+        ),
     }
 }
 
 /// `POST /device/decision`: Approve or Deny.
-pub async fn decision(State(kp): State<Keyport>, Extension(caller): Extension<Caller>, headers: HeaderMap, body: Body) -> Response {
+pub async fn decision(
+    State(kp): State<Keyport>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let Ok(form) = read_form(body).await else {
-        return message(StatusCode::BAD_REQUEST, "Bad request", vec!["The form could not be read.".into()]);
+        return message(
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            vec!["The form could not be read.".into()],
+        );
     };
     if !csrf_ok(&kp, &headers, form.get("csrf_token")) {
-        return message(StatusCode::FORBIDDEN, "Request refused", vec!["The form expired. Go back, reload the page and try again.".into()]);
+        return message(
+            StatusCode::FORBIDDEN,
+            "Request refused",
+            vec!["The form expired. Go back, reload the page and try again.".into()],
+        );
     }
-    let Ok(signed_in) = current_user(&kp, &headers).await else { return unavailable() };
+    let Ok(signed_in) = current_user(&kp, &headers).await else {
+        return unavailable();
+    };
     let Some((user, auth_time, _)) = signed_in else {
         return Redirect::to("/device").into_response();
     };
     let Some(request_id) = form.get("request_id") else {
-        return message(StatusCode::BAD_REQUEST, "Bad request", vec!["The request is missing.".into()]);
+        return message(
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            vec!["The request is missing.".into()],
+        );
     };
     let consent = match form.get("decision") {
-        Some("approve") => Consent::Approve { workspace: form.get("workspace") },
+        Some("approve") => Consent::Approve {
+            workspace: form.get("workspace"),
+        },
         Some("deny") => Consent::Deny,
-        _ => return message(StatusCode::BAD_REQUEST, "Bad request", vec!["Choose Approve or Deny.".into()]),
+        _ => {
+            return message(
+                StatusCode::BAD_REQUEST,
+                "Bad request",
+                vec!["Choose Approve or Deny.".into()],
+            );
+        }
     };
     match kp.decide_device(request_id, &user, consent, auth_time, &caller).await {
         Ok(Decided::Approved { granted, refused }) => {

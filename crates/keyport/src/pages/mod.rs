@@ -23,9 +23,17 @@ pub struct Cookies {
 
 pub fn cookies(kp: &Keyport) -> Cookies {
     if kp.config.issuer_is_https() {
-        Cookies { session: "__Host-kp_session", csrf: "__Host-kp_csrf", secure: true }
+        Cookies {
+            session: "__Host-kp_session",
+            csrf: "__Host-kp_csrf",
+            secure: true,
+        }
     } else {
-        Cookies { session: "kp_session", csrf: "kp_csrf", secure: false }
+        Cookies {
+            session: "kp_session",
+            csrf: "kp_csrf",
+            secure: false,
+        }
     }
 }
 
@@ -71,10 +79,16 @@ fn csrf_mac(kp: &Keyport, cookie: &str) -> String {
 pub fn csrf_for(kp: &Keyport, headers: &HeaderMap) -> Csrf {
     let names = cookies(kp);
     match read_cookie(headers, names.csrf) {
-        Some(value) => Csrf { token: csrf_mac(kp, value), new_cookie: None },
+        Some(value) => Csrf {
+            token: csrf_mac(kp, value),
+            new_cookie: None,
+        },
         None => {
             let value = crypto::random_token();
-            Csrf { token: csrf_mac(kp, &value), new_cookie: Some(names.set(names.csrf, &value, None)) }
+            Csrf {
+                token: csrf_mac(kp, &value),
+                new_cookie: Some(names.set(names.csrf, &value, None)),
+            }
         }
     }
 }
@@ -92,13 +106,19 @@ pub fn csrf_ok(kp: &Keyport, headers: &HeaderMap, submitted: Option<&str>) -> bo
     }
     let names = cookies(kp);
     match (read_cookie(headers, names.csrf), submitted) {
-        (Some(cookie), Some(token)) => constant_time_eq(csrf_mac(kp, cookie).as_bytes(), token.as_bytes()),
+        (Some(cookie), Some(token)) => {
+            constant_time_eq(csrf_mac(kp, cookie).as_bytes(), token.as_bytes())
+        }
         _ => false,
     }
 }
 
 /// Renders a template, attaching the CSRF cookie when one was minted.
-pub fn page(status: StatusCode, html: Result<String, askama::Error>, csrf: Option<&Csrf>) -> Response {
+pub fn page(
+    status: StatusCode,
+    html: Result<String, askama::Error>,
+    csrf: Option<&Csrf>,
+) -> Response {
     let mut response = match html {
         Ok(html) => (status, Html(html)).into_response(),
         Err(e) => {
@@ -109,7 +129,9 @@ pub fn page(status: StatusCode, html: Result<String, askama::Error>, csrf: Optio
     if let Some(cookie) = csrf.and_then(|c| c.new_cookie.clone()) {
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
@@ -128,8 +150,14 @@ pub fn message(status: StatusCode, heading: &str, lines: Vec<String>) -> Respons
 pub async fn stylesheet() -> Response {
     (
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("text/css; charset=utf-8")),
-            (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/css; charset=utf-8"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=3600"),
+            ),
         ],
         STYLESHEET,
     )
@@ -142,5 +170,8 @@ pub fn describe_expiry(at: i64, now: i64) -> String {
         .map(|t| format!("{:02}:{:02}:{:02} UTC", t.hour(), t.minute(), t.second()))
         .unwrap_or_default();
     let minutes = ((at - now).max(0) + 59) / 60;
-    format!("{clock} (in {minutes} minute{})", if minutes == 1 { "" } else { "s" })
+    format!(
+        "{clock} (in {minutes} minute{})",
+        if minutes == 1 { "" } else { "s" }
+    )
 }

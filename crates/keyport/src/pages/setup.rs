@@ -38,7 +38,9 @@ pub async fn setup_link(kp: &Keyport) -> Result<Option<String>, store::Error> {
     }
     let token = crypto::random_token();
     let hash = hash_secret(&token);
-    kp.store.write(move |c| Box::pin(async move { store::settings::set(c, SETUP_TOKEN, &hash).await })).await?;
+    kp.store
+        .write(move |c| Box::pin(async move { store::settings::set(c, SETUP_TOKEN, &hash).await }))
+        .await?;
     Ok(Some(format!("{}/setup?token={token}", kp.config.issuer)))
 }
 
@@ -49,32 +51,75 @@ async fn token_valid(kp: &Keyport, token: &str) -> bool {
     }
 }
 
-pub async fn form(State(kp): State<Keyport>, headers: HeaderMap, Query(q): Query<SetupQuery>) -> Response {
+pub async fn form(
+    State(kp): State<Keyport>,
+    headers: HeaderMap,
+    Query(q): Query<SetupQuery>,
+) -> Response {
     let token = q.token.unwrap_or_default();
     if !token_valid(&kp, &token).await {
-        return message(StatusCode::NOT_FOUND, "Link not valid", vec!["This setup link was used already or is not valid.".into()]);
+        return message(
+            StatusCode::NOT_FOUND,
+            "Link not valid",
+            vec!["This setup link was used already or is not valid.".into()],
+        );
     }
     let csrf = csrf_for(&kp, &headers);
-    page(StatusCode::OK, SetupPage { csrf: &csrf.token, token: &token, error: None }.render(), Some(&csrf))
+    page(
+        StatusCode::OK,
+        SetupPage {
+            csrf: &csrf.token,
+            token: &token,
+            error: None,
+        }
+        .render(),
+        Some(&csrf),
+    )
 }
 
-pub async fn create(State(kp): State<Keyport>, Extension(caller): Extension<Caller>, headers: HeaderMap, body: Body) -> Response {
+pub async fn create(
+    State(kp): State<Keyport>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let Ok(form) = read_form(body).await else {
-        return message(StatusCode::BAD_REQUEST, "Bad request", vec!["The form could not be read.".into()]);
+        return message(
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            vec!["The form could not be read.".into()],
+        );
     };
     let token = form.get("token").unwrap_or("").to_string();
     if !csrf_ok(&kp, &headers, form.get("csrf_token")) || !token_valid(&kp, &token).await {
-        return message(StatusCode::FORBIDDEN, "Request refused", vec!["Open the setup link again.".into()]);
+        return message(
+            StatusCode::FORBIDDEN,
+            "Request refused",
+            vec!["Open the setup link again.".into()],
+        );
     }
     let csrf = csrf_for(&kp, &headers);
     let email = form.get("email").unwrap_or("").trim().to_lowercase();
     let password = form.get("password").unwrap_or("").to_string();
     if !email.contains('@') || password.chars().count() < 12 {
         let error = Some("Give an email address and a password of at least 12 characters.");
-        return page(StatusCode::BAD_REQUEST, SetupPage { csrf: &csrf.token, token: &token, error }.render(), Some(&csrf));
+        return page(
+            StatusCode::BAD_REQUEST,
+            SetupPage {
+                csrf: &csrf.token,
+                token: &token,
+                error,
+            }
+            .render(),
+            Some(&csrf),
+        );
     }
     let Ok(Ok(phc)) = kp.password_work(move || hash_password(&password)).await else {
-        return message(StatusCode::INTERNAL_SERVER_ERROR, "Setup failed", vec!["Could not hash the password.".into()]);
+        return message(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Setup failed",
+            vec!["Could not hash the password.".into()],
+        );
     };
     let name = form.get("name").map(str::to_string);
     let now = kp.clock.now();
@@ -87,15 +132,35 @@ pub async fn create(State(kp): State<Keyport>, Extension(caller): Extension<Call
                 if !store::settings::take(&mut *c, SETUP_TOKEN, &token_hash).await? {
                     return Ok(false);
                 }
-                let user = NewUser { id: &user_id, email: &email, name: name.as_deref(), password_hash: &phc, is_admin: true, now };
+                let user = NewUser {
+                    id: &user_id,
+                    email: &email,
+                    name: name.as_deref(),
+                    password_hash: &phc,
+                    is_admin: true,
+                    now,
+                };
                 store::directory::insert_user(&mut *c, user).await?;
-                let ws = Workspace { id: crypto::random_id(), slug: "default".into(), name: "Default".into() };
-                if store::directory::workspace_by_slug(&mut *c, "default").await?.is_none() {
+                let ws = Workspace {
+                    id: crypto::random_id(),
+                    slug: "default".into(),
+                    name: "Default".into(),
+                };
+                if store::directory::workspace_by_slug(&mut *c, "default")
+                    .await?
+                    .is_none()
+                {
                     store::directory::insert_workspace(&mut *c, &ws, now).await?;
                 }
-                let ws = store::directory::workspace_by_slug(&mut *c, "default").await?.unwrap_or(ws);
-                store::directory::upsert_membership(&mut *c, &ws.id, &user_id, "owner", now).await?;
-                crate::domain::audit::Audit::new("admin.setup", "success").actor(Some(&actor)).record(c, now * 1000, &caller).await?;
+                let ws = store::directory::workspace_by_slug(&mut *c, "default")
+                    .await?
+                    .unwrap_or(ws);
+                store::directory::upsert_membership(&mut *c, &ws.id, &user_id, "owner", now)
+                    .await?;
+                crate::domain::audit::Audit::new("admin.setup", "success")
+                    .actor(Some(&actor))
+                    .record(c, now * 1000, &caller)
+                    .await?;
                 Ok(true)
             })
         })

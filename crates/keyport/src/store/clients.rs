@@ -64,6 +64,9 @@ pub async fn save<'e>(db: impl Db<'e>, c: &Client, now: i64, replace: bool) -> R
 }
 
 pub async fn find<'e>(db: impl Db<'e>, id: &str) -> Result<Option<Client>> {
-    let row = sqlx::query("SELECT * FROM clients WHERE id = $1").bind(id).fetch_optional(db).await?;
+    let row = sqlx::query("SELECT * FROM clients WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await?;
     row.as_ref().map(client).transpose()
 }

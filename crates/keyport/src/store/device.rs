@@ -120,28 +120,48 @@ pub async fn insert<'e>(db: impl Db<'e>, d: NewDevice<'_>) -> Result<()> {
     Ok(())
 }
 
-pub async fn by_device_code_hash<'e>(db: impl Db<'e>, hash: &str) -> Result<Option<DeviceAuthorization>> {
+pub async fn by_device_code_hash<'e>(
+    db: impl Db<'e>,
+    hash: &str,
+) -> Result<Option<DeviceAuthorization>> {
     let sql = format!("SELECT {COLUMNS} FROM device_authorizations WHERE device_code_hash = $1");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(hash).fetch_optional(db).await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(hash)
+        .fetch_optional(db)
+        .await?;
     row.as_ref().map(row_to_device).transpose()
 }
 
-pub async fn by_user_code<'e>(db: impl Db<'e>, user_code: &str) -> Result<Option<DeviceAuthorization>> {
+pub async fn by_user_code<'e>(
+    db: impl Db<'e>,
+    user_code: &str,
+) -> Result<Option<DeviceAuthorization>> {
     let sql = format!("SELECT {COLUMNS} FROM device_authorizations WHERE user_code = $1");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(user_code).fetch_optional(db).await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(user_code)
+        .fetch_optional(db)
+        .await?;
     row.as_ref().map(row_to_device).transpose()
 }
 
 pub async fn by_id<'e>(db: impl Db<'e>, id: &str) -> Result<Option<DeviceAuthorization>> {
     let sql = format!("SELECT {COLUMNS} FROM device_authorizations WHERE id = $1");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(db).await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(db)
+        .await?;
     row.as_ref().map(row_to_device).transpose()
 }
 
 /// Records a poll if it came no sooner than `interval_ms` (less a small
 /// tolerance for network jitter) after the previous one. False means the
 /// client polled too fast.
-pub async fn record_poll<'e>(db: impl Db<'e>, id: &str, now_ms: i64, tolerance_ms: i64) -> Result<bool> {
+pub async fn record_poll<'e>(
+    db: impl Db<'e>,
+    id: &str,
+    now_ms: i64,
+    tolerance_ms: i64,
+) -> Result<bool> {
     let done = sqlx::query(
         "UPDATE device_authorizations SET last_poll_ms = $2 WHERE id = $1 AND \
          (last_poll_ms IS NULL OR last_poll_ms <= $2 - poll_interval * 1000 + $3)",

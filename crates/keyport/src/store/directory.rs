@@ -63,18 +63,27 @@ pub async fn insert_user<'e>(db: impl Db<'e>, new: NewUser<'_>) -> Result<()> {
 
 pub async fn user_by_email<'e>(db: impl Db<'e>, email: &str) -> Result<Option<User>> {
     let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(email).fetch_optional(db).await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(email)
+        .fetch_optional(db)
+        .await?;
     row.as_ref().map(user).transpose()
 }
 
 pub async fn user_by_id<'e>(db: impl Db<'e>, id: &str) -> Result<Option<User>> {
     let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(db).await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(db)
+        .await?;
     row.as_ref().map(user).transpose()
 }
 
 pub async fn count_users<'e>(db: impl Db<'e>) -> Result<i64> {
-    Ok(sqlx::query("SELECT COUNT(*) AS n FROM users").fetch_one(db).await?.try_get("n")?)
+    Ok(sqlx::query("SELECT COUNT(*) AS n FROM users")
+        .fetch_one(db)
+        .await?
+        .try_get("n")?)
 }
 
 /// Counts a failed sign-in and locks the account once `max_failures` is
@@ -119,7 +128,11 @@ pub struct Workspace {
 }
 
 fn workspace(row: &AnyRow) -> Result<Workspace> {
-    Ok(Workspace { id: row.try_get("id")?, slug: row.try_get("slug")?, name: row.try_get("name")? })
+    Ok(Workspace {
+        id: row.try_get("id")?,
+        slug: row.try_get("slug")?,
+        name: row.try_get("name")?,
+    })
 }
 
 pub async fn insert_workspace<'e>(db: impl Db<'e>, ws: &Workspace, now: i64) -> Result<()> {
@@ -171,7 +184,10 @@ pub async fn upsert_membership<'e>(
 }
 
 /// The workspaces a user belongs to, with the role in each, by slug.
-pub async fn memberships_of<'e>(db: impl Db<'e>, user_id: &str) -> Result<Vec<(Workspace, String)>> {
+pub async fn memberships_of<'e>(
+    db: impl Db<'e>,
+    user_id: &str,
+) -> Result<Vec<(Workspace, String)>> {
     let rows = sqlx::query(
         "SELECT w.id, w.slug, w.name, m.role FROM memberships m \
          JOIN workspaces w ON w.id = m.workspace_id WHERE m.user_id = $1 ORDER BY w.slug",
@@ -179,7 +195,9 @@ pub async fn memberships_of<'e>(db: impl Db<'e>, user_id: &str) -> Result<Vec<(W
     .bind(user_id)
     .fetch_all(db)
     .await?;
-    rows.iter().map(|row| Ok((workspace(row)?, row.try_get("role")?))).collect()
+    rows.iter()
+        .map(|row| Ok((workspace(row)?, row.try_get("role")?)))
+        .collect()
 }
 
 /// The user's role in the workspace with this slug, if a member.
@@ -188,9 +206,9 @@ pub async fn role_in<'e>(db: impl Db<'e>, user_id: &str, slug: &str) -> Result<O
         "SELECT m.role FROM memberships m JOIN workspaces w ON w.id = m.workspace_id \
          WHERE m.user_id = $1 AND w.slug = $2",
     )
-        .bind(user_id)
-        .bind(slug)
-        .fetch_optional(db)
-        .await?;
+    .bind(user_id)
+    .bind(slug)
+    .fetch_optional(db)
+    .await?;
     Ok(row.map(|r| r.try_get("role")).transpose()?)
 }

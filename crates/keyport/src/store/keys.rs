@@ -18,7 +18,9 @@ pub async fn published<'e>(db: impl Db<'e>) -> Result<Vec<StoredKey>> {
     let mut keys = Vec::with_capacity(rows.len());
     for row in rows {
         let key_use: String = row.try_get("key_use")?;
-        let Some(key_use) = KeyUse::parse(&key_use) else { continue };
+        let Some(key_use) = KeyUse::parse(&key_use) else {
+            continue;
+        };
         keys.push(StoredKey {
             kid: row.try_get("kid")?,
             alg: row.try_get("alg")?,
@@ -38,14 +40,18 @@ where
     for<'c> &'c mut E: Db<'c>,
 {
     let key_use = key.key_use.as_str();
-    sqlx::query("UPDATE signing_keys SET state = 'retired' WHERE key_use = $1 AND state = 'previous'")
-        .bind(key_use)
-        .execute(&mut *db)
-        .await?;
-    sqlx::query("UPDATE signing_keys SET state = 'previous' WHERE key_use = $1 AND state = 'active'")
-        .bind(key_use)
-        .execute(&mut *db)
-        .await?;
+    sqlx::query(
+        "UPDATE signing_keys SET state = 'retired' WHERE key_use = $1 AND state = 'previous'",
+    )
+    .bind(key_use)
+    .execute(&mut *db)
+    .await?;
+    sqlx::query(
+        "UPDATE signing_keys SET state = 'previous' WHERE key_use = $1 AND state = 'active'",
+    )
+    .bind(key_use)
+    .execute(&mut *db)
+    .await?;
     sqlx::query(
         "INSERT INTO signing_keys (kid, alg, key_use, public_jwk, sealed_private, state, created_at) \
          VALUES ($1, $2, $3, $4, $5, 'active', $6)",

@@ -90,7 +90,10 @@ impl Store {
         sqlx::any::install_default_drivers();
         let url = match url {
             Some(url) => url.to_string(),
-            None => format!("sqlite://{}?mode=rwc", data_dir.join("keyport.db").display()),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                data_dir.join("keyport.db").display()
+            ),
         };
         let engine = if url.starts_with("sqlite:") {
             Engine::Sqlite
@@ -129,7 +132,11 @@ impl Store {
             Engine::Sqlite => Some(spawn_writer(pool.acquire().await?.detach())),
             Engine::Postgres => None,
         };
-        Ok(Self { pool, engine, writer })
+        Ok(Self {
+            pool,
+            engine,
+            writer,
+        })
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -175,7 +182,10 @@ impl Store {
     /// True when the database answers; `/readyz` asks this.
     pub async fn ping(&self) -> bool {
         let probe = sqlx::query("SELECT 1").execute(&self.pool);
-        matches!(tokio::time::timeout(Duration::from_secs(2), probe).await, Ok(Ok(_)))
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), probe).await,
+            Ok(Ok(_))
+        )
     }
 
     pub async fn close(&self) {
@@ -226,7 +236,11 @@ async fn run_batch(conn: &mut Conn, batch: impl Iterator<Item = Job>) {
             tracing::error!(error = %e, "savepoint failed");
         }
         let (ok, deliver) = job(conn).await;
-        let end = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+        let end = if ok {
+            "RELEASE job"
+        } else {
+            "ROLLBACK TO job; RELEASE job"
+        };
         if let Err(e) = conn.execute(end).await {
             tracing::error!(error = %e, "savepoint release failed");
         }

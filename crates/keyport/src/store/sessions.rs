@@ -76,7 +76,10 @@ pub async fn insert<'e>(db: impl Db<'e>, s: &Session) -> Result<()> {
 
 pub async fn find<'e>(db: impl Db<'e>, id: &str) -> Result<Option<Session>> {
     let sql = format!("SELECT {COLUMNS} FROM sessions s WHERE s.id = $1");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(db).await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(db)
+        .await?;
     row.as_ref().map(session).transpose()
 }
 
@@ -86,7 +89,10 @@ pub async fn list_active<'e>(db: impl Db<'e>, user_id: Option<&str>) -> Result<V
         "SELECT {COLUMNS} FROM sessions s WHERE s.revoked_at IS NULL \
          AND ($1 IS NULL OR s.user_id = $1) ORDER BY s.created_at DESC, s.id"
     );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(user_id).fetch_all(db).await?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(user_id)
+        .fetch_all(db)
+        .await?;
     rows.iter().map(session).collect()
 }
 
@@ -104,7 +110,13 @@ pub async fn revoke<'e>(db: impl Db<'e>, id: &str, reason: &str, now: i64) -> Re
     Ok(done.rows_affected() == 1)
 }
 
-pub async fn touch<'e>(db: impl Db<'e>, id: &str, now: i64, scope: &str, role: Option<&str>) -> Result<()> {
+pub async fn touch<'e>(
+    db: impl Db<'e>,
+    id: &str,
+    now: i64,
+    scope: &str,
+    role: Option<&str>,
+) -> Result<()> {
     sqlx::query("UPDATE sessions SET last_used_at = $2, scope = $3, role = $4 WHERE id = $1")
         .bind(id)
         .bind(now)
@@ -155,7 +167,10 @@ pub async fn refresh_by_hash<'e>(db: impl Db<'e>, hash: &str) -> Result<Option<R
          FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id \
          LEFT JOIN refresh_tokens n ON n.hash = r.successor_hash WHERE r.hash = $1"
     );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(hash).fetch_optional(db).await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(hash)
+        .fetch_optional(db)
+        .await?;
     let Some(row) = row else { return Ok(None) };
     Ok(Some(RefreshToken {
         session: session(&row)?,
@@ -212,7 +227,11 @@ pub struct AccessState {
 
 /// One read deciding whether an access token still stands: its `jti` not
 /// revoked, its session live and its user (email, name, disabled) present.
-pub async fn access_state<'e>(db: impl Db<'e>, jti: &str, sid: Option<&str>) -> Result<AccessState> {
+pub async fn access_state<'e>(
+    db: impl Db<'e>,
+    jti: &str,
+    sid: Option<&str>,
+) -> Result<AccessState> {
     let row = sqlx::query(
         "SELECT (SELECT COUNT(*) FROM revoked_access_tokens WHERE jti = $1) AS revoked, \
          s.revoked_at, s.id AS sid, u.email, u.name, u.disabled \
@@ -227,7 +246,8 @@ pub async fn access_state<'e>(db: impl Db<'e>, jti: &str, sid: Option<&str>) -> 
     let session_live = match sid {
         None => None,
         Some(_) => Some(
-            opt_text(&row, "sid")?.is_some() && row.try_get::<Option<i64>, _>("revoked_at")?.is_none(),
+            opt_text(&row, "sid")?.is_some()
+                && row.try_get::<Option<i64>, _>("revoked_at")?.is_none(),
         ),
     };
     let user = match opt_text(&row, "email")? {
@@ -238,5 +258,9 @@ pub async fn access_state<'e>(db: impl Db<'e>, jti: &str, sid: Option<&str>) -> 
         )),
         None => None,
     };
-    Ok(AccessState { jti_revoked: row.try_get::<i64, _>("revoked")? > 0, session_live, user })
+    Ok(AccessState {
+        jti_revoked: row.try_get::<i64, _>("revoked")? > 0,
+        session_live,
+        user,
+    })
 }
