@@ -1,0 +1,272 @@
+//! The device login end to end (RFC 8628), then refresh rotation, reuse
+//! detection, revocation, introspection and userinfo.
+
+use reqwest::StatusCode;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn device_login_rotation_and_reuse_detection() {
+    let server = TestServer::start().await;
+    let start = server
+        .start_device(&[("cli_label", "prod-server-01")])
+        .await;
+    let device_code = start["device_code"].as_str().unwrap();
+    let user_code = start["user_code"].as_str().unwrap();
+    assert_eq!(user_code.len(), 9);
+    assert_eq!(start["verification_uri"], server.url("/device"));
+    assert_eq!(start["expires_in"], 900);
+    assert_eq!(start["interval"], 5);
+
+    let (status, body) = server.poll(device_code).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "authorization_pending");
+
+    // The page shows the code to compare and the client's name and label.
+    let browser = server.browser();
+    let page = browser
+        .get(start["verification_uri_complete"].as_str().unwrap())
+        .await;
+    assert!(
+        page.contains("<label for=\"email\">Email</label>"),
+        "{page}"
+    );
+    let page = browser
+        .submit(
+            &page,
+            "/device/sign-in",
+            &[("email", "alice@example.com"), ("password", PASSWORD)],
+        )
+        .await;
+    assert!(
+        page.contains(user_code),
+        "the approval page shows the code: {page}"
+    );
+    assert!(page.contains("Test CLI") && page.contains("prod-server-01"));
+    assert!(
+        page.contains("audit:read") == false,
+        "only requested scopes are listed"
+    );
+    let done = browser
+        .submit(&page, "/device/decision", &[("decision", "approve")])
+        .await;
+    assert!(done.contains("Device approved"), "{done}");
+
+    server.clock.advance_secs(5);
+    let (status, tokens) = server.poll(device_code).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    assert_eq!(tokens["token_type"], "Bearer");
+    assert_eq!(
+        tokens["scope"],
+        "agents:read email offline_access openid profile"
+    );
+    let access = tokens["access_token"].as_str().unwrap().to_string();
+    let refresh1 = tokens["refresh_token"].as_str().unwrap().to_string();
+    assert!(refresh1.starts_with("kp_rt_"));
+    assert!(tokens["id_token"].is_string(), "openid was granted");
+
+    // Released exactly once.
+    server.clock.advance_secs(5);
+    let (status, body) = server.poll(device_code).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "invalid_grant");
+
+    let (status, me) = server.userinfo(&access).await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    assert_eq!(me["email"], "alice@example.com");
+    assert_eq!(me["workspace"], "acme");
+    assert_eq!(me["role"], "admin");
+
+    // Rotation: a new refresh token each time.
+    let (status, second) = server.refresh(&refresh1).await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    let refresh2 = second["refresh_token"].as_str().unwrap().to_string();
+    assert_ne!(refresh1, refresh2);
+    let access2 = second["access_token"].as_str().unwrap().to_string();
+
+    // Replaying the rotated token after the leeway revokes the whole session.
+    server.clock.advance_secs(31);
+    let (status, body) = server.refresh(&refresh1).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "invalid_grant");
+    let (status, body) = server.refresh(&refresh2).await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "the newest token dies with its session: {body}"
+    );
+    assert_eq!(server.introspect(&access2).await["active"], false);
+    assert_eq!(server.introspect(&refresh2).await["active"], false);
+    let (status, _) = server.userinfo(&access2).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let events = server.audit_events().await;
+    for expected in [
+        "sign_in:success",
+        "device.approve:success",
+        "token.issue:success",
+        "token.refresh:success",
+        "token.reuse_detected:session_revoked",
+    ] {
+        assert!(
+            events.iter().any(|e| e == expected),
+            "audit lacks {expected}: {events:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn concurrent_refresh_within_leeway_gets_the_same_pair() {
+    let server = TestServer::start().await;
+    let tokens = server.login().await;
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let (a, b) = tokio::join!(server.refresh(refresh), server.refresh(refresh));
+    assert_eq!(a.0, StatusCode::OK, "{}", a.1);
+    assert_eq!(b.0, StatusCode::OK, "{}", b.1);
+    assert_eq!(
+        a.1["refresh_token"], b.1["refresh_token"],
+        "both racers get the one successor"
+    );
+    assert_eq!(a.1["access_token"], b.1["access_token"]);
+    // A retry later within the leeway still gets it; the session lives on.
+    server.clock.advance_secs(10);
+    let (status, c) = server.refresh(refresh).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(c["refresh_token"], a.1["refresh_token"]);
+    let (status, d) = server.refresh(a.1["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{d}");
+    // Once the successor itself rotated, the old token is plain reuse.
+    let (status, _) = server.refresh(refresh).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = server.refresh(d["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "reuse revoked the session");
+}
+
+#[tokio::test]
+async fn revoking_a_refresh_token_ends_the_session_everywhere() {
+    let server = TestServer::start().await;
+    let tokens = server.login().await;
+    let (access, refresh) = (
+        tokens["access_token"].as_str().unwrap(),
+        tokens["refresh_token"].as_str().unwrap(),
+    );
+    assert_eq!(server.introspect(access).await["active"], true);
+    let (status, _) = server
+        .post_form(
+            "/oauth/revoke",
+            &[
+                ("client_id", CLI),
+                ("token", refresh),
+                ("token_type_hint", "refresh_token"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(server.introspect(access).await["active"], false);
+    let (status, _) = server.userinfo(access).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = server.refresh(refresh).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    // Unknown tokens: still 200 (RFC 7009 §2.2).
+    let (status, _) = server
+        .post_form(
+            "/oauth/revoke",
+            &[("client_id", CLI), ("token", "nonsense")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn another_clients_token_cannot_be_revoked() {
+    let server = TestServer::start().await;
+    let tokens = server.login().await;
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let response = server
+        .http
+        .post(server.url("/oauth/revoke"))
+        .basic_auth(RS, Some(&server.rs_secret))
+        .form(&[("token", refresh)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let (status, _) = server.refresh(refresh).await;
+    assert_eq!(status, StatusCode::OK, "the token stays valid");
+}
+
+#[tokio::test]
+async fn admin_session_revocation_kills_access_tokens() {
+    let server = TestServer::start().await;
+    let tokens = server.login().await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let sessions = keyport::admin::list_sessions(&server.kp, Some("alice@example.com"))
+        .await
+        .unwrap();
+    let sessions = sessions.as_array().unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0]["client_id"], CLI);
+    let id = sessions[0]["id"].as_str().unwrap();
+    keyport::admin::revoke_session(&server.kp, id)
+        .await
+        .unwrap();
+    assert_eq!(server.introspect(access).await["active"], false);
+    let (status, body) = server.userinfo(access).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+}
+
+#[tokio::test]
+async fn scopes_follow_the_role_and_workspace_choice() {
+    let server = TestServer::start().await;
+    keyport::admin::add_workspace(&server.kp, "beta", "Beta")
+        .await
+        .unwrap();
+    keyport::admin::add_member(&server.kp, "beta", "alice@example.com", "viewer")
+        .await
+        .unwrap();
+    let start = server
+        .start_device(&[("scope", "openid agents:read agents:write audit:read")])
+        .await;
+    let browser = server.browser();
+    let page = browser
+        .get(start["verification_uri_complete"].as_str().unwrap())
+        .await;
+    let page = browser
+        .submit(
+            &page,
+            "/device/sign-in",
+            &[("email", "alice@example.com"), ("password", PASSWORD)],
+        )
+        .await;
+    assert!(
+        page.contains("Choose a workspace"),
+        "two workspaces: a choice first\n{page}"
+    );
+    let code = start["user_code"].as_str().unwrap();
+    let page = browser
+        .get(&server.url(&format!("/device?user_code={code}&workspace=beta")))
+        .await;
+    assert!(
+        page.contains("not granted"),
+        "viewer cannot get agents:write: {page}"
+    );
+    let done = browser
+        .submit(&page, "/device/decision", &[("decision", "approve")])
+        .await;
+    assert!(done.contains("Device approved"), "{done}");
+    let (status, tokens) = server.poll(start["device_code"].as_str().unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    assert_eq!(tokens["scope"], "agents:read openid");
+    assert!(
+        tokens.get("refresh_token").is_none(),
+        "no offline_access, no refresh token"
+    );
+    let (_, me) = server
+        .userinfo(tokens["access_token"].as_str().unwrap())
+        .await;
+    assert_eq!(me["workspace"], "beta");
+    assert_eq!(me["role"], "viewer");
+}

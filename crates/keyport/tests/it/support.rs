@@ -1,0 +1,391 @@
+//! `TestServer`: the real Keyport on 127.0.0.1:0 with a fresh SQLite file
+//! and a clock the test moves, driven over real HTTP.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use keyport::Keyport;
+use keyport::admin::{self, NewClient};
+use keyport::clock::ManualClock;
+use keyport::config::{Config, Limits, TokenSettings};
+use reqwest::StatusCode;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+pub const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+pub const PASSWORD: &str = "correct horse battery staple";
+pub const CLI: &str = "test-cli";
+pub const RS: &str = "test-rs";
+pub const AUDIENCE: &str = "https://api.example.com";
+
+pub struct TestServer {
+    pub kp: Keyport,
+    pub issuer: String,
+    pub clock: ManualClock,
+    pub http: reqwest::Client,
+    pub data_dir: PathBuf,
+    pub rs_secret: String,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+pub fn temp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("keyport-test-{}", keyport::crypto::random_id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+impl TestServer {
+    /// A server with a seeded user (alice@example.com, admin of `acme`), a
+    /// public CLI client and a confidential resource-server client.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let data_dir = temp_dir();
+        let mut limits = Limits::default();
+        limits.enabled = true;
+        let mut config = Config {
+            issuer: format!("http://{addr}"),
+            listen: addr,
+            data_dir: data_dir.clone(),
+            database_url: None,
+            master_key: Some("11".repeat(32)),
+            trusted_proxies: vec![],
+            limits,
+            tokens: TokenSettings::default(),
+            scopes: vec![],
+            clients: vec![],
+        };
+        adjust(&mut config);
+        let clock = ManualClock::starting_now();
+        let kp = Keyport::open(config, Arc::new(clock.clone()))
+            .await
+            .expect("keyport opens");
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = kp.clone();
+        tokio::spawn(async move {
+            keyport::http::serve(server, listener, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        let mut server = TestServer {
+            issuer: kp.config.issuer.clone(),
+            kp,
+            clock,
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            data_dir,
+            rs_secret: String::new(),
+            shutdown: Some(tx),
+        };
+        server.seed().await;
+        server
+    }
+
+    async fn seed(&mut self) {
+        let kp = &self.kp;
+        admin::add_user(kp, "alice@example.com", Some("Alice"), PASSWORD.into())
+            .await
+            .unwrap();
+        admin::add_workspace(kp, "acme", "Acme").await.unwrap();
+        admin::add_member(kp, "acme", "alice@example.com", "admin")
+            .await
+            .unwrap();
+        admin::add_client(
+            kp,
+            NewClient {
+                id: CLI.into(),
+                name: "Test CLI".into(),
+                confidential: false,
+                grants: vec![DEVICE_GRANT.into(), "refresh_token".into()],
+                scopes: vec![
+                    "openid profile email offline_access agents:read agents:write audit:read"
+                        .into(),
+                ],
+                audiences: vec![AUDIENCE.into()],
+                redirect_uris: vec![],
+            },
+        )
+        .await
+        .unwrap();
+        let rs = admin::add_client(
+            kp,
+            NewClient {
+                id: RS.into(),
+                name: "Test Resource Server".into(),
+                confidential: true,
+                grants: vec!["client_credentials".into()],
+                scopes: vec!["agents:read".into()],
+                audiences: vec![AUDIENCE.into()],
+                redirect_uris: vec![],
+            },
+        )
+        .await
+        .unwrap();
+        self.rs_secret = rs["client_secret"].as_str().unwrap().to_string();
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.issuer)
+    }
+
+    /// POSTs a form and returns status and JSON body.
+    pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(self.url(path))
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        json_of(response).await
+    }
+
+    pub async fn start_device(&self, extra: &[(&str, &str)]) -> Value {
+        let mut form = vec![("client_id", CLI)];
+        if !extra.iter().any(|(k, _)| *k == "scope") {
+            form.push(("scope", "openid profile email offline_access agents:read"));
+        }
+        form.extend_from_slice(extra);
+        let (status, body) = self.post_form("/oauth/device_authorization", &form).await;
+        assert_eq!(status, StatusCode::OK, "device start failed: {body}");
+        body
+    }
+
+    pub async fn poll(&self, device_code: &str) -> (StatusCode, Value) {
+        self.post_form(
+            "/oauth/token",
+            &[
+                ("grant_type", DEVICE_GRANT),
+                ("client_id", CLI),
+                ("device_code", device_code),
+            ],
+        )
+        .await
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> (StatusCode, Value) {
+        self.post_form(
+            "/oauth/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("client_id", CLI),
+                ("refresh_token", refresh_token),
+            ],
+        )
+        .await
+    }
+
+    pub async fn introspect(&self, token: &str) -> Value {
+        let response = self
+            .http
+            .post(self.url("/oauth/introspect"))
+            .basic_auth(RS, Some(&self.rs_secret))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = json_of(response).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    pub async fn userinfo(&self, access_token: &str) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .get(self.url("/oauth/userinfo"))
+            .bearer_auth(access_token)
+            .send()
+            .await
+            .unwrap();
+        json_of(response).await
+    }
+
+    /// A browser (cookie jar, following redirects) for the hosted pages.
+    pub fn browser(&self) -> Browser {
+        Browser {
+            http: reqwest::Client::builder()
+                .cookie_store(true)
+                .build()
+                .unwrap(),
+            base: self.issuer.clone(),
+        }
+    }
+
+    /// Signs in as alice through the page's forms and approves (or denies).
+    pub async fn approve(&self, verification_uri_complete: &str, decision: &str) -> String {
+        let browser = self.browser();
+        let page = browser.get(verification_uri_complete).await;
+        let page = browser
+            .submit(
+                &page,
+                "/device/sign-in",
+                &[("email", "alice@example.com"), ("password", PASSWORD)],
+            )
+            .await;
+        assert!(
+            page.contains("Approve"),
+            "no approval form after sign-in:\n{page}"
+        );
+        browser
+            .submit(&page, "/device/decision", &[("decision", decision)])
+            .await
+    }
+
+    /// Row counts of every table: equal before and after means nothing stored changed.
+    pub async fn table_counts(&self) -> Vec<(String, i64)> {
+        let mut counts = Vec::new();
+        for table in [
+            "users",
+            "clients",
+            "device_authorizations",
+            "sessions",
+            "refresh_tokens",
+            "revoked_access_tokens",
+            "signing_keys",
+            "browser_sessions",
+            "audit_events",
+            "rate_counters",
+        ] {
+            let sql = format!("SELECT COUNT(*) AS n FROM {table}");
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .fetch_one(self.kp.store.pool())
+                .await
+                .unwrap();
+            counts.push((table.to_string(), sqlx::Row::get::<i64, _>(&row, "n")));
+        }
+        counts
+    }
+
+    pub async fn audit_events(&self) -> Vec<String> {
+        let events = admin::export_audit(&self.kp, 0).await.unwrap();
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                format!(
+                    "{}:{}",
+                    e["event"].as_str().unwrap(),
+                    e["outcome"].as_str().unwrap()
+                )
+            })
+            .collect()
+    }
+
+    /// A full device login; returns the token response.
+    pub async fn login(&self) -> Value {
+        let start = self.start_device(&[]).await;
+        let done = self
+            .approve(
+                start["verification_uri_complete"].as_str().unwrap(),
+                "approve",
+            )
+            .await;
+        assert!(done.contains("Device approved"), "{done}");
+        let (status, tokens) = self.poll(start["device_code"].as_str().unwrap()).await;
+        assert_eq!(status, StatusCode::OK, "{tokens}");
+        tokens
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+pub async fn json_of(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, body)
+}
+
+pub struct Browser {
+    pub http: reqwest::Client,
+    base: String,
+}
+
+impl Browser {
+    pub async fn get(&self, url: &str) -> String {
+        self.http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Submits the form whose action is `action` with its hidden fields plus `fields`.
+    pub async fn submit(&self, page: &str, action: &str, fields: &[(&str, &str)]) -> String {
+        let mut form = form_fields(page, action);
+        for (k, v) in fields {
+            form.insert(k.to_string(), v.to_string());
+        }
+        self.http
+            .post(format!("{}{action}", self.base))
+            .form(&form)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+/// The `name="…" value="…"` inputs of the form posting to `action`.
+pub fn form_fields(page: &str, action: &str) -> HashMap<String, String> {
+    let start = page
+        .find(&format!("action=\"{action}\""))
+        .unwrap_or_else(|| panic!("no form for {action} in:\n{page}"));
+    let end = page[start..]
+        .find("</form>")
+        .map_or(page.len(), |i| start + i);
+    let form = &page[start..end];
+    let mut fields = HashMap::new();
+    for input in form.split("<input").skip(1) {
+        let tag = &input[..input.find('>').unwrap_or(input.len())];
+        if let (Some(name), Some(value)) = (attr(tag, "name"), attr(tag, "value")) {
+            fields.insert(name, html_unescape(&value));
+        }
+    }
+    fields
+}
+
+fn attr(tag: &str, name: &str) -> Option<String> {
+    let key = format!("{name}=\"");
+    let start = tag.find(&key)? + key.len();
+    let end = tag[start..].find('"')? + start;
+    Some(tag[start..end].to_string())
+}
+
+fn html_unescape(text: &str) -> String {
+    text.replace("&#x2d;", "-")
+        .replace("&#45;", "-")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
