@@ -213,7 +213,7 @@ impl Keyport {
                 if let Err(e) = keyport.reload_keys().await {
                     tracing::warn!(error = %e, "signing key reload failed");
                 }
-                if n % 1800 == 0 {
+                if n.is_multiple_of(1800) {
                     let now = keyport.clock.now();
                     let purge = keyport
                         .store

@@ -1,7 +1,8 @@
 //! kp: log in to any RFC 8414 + RFC 8628 issuer from the terminal, built on `keyport-client`.
 //!
 //! Human text goes to stderr and data to stdout, so `$(kp token)` works.
-//! Exit codes follow gh: 0 ok, 1 error, 2 usage, 4 not logged in, 130 interrupted.
+//! Exit codes follow gh: 0 ok, 1 error, 2 usage, 4 not logged in, 130 interrupted;
+//! `kp status` answers "logged out" with 1.
 
 mod context;
 mod login;
@@ -20,7 +21,7 @@ use crate::context::{Context, EXIT_INTERRUPTED, EXIT_NOT_LOGGED_IN, Interrupted}
 const EXIT_CODES: &str = "\
 Exit codes:
   0    success
-  1    error (network, issuer, local files)
+  1    error (network, issuer, local files); for `kp status`: logged out
   2    usage error
   4    not logged in, or the session expired or was revoked
   130  interrupted (Ctrl-C)";
@@ -54,7 +55,7 @@ struct Cli {
 enum Command {
     /// Log in through the browser with the device flow (RFC 8628)
     Login(login::LoginArgs),
-    /// Show whether you are logged in (exit 4 when not)
+    /// Show whether you are logged in (exit 1 when not)
     Status,
     /// Print a valid access token, refreshed when needed, for `$(kp token)`
     Token,
@@ -102,7 +103,12 @@ fn report(error: &anyhow::Error) -> ExitCode {
     match error.downcast_ref::<keyport_client::Error>() {
         Some(client_error) if client_error.needs_login() => {
             if context::env_token().is_none() {
-                eprintln!("Run `kp login` to log in.");
+                match client_error {
+                    keyport_client::Error::SessionExpired => {
+                        eprintln!("Run `kp login` to log in again.");
+                    }
+                    _ => eprintln!("Run `kp login` to log in."),
+                }
             }
             ExitCode::from(EXIT_NOT_LOGGED_IN)
         }

@@ -1,12 +1,14 @@
-//! `kp status`: whether usable credentials exist, without calling the issuer (exit 4 when not).
+//! `kp status`: whether usable credentials exist, without calling the issuer (exit 1 when not).
+//!
+//! Exit 1, not the 4 of `kp token` and `kp whoami`: "logged out" is the
+//! answer status gives, not a failure to authenticate (PRODUCT.md, Commands).
 
 use std::process::ExitCode;
 
 use keyport_client::{TokenStore, unix_now};
 
 use crate::context::{
-    Context, ENV_TOKEN, EXIT_NOT_LOGGED_IN, StatusReport, describe_expiry, env_token, print_json,
-    who,
+    Context, ENV_TOKEN, StatusReport, describe_expiry, env_token, print_json, who,
 };
 
 pub async fn run(context: &Context) -> anyhow::Result<ExitCode> {
@@ -42,7 +44,7 @@ pub async fn run(context: &Context) -> anyhow::Result<ExitCode> {
             Some(issuer) => eprintln!("Not logged in to {issuer}. Run `kp login` to log in."),
             None => eprintln!("Not logged in. Run `kp login --issuer URL` to log in."),
         }
-        return Ok(ExitCode::from(EXIT_NOT_LOGGED_IN));
+        return Ok(ExitCode::FAILURE);
     };
 
     if context.json {

@@ -1,7 +1,7 @@
 //! The kp binary as a script sees it: exit codes, stdout/stderr split and `KP_TOKEN`, with no issuer running.
 //!
 //! Everything here works from a credentials file the test writes itself; the
-//! device login against a real Keyport server is tested once the server lands.
+//! device login against a real Keyport server is in `e2e.rs`.
 
 use std::borrow::BorrowMut;
 use std::path::Path;
@@ -93,12 +93,13 @@ fn help_lists_the_five_commands() {
     }
 }
 
+/// `kp status` answers "logged out" with 1; commands that need a login exit 4.
 #[test]
-fn without_credentials_status_and_token_exit_4() {
+fn without_credentials_status_exits_1_and_the_others_4() {
     let dir = tempfile::tempdir().unwrap();
 
     let status = run(kp(dir.path(), &["status"]));
-    assert_eq!(status.status.code(), Some(4));
+    assert_eq!(status.status.code(), Some(1));
     assert!(status.stdout.is_empty());
     assert!(
         stderr(&status).contains("Not logged in"),
@@ -107,7 +108,7 @@ fn without_credentials_status_and_token_exit_4() {
     );
 
     let json = run(kp(dir.path(), &["status", "--json"]));
-    assert_eq!(json.status.code(), Some(4));
+    assert_eq!(json.status.code(), Some(1));
     assert_eq!(stdout_json(&json)["logged_in"], false);
 
     for command in ["token", "whoami", "logout"] {
@@ -220,7 +221,8 @@ fn an_expired_login_without_refresh_token_is_logged_out() {
     let dir = tempfile::tempdir().unwrap();
     write_credentials(dir.path(), now() - 10, None);
     let status = run(kp(dir.path(), &["status"]));
-    assert_eq!(status.status.code(), Some(4));
+    assert_eq!(status.status.code(), Some(1));
+    assert!(stderr(&status).contains("Not logged in"));
     let token = run(kp(dir.path(), &["token"]));
     assert_eq!(token.status.code(), Some(4));
     assert!(token.stdout.is_empty());
@@ -263,5 +265,5 @@ fn logout_forgets_locally_and_says_revocation_failed() {
     );
 
     let status = run(kp(dir.path(), &["status"]));
-    assert_eq!(status.status.code(), Some(4));
+    assert_eq!(status.status.code(), Some(1));
 }

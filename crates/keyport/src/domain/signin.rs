@@ -117,21 +117,19 @@ impl Keyport {
     ) -> Result<User, SignInError> {
         let now = self.clock.now();
         let limits = self.config.limits.clone();
-        if limits.enabled {
-            if let Some(ip) = caller.ip {
-                let window = now - now.rem_euclid(60);
-                let bucket = format!("sign-in:ip:{ip}");
-                let hits = self
-                    .store
-                    .write(move |c| {
-                        Box::pin(async move { store::limits::hit(c, &bucket, window).await })
-                    })
-                    .await?;
-                if hits > limits.sign_ins_per_ip_per_minute {
-                    return Err(SignInError::Throttled {
-                        retry_after: window + 60 - now,
-                    });
-                }
+        if let Some(ip) = caller.ip.filter(|_| limits.enabled) {
+            let window = now - now.rem_euclid(60);
+            let bucket = format!("sign-in:ip:{ip}");
+            let hits = self
+                .store
+                .write(move |c| {
+                    Box::pin(async move { store::limits::hit(c, &bucket, window).await })
+                })
+                .await?;
+            if hits > limits.sign_ins_per_ip_per_minute {
+                return Err(SignInError::Throttled {
+                    retry_after: window + 60 - now,
+                });
             }
         }
         let email = email.trim().to_lowercase();

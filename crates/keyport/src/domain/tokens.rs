@@ -586,10 +586,9 @@ async fn replay_or_revoke(
         return Ok(Err(Error::invalid_grant("the session has ended")));
     }
     let within_leeway = token.rotated_at.is_some_and(|at| now - at <= leeway);
-    if within_leeway && token.successor_rotated_at.is_none() {
-        if let Some(sealed) = token.sealed_successor {
-            return Ok(Ok(Rotation::Replay(sealed)));
-        }
+    let latest = within_leeway && token.successor_rotated_at.is_none();
+    if let Some(sealed) = token.sealed_successor.filter(|_| latest) {
+        return Ok(Ok(Rotation::Replay(sealed)));
     }
     let sid = token.session.id.clone();
     store::sessions::revoke(&mut *c, &sid, "refresh_token_reuse", now).await?;

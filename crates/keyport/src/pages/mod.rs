@@ -99,10 +99,11 @@ pub fn csrf_ok(kp: &Keyport, headers: &HeaderMap, submitted: Option<&str>) -> bo
     if headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) == Some("cross-site") {
         return false;
     }
-    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        if origin != "null" && !kp.config.issuer.starts_with(origin) {
-            return false;
-        }
+    // Under `Referrer-Policy: no-referrer` browsers send `Origin: null` even
+    // for same-origin posts; the signed token below still has to match.
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    if origin.is_some_and(|origin| origin != "null" && origin != issuer_origin(kp)) {
+        return false;
     }
     let names = cookies(kp);
     match (read_cookie(headers, names.csrf), submitted) {
@@ -111,6 +112,13 @@ pub fn csrf_ok(kp: &Keyport, headers: &HeaderMap, submitted: Option<&str>) -> bo
         }
         _ => false,
     }
+}
+
+/// `scheme://host[:port]` of the issuer, as browsers send it in `Origin`.
+fn issuer_origin(kp: &Keyport) -> String {
+    url::Url::parse(&kp.config.issuer)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_default()
 }
 
 /// Renders a template, attaching the CSRF cookie when one was minted.

@@ -44,7 +44,7 @@ async fn device_login_rotation_and_reuse_detection() {
     );
     assert!(page.contains("Test CLI") && page.contains("prod-server-01"));
     assert!(
-        page.contains("audit:read") == false,
+        !page.contains("audit:read"),
         "only requested scopes are listed"
     );
     let done = browser

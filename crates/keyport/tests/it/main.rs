@@ -3,5 +3,8 @@
 
 mod support;
 
+mod bad_input;
+mod browser;
 mod device_errors;
 mod device_flow;
+mod third_party;

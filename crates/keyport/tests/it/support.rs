@@ -48,8 +48,6 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let data_dir = temp_dir();
-        let mut limits = Limits::default();
-        limits.enabled = true;
         let mut config = Config {
             issuer: format!("http://{addr}"),
             listen: addr,
@@ -57,7 +55,7 @@ impl TestServer {
             database_url: None,
             master_key: Some("11".repeat(32)),
             trusted_proxies: vec![],
-            limits,
+            limits: Limits::default(),
             tokens: TokenSettings::default(),
             scopes: vec![],
             clients: vec![],

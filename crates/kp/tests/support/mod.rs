@@ -1,0 +1,437 @@
+//! The real Keyport server in-process for kp's end-to-end tests, the browser that approves on its pages, and kp run as a subprocess.
+//!
+//! A small equivalent of `crates/keyport/tests/it/support.rs` (which cannot
+//! be imported from here), on the system clock because kp reads the real one.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyport::Keyport;
+use keyport::admin::{self, NewClient};
+use keyport::clock::SystemClock;
+use keyport::config::{Config, Limits, TokenSettings};
+use reqwest::StatusCode;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::oneshot;
+
+pub const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+pub const EMAIL: &str = "alice@example.com";
+pub const PASSWORD: &str = "correct horse battery staple";
+/// The public client kp logs in as.
+pub const CLI: &str = "e2e-cli";
+
+/// Longest any single kp invocation may take; a hang fails the test instead of the suite.
+const KP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The real Keyport on 127.0.0.1:0 with a fresh SQLite file, seeded with
+/// alice (admin of `acme`) and the public client [`CLI`].
+pub struct Server {
+    pub kp: Keyport,
+    pub issuer: String,
+    http: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    _data_dir: tempfile::TempDir,
+}
+
+impl Server {
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut limits = Limits::default();
+        limits.enabled = true;
+        let mut tokens = TokenSettings::default();
+        // kp honours the issuer's interval; 5 s per poll would dominate the run time.
+        tokens.device_poll_interval = 1;
+        let config = Config {
+            issuer: format!("http://{addr}"),
+            listen: addr,
+            data_dir: data_dir.path().to_path_buf(),
+            database_url: None,
+            master_key: Some("11".repeat(32)),
+            trusted_proxies: vec![],
+            limits,
+            tokens,
+            scopes: vec![],
+            clients: vec![],
+        };
+        let kp = Keyport::open(config, Arc::new(SystemClock))
+            .await
+            .expect("keyport opens");
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = kp.clone();
+        tokio::spawn(async move {
+            keyport::http::serve(server, listener, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+
+        admin::add_user(&kp, EMAIL, Some("Alice"), PASSWORD.into())
+            .await
+            .unwrap();
+        admin::add_workspace(&kp, "acme", "Acme").await.unwrap();
+        admin::add_member(&kp, "acme", EMAIL, "admin")
+            .await
+            .unwrap();
+        admin::add_client(
+            &kp,
+            NewClient {
+                id: CLI.into(),
+                name: "E2E CLI".into(),
+                confidential: false,
+                grants: vec![DEVICE_GRANT.into(), "refresh_token".into()],
+                scopes: vec!["openid profile email offline_access agents:read".into()],
+                audiences: vec![],
+                redirect_uris: vec![],
+            },
+        )
+        .await
+        .unwrap();
+
+        Server {
+            issuer: kp.config.issuer.clone(),
+            kp,
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            shutdown: Some(tx),
+            _data_dir: data_dir,
+        }
+    }
+
+    /// GET /oauth/userinfo with the token, as a resource server would.
+    pub async fn userinfo(&self, access_token: &str) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .get(format!("{}/oauth/userinfo", self.issuer))
+            .bearer_auth(access_token)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, body)
+    }
+
+    /// The live (not revoked) CLI sessions, as `keyport sessions list` shows them.
+    pub async fn sessions(&self) -> Vec<Value> {
+        let sessions = admin::list_sessions(&self.kp, None).await.unwrap();
+        sessions.as_array().unwrap().clone()
+    }
+
+    /// How many audit events named `event` were recorded.
+    pub async fn audit_count(&self, event: &str) -> usize {
+        let events = admin::export_audit(&self.kp, 0).await.unwrap();
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["event"] == event)
+            .count()
+    }
+
+    /// Signs in as alice through the hosted page's forms and approves, as a
+    /// user who opened `verification_uri_complete` would.
+    pub async fn approve(&self, verification_uri_complete: &str) {
+        let browser = Browser {
+            http: reqwest::Client::builder()
+                .cookie_store(true)
+                .build()
+                .unwrap(),
+            base: self.issuer.clone(),
+        };
+        let page = browser.get(verification_uri_complete).await;
+        let page = browser
+            .submit(
+                &page,
+                "/device/sign-in",
+                &[("email", EMAIL), ("password", PASSWORD)],
+            )
+            .await;
+        assert!(
+            page.contains("Approve"),
+            "no approval form after sign-in:\n{page}"
+        );
+        let done = browser
+            .submit(&page, "/device/decision", &[("decision", "approve")])
+            .await;
+        assert!(done.contains("Device approved"), "{done}");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Browser {
+    async fn get(&self, url: &str) -> String {
+        let response = self.http.get(url).send().await.unwrap();
+        assert!(response.status().is_success(), "GET {url}: {response:?}");
+        response.text().await.unwrap()
+    }
+
+    /// Submits the form whose action is `action` with its hidden fields
+    /// (csrf_token, request_id, …) plus `fields`.
+    async fn submit(&self, page: &str, action: &str, fields: &[(&str, &str)]) -> String {
+        let mut form = form_fields(page, action);
+        for (k, v) in fields {
+            form.insert(k.to_string(), v.to_string());
+        }
+        self.http
+            .post(format!("{}{action}", self.base))
+            .form(&form)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+/// The `name="…" value="…"` inputs of the form posting to `action`.
+fn form_fields(page: &str, action: &str) -> HashMap<String, String> {
+    let start = page
+        .find(&format!("action=\"{action}\""))
+        .unwrap_or_else(|| panic!("no form for {action} in:\n{page}"));
+    let end = page[start..]
+        .find("</form>")
+        .map_or(page.len(), |i| start + i);
+    let mut fields = HashMap::new();
+    for input in page[start..end].split("<input").skip(1) {
+        let tag = &input[..input.find('>').unwrap_or(input.len())];
+        if let (Some(name), Some(value)) = (attr(tag, "name"), attr(tag, "value")) {
+            fields.insert(name, html_unescape(&value));
+        }
+    }
+    fields
+}
+
+fn attr(tag: &str, name: &str) -> Option<String> {
+    let key = format!("{name}=\"");
+    let start = tag.find(&key)? + key.len();
+    let end = tag[start..].find('"')? + start;
+    Some(tag[start..end].to_string())
+}
+
+fn html_unescape(text: &str) -> String {
+    text.replace("&#x2d;", "-")
+        .replace("&#45;", "-")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// One user's kp: its own config dir (and HOME), nothing inherited from the
+/// developer's environment that could change what kp does.
+pub struct Kp {
+    dir: tempfile::TempDir,
+}
+
+impl Kp {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn config_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn credentials_path(&self) -> PathBuf {
+        self.dir.path().join("credentials.json")
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kp"));
+        for var in [
+            "KP_TOKEN",
+            "KP_ISSUER",
+            "KP_CLIENT_ID",
+            "KP_CONFIG_DIR",
+            "BROWSER",
+            "DISPLAY",
+            "WAYLAND_DISPLAY",
+            "SSH_CONNECTION",
+        ] {
+            command.env_remove(var);
+        }
+        command
+            .env("NO_COLOR", "1")
+            .env("HOME", self.dir.path())
+            .arg("--config-dir")
+            .arg(self.dir.path())
+            .args(args)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        command
+    }
+
+    /// Runs kp to completion (bounded by a timeout) and returns what it printed.
+    pub async fn run(&self, args: &[&str]) -> Output {
+        finish(self.command(args)).await
+    }
+
+    /// Runs kp with `KP_TOKEN` set.
+    pub async fn run_with_token(&self, token: &str, args: &[&str]) -> Output {
+        let mut command = self.command(args);
+        command.env("KP_TOKEN", token);
+        finish(command).await
+    }
+
+    /// `kp login --no-browser` as a user runs it: waits for the URL on
+    /// stderr, approves it on the server's page, and waits for kp to exit.
+    pub async fn login(&self, server: &Server, label: &str) -> Output {
+        let mut child = self
+            .command(&[
+                "login",
+                "--no-browser",
+                "--issuer",
+                &server.issuer,
+                "--client-id",
+                CLI,
+                "--label",
+                label,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kp starts");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut stderr = String::new();
+        let mut user_code = None;
+        let url = tokio::time::timeout(KP_TIMEOUT, async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                stderr.push_str(&line);
+                stderr.push('\n');
+                if let Some((_, code)) = line.split_once("one-time code: ") {
+                    user_code = Some(code.trim().to_owned());
+                }
+                if let Some((_, url)) = line.split_once("in your web browser: ") {
+                    return Some(url.trim().to_owned());
+                }
+            }
+            None
+        })
+        .await
+        .expect("kp login printed no URL in time");
+        let url = url.unwrap_or_else(|| panic!("kp login exited without a URL:\n{stderr}"));
+        let user_code =
+            user_code.unwrap_or_else(|| panic!("no user code before the URL:\n{stderr}"));
+        assert!(
+            url.starts_with(&format!("{}/device?", server.issuer)) && url.contains(&user_code),
+            "the URL should be the issuer's page with the code filled in: {url}"
+        );
+        // Keep reading so kp never blocks on a full pipe.
+        let rest = tokio::spawn(async move {
+            let mut rest = String::new();
+            while let Ok(Some(line)) = lines.next_line().await {
+                rest.push_str(&line);
+                rest.push('\n');
+            }
+            rest
+        });
+
+        server.approve(&url).await;
+
+        let mut output = tokio::time::timeout(KP_TIMEOUT, child.wait_with_output())
+            .await
+            .expect("kp login did not finish after approval")
+            .unwrap();
+        stderr.push_str(&rest.await.unwrap());
+        output.stderr = stderr.into_bytes();
+        output
+    }
+
+    /// Makes the stored access token look expired, as it will be 15 minutes
+    /// after login, so the next `kp token` must refresh.
+    pub fn expire_access_token(&self, issuer: &str) {
+        let path = self.credentials_path();
+        let mut document: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let record = &mut document["credentials"][issuer];
+        assert!(
+            record.is_object(),
+            "no credentials for {issuer}: {document}"
+        );
+        record["expires_at"] = Value::from(unix_now() - 10);
+        std::fs::write(&path, serde_json::to_vec_pretty(&document).unwrap()).unwrap();
+    }
+
+    /// The stored record for `issuer`.
+    pub fn stored(&self, issuer: &str) -> Value {
+        let document: Value =
+            serde_json::from_str(&std::fs::read_to_string(self.credentials_path()).unwrap())
+                .unwrap();
+        document["credentials"][issuer].clone()
+    }
+}
+
+async fn finish(mut command: Command) -> Output {
+    let output = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output();
+    tokio::time::timeout(KP_TIMEOUT, output)
+        .await
+        .expect("kp did not finish in time")
+        .expect("kp runs")
+}
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+pub fn stdout_json(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}\nstderr: {}",
+            stdout(output),
+            stderr(output)
+        )
+    })
+}
+
+/// Asserts kp exited with `code`, showing what it printed when not.
+#[track_caller]
+pub fn assert_exit(output: &Output, code: i32, what: &str) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "{what}\nstdout: {}\nstderr: {}",
+        stdout(output),
+        stderr(output)
+    );
+}
