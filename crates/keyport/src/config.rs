@@ -273,6 +273,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_readme_example_configuration_parses() {
+        let readme = include_str!("../../../README.md");
+        let start = readme.find("```toml\n").expect("README has a TOML example") + 8;
+        let end = start + readme[start..].find("```").unwrap();
+        let file: FileConfig = toml::from_str(&readme[start..end]).unwrap();
+        assert_eq!(file.issuer.as_deref(), Some("https://auth.example.com"));
+        assert_eq!(file.limits.failed_sign_ins_before_lockout, 5);
+        assert_eq!(file.tokens.refresh_leeway, 30);
+        assert_eq!(file.clients[0].id, "acme-cli");
+        assert_eq!(file.scopes[0].min_role, Some(Role::Member));
+    }
+
+    #[test]
     fn issuer_must_be_https_outside_loopback() {
         assert!(check_issuer("http://auth.example.com").is_err());
         assert_eq!(

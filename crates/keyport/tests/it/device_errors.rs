@@ -259,3 +259,64 @@ async fn sign_in_lockout() {
     let events = server.audit_events().await;
     assert!(events.iter().any(|e| e == "sign_in:failure"));
 }
+
+#[tokio::test]
+async fn clients_declared_in_the_config_file_work() {
+    let server = TestServer::start_with(|c| {
+        c.clients.push(keyport::config::ClientDecl {
+            id: "acme-cli".into(),
+            name: "Acme CLI".into(),
+            confidential: false,
+            secret_hash: None,
+            secret_env: None,
+            grants: vec![DEVICE_GRANT.into(), "refresh_token".into()],
+            scopes: vec![
+                "openid".into(),
+                "offline_access".into(),
+                "projects:write".into(),
+            ],
+            audiences: vec!["https://api.acme.com".into()],
+            redirect_uris: vec![],
+        });
+        c.scopes.push(keyport::config::ScopeDef {
+            name: "projects:write".into(),
+            min_role: Some(keyport::domain::scopes::Role::Owner),
+            description: None,
+        });
+    })
+    .await;
+    let (status, start) = server
+        .post_form(
+            "/oauth/device_authorization",
+            &[
+                ("client_id", "acme-cli"),
+                ("scope", "openid offline_access projects:write"),
+                ("resource", "https://api.acme.com"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{start}");
+    let page = server
+        .approve(
+            start["verification_uri_complete"].as_str().unwrap(),
+            "approve",
+        )
+        .await;
+    assert!(
+        page.contains("Not granted") && page.contains("projects:write"),
+        "an admin is below owner: {page}"
+    );
+    let (status, tokens) = server
+        .post_form(
+            "/oauth/token",
+            &[
+                ("grant_type", DEVICE_GRANT),
+                ("client_id", "acme-cli"),
+                ("device_code", start["device_code"].as_str().unwrap()),
+                ("resource", "https://api.acme.com"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    assert_eq!(tokens["scope"], "offline_access openid");
+}
