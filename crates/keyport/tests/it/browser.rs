@@ -22,8 +22,13 @@ use crate::support::*;
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
-/// How long a page may take to show what the test waits for.
-const PAGE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a page may take to show what the test waits for. A page takes
+/// well under a second; the margin is for a cold Chromium on a loaded CI box.
+const PAGE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One Chromium at a time: two starting together on a small, busy machine
+/// starve each other's renderers into WebDriver timeouts.
+static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test]
 async fn device_login_by_clicking_the_hosted_page() {
@@ -104,8 +109,10 @@ async fn deny_in_the_browser_reaches_the_polling_client() {
 /// A headless Chromium session behind its own chromedriver.
 struct Chromium {
     client: Client,
-    // Dropped after `client`: the driver outlives the session it serves.
+    // Fields drop in order: the driver outlives the session it serves, and
+    // the next test's browser starts only once this one is gone.
     _driver: ChromeDriver,
+    _turn: tokio::sync::MutexGuard<'static, ()>,
 }
 
 impl Chromium {
@@ -120,12 +127,13 @@ impl Chromium {
              install them with `apt-get install -y chromium chromium-driver`",
             missing.join(" and ")
         );
+        let turn = ONE_BROWSER.lock().await;
         let driver = ChromeDriver::spawn().await;
         let mut capabilities = serde_json::Map::new();
         capabilities.insert("browserName".into(), json!("chrome"));
         capabilities.insert(
             "timeouts".into(),
-            json!({ "pageLoad": 10_000, "script": 5_000, "implicit": 0 }),
+            json!({ "pageLoad": 30_000, "script": 10_000, "implicit": 0 }),
         );
         capabilities.insert(
             "goog:chromeOptions".into(),
@@ -152,6 +160,7 @@ impl Chromium {
         Chromium {
             client,
             _driver: driver,
+            _turn: turn,
         }
     }
 

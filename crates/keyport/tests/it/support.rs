@@ -29,12 +29,67 @@ pub struct TestServer {
     pub data_dir: PathBuf,
     pub rs_secret: String,
     shutdown: Option<oneshot::Sender<()>>,
+    _schema: Option<SchemaGuard>,
 }
 
 pub fn temp_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("keyport-test-{}", keyport::crypto::random_id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// With `KEYPORT_TEST_DATABASE_URL` set (postgres://…), each server gets
+/// its own schema in that database; otherwise a fresh SQLite file.
+/// The URL for a fresh schema, and a guard that drops the schema.
+pub async fn test_database() -> Option<(String, SchemaGuard)> {
+    let base = std::env::var("KEYPORT_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())?;
+    let schema = format!("kp_test_{}", &keyport::crypto::random_id()[..16]);
+    sqlx::any::install_default_drivers();
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&base)
+        .await
+        .expect("test database reachable");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let joiner = if base.contains('?') { '&' } else { '?' };
+    Some((
+        format!("{base}{joiner}options[search_path]={schema}"),
+        SchemaGuard { base, schema },
+    ))
+}
+
+/// Drops a test's PostgreSQL schema when the test ends.
+pub struct SchemaGuard {
+    base: String,
+    schema: String,
+}
+
+impl Drop for SchemaGuard {
+    fn drop(&mut self) {
+        let (base, schema) = (self.base.clone(), self.schema.clone());
+        // Drop runs inside the test's runtime; a thread with its own runtime
+        // can block on the cleanup.
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                if let Ok(mut conn) =
+                    <sqlx::AnyConnection as sqlx::Connection>::connect(&base).await
+                {
+                    let sql = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .execute(&mut conn)
+                        .await;
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
 }
 
 impl TestServer {
@@ -60,6 +115,8 @@ impl TestServer {
             scopes: vec![],
             clients: vec![],
         };
+        let database = test_database().await;
+        config.database_url = database.as_ref().map(|(url, _)| url.clone());
         adjust(&mut config);
         let clock = ManualClock::starting_now();
         let kp = Keyport::open(config, Arc::new(clock.clone()))
@@ -85,6 +142,7 @@ impl TestServer {
             data_dir,
             rs_secret: String::new(),
             shutdown: Some(tx),
+            _schema: database.map(|(_, guard)| guard),
         };
         server.seed().await;
         server
