@@ -142,6 +142,9 @@ async fn concurrent_token_commands_refresh_once_and_keep_the_session() {
     assert_exit(&kp.login(&server, "e2e-concurrent").await, 0, "kp login");
     let session_id = server.sessions().await[0]["id"].clone();
     let before = kp.stored(issuer);
+    // Refreshes go through a tap that counts them.
+    let tap = Tap::start(server.addr).await;
+    kp.set_token_endpoint(issuer, &format!("{}/oauth/token", tap.url));
 
     kp.expire_access_token(issuer);
     let (first, second) = tokio::join!(kp.run(&["token"]), kp.run(&["token"]));
@@ -161,10 +164,11 @@ async fn concurrent_token_commands_refresh_once_and_keep_the_session() {
     let after = kp.stored(issuer);
     assert_ne!(after["refresh_token"], before["refresh_token"], "rotated");
     assert_eq!(
-        server.audit_count("token.refresh").await,
+        tap.connections(),
         1,
         "only one process may present the refresh token"
     );
+    assert_eq!(server.audit_count("token.refresh").await, 1);
     assert_eq!(server.audit_count("token.reuse_detected").await, 0);
 
     let third = kp.run(&["token"]).await;
@@ -202,6 +206,7 @@ async fn concurrent_refreshes_without_a_shared_lock_get_the_same_pair() {
         b.stored(issuer)["refresh_token"],
         "the retry gets the same refresh token"
     );
+    assert_eq!(server.audit_count("token.refresh").await, 1, "one rotation");
     assert_eq!(server.audit_count("token.reuse_detected").await, 0);
     assert_eq!(server.sessions().await.len(), 1);
 

@@ -4,9 +4,11 @@
 //! be imported from here), on the system clock because kp reads the real one.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{Output, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use keyport::Keyport;
@@ -33,6 +35,7 @@ const KP_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Server {
     pub kp: Keyport,
     pub issuer: String,
+    pub addr: SocketAddr,
     http: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     _data_dir: tempfile::TempDir,
@@ -43,11 +46,16 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let data_dir = tempfile::tempdir().unwrap();
-        let mut limits = Limits::default();
-        limits.enabled = true;
-        let mut tokens = TokenSettings::default();
-        // kp honours the issuer's interval; 5 s per poll would dominate the run time.
-        tokens.device_poll_interval = 1;
+        // Rate limits on, as `keyport serve` runs by default.
+        let limits = Limits {
+            enabled: true,
+            ..Limits::default()
+        };
+        let tokens = TokenSettings {
+            // kp honours the issuer's interval; 5 s per poll would dominate the run time.
+            device_poll_interval: 1,
+            ..TokenSettings::default()
+        };
         let config = Config {
             issuer: format!("http://{addr}"),
             listen: addr,
@@ -97,6 +105,7 @@ impl Server {
 
         Server {
             issuer: kp.config.issuer.clone(),
+            addr,
             kp,
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
@@ -255,10 +264,6 @@ impl Kp {
         }
     }
 
-    pub fn config_dir(&self) -> &Path {
-        self.dir.path()
-    }
-
     pub fn credentials_path(&self) -> PathBuf {
         self.dir.path().join("credentials.json")
     }
@@ -379,12 +384,51 @@ impl Kp {
         std::fs::write(&path, serde_json::to_vec_pretty(&document).unwrap()).unwrap();
     }
 
+    /// Points the stored token endpoint somewhere else (a [`Tap`]).
+    pub fn set_token_endpoint(&self, issuer: &str, endpoint: &str) {
+        let path = self.credentials_path();
+        let mut document: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        document["credentials"][issuer]["token_endpoint"] = Value::from(endpoint);
+        std::fs::write(&path, serde_json::to_vec_pretty(&document).unwrap()).unwrap();
+    }
+
     /// The stored record for `issuer`.
     pub fn stored(&self, issuer: &str) -> Value {
         let document: Value =
             serde_json::from_str(&std::fs::read_to_string(self.credentials_path()).unwrap())
                 .unwrap();
         document["credentials"][issuer].clone()
+    }
+}
+
+/// A TCP forwarder in front of the server that counts connections: a kp
+/// process that sends a request opens one (each process has its own pool).
+pub struct Tap {
+    pub url: String,
+    connections: Arc<AtomicUsize>,
+}
+
+impl Tap {
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&connections);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut outbound = tokio::net::TcpStream::connect(target).await.unwrap();
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                });
+            }
+        });
+        Self { url, connections }
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 }
 
