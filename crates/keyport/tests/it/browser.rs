@@ -123,8 +123,8 @@ impl Chromium {
             .collect();
         assert!(
             missing.is_empty(),
-            "browser tests need Debian's chromium and chromium-driver, but {} missing; \
-             install them with `apt-get install -y chromium chromium-driver`",
+            "browser tests need Debian's chromium and chromium-driver; not found: {}. \
+             Install them with `apt-get install -y chromium chromium-driver`",
             missing.join(" and ")
         );
         let turn = ONE_BROWSER.lock().await;

@@ -7,4 +7,6 @@ mod bad_input;
 mod browser;
 mod device_errors;
 mod device_flow;
+mod instances;
+mod pg;
 mod third_party;

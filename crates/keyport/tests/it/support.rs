@@ -269,33 +269,12 @@ impl TestServer {
 
     /// A browser (cookie jar, following redirects) for the hosted pages.
     pub fn browser(&self) -> Browser {
-        Browser {
-            http: reqwest::Client::builder()
-                .cookie_store(true)
-                .build()
-                .unwrap(),
-            base: self.issuer.clone(),
-        }
+        Browser::new(&self.issuer)
     }
 
     /// Signs in as alice through the page's forms and approves (or denies).
     pub async fn approve(&self, verification_uri_complete: &str, decision: &str) -> String {
-        let browser = self.browser();
-        let page = browser.get(verification_uri_complete).await;
-        let page = browser
-            .submit(
-                &page,
-                "/device/sign-in",
-                &[("email", "alice@example.com"), ("password", PASSWORD)],
-            )
-            .await;
-        assert!(
-            page.contains("Approve"),
-            "no approval form after sign-in:\n{page}"
-        );
-        browser
-            .submit(&page, "/device/decision", &[("decision", decision)])
-            .await
+        approve_at(&self.issuer, verification_uri_complete, decision).await
     }
 
     /// Row counts of every table: equal before and after means nothing stored changed.
@@ -375,12 +354,43 @@ pub async fn json_of(response: reqwest::Response) -> (StatusCode, Value) {
     (status, body)
 }
 
+/// Signs in as alice on the server at `base` and approves (or denies) the
+/// device request behind `verification_uri_complete`.
+pub async fn approve_at(base: &str, verification_uri_complete: &str, decision: &str) -> String {
+    let browser = Browser::new(base);
+    let page = browser.get(verification_uri_complete).await;
+    let page = browser
+        .submit(
+            &page,
+            "/device/sign-in",
+            &[("email", "alice@example.com"), ("password", PASSWORD)],
+        )
+        .await;
+    assert!(
+        page.contains("Approve"),
+        "no approval form after sign-in:\n{page}"
+    );
+    browser
+        .submit(&page, "/device/decision", &[("decision", decision)])
+        .await
+}
+
 pub struct Browser {
     pub http: reqwest::Client,
     base: String,
 }
 
 impl Browser {
+    pub fn new(base: &str) -> Self {
+        Browser {
+            http: reqwest::Client::builder()
+                .cookie_store(true)
+                .build()
+                .unwrap(),
+            base: base.to_string(),
+        }
+    }
+
     pub async fn get(&self, url: &str) -> String {
         self.http
             .get(url)
