@@ -473,7 +473,9 @@ impl Keyport {
                             ErrorCode::AccessDenied,
                             "the user denied the request",
                         ))),
-                        Status::Redeemed => unreachable!("handled above"),
+                        Status::Redeemed => Ok(Err(Error::invalid_grant(
+                            "the device code was already used",
+                        ))),
                         Status::Approved => {
                             redeem(
                                 c,

@@ -222,29 +222,45 @@ fn spawn_writer(mut conn: Conn) -> mpsc::Sender<Job> {
 }
 
 async fn run_batch(conn: &mut Conn, batch: impl Iterator<Item = Job>) {
+    use futures_util::FutureExt;
     let mut deliveries = Vec::new();
     // IMMEDIATE takes the write lock up front, so an admin command writing
     // from another process makes us wait (busy_timeout) instead of failing.
-    if let Err(e) = conn.execute("BEGIN IMMEDIATE").await {
+    // Statements between jobs travel in one round trip to SQLite's thread.
+    if let Err(e) = conn.execute("BEGIN IMMEDIATE; SAVEPOINT job").await {
         // Dropping the jobs unblocks every waiter with `Error::Closed`.
         tracing::error!(error = %e, "could not begin a write batch");
         drop(batch.collect::<Vec<_>>());
+        let _ = conn.execute("ROLLBACK").await;
         return;
     }
-    for job in batch {
-        if let Err(e) = conn.execute("SAVEPOINT job").await {
-            tracing::error!(error = %e, "savepoint failed");
-        }
-        let (ok, deliver) = job(conn).await;
-        let end = if ok {
-            "RELEASE job"
-        } else {
-            "ROLLBACK TO job; RELEASE job"
+    let mut batch = batch.peekable();
+    while let Some(job) = batch.next() {
+        // A panicking job must not take the writer (and every later write)
+        // down with it: its savepoint is rolled back and its waiter told.
+        let outcome = std::panic::AssertUnwindSafe(job(conn)).catch_unwind().await;
+        let ok = match outcome {
+            Ok((ok, deliver)) => {
+                deliveries.push(deliver);
+                ok
+            }
+            Err(_) => {
+                tracing::error!("a write job panicked; its changes are rolled back");
+                false
+            }
         };
-        if let Err(e) = conn.execute(end).await {
-            tracing::error!(error = %e, "savepoint release failed");
+        let next = if batch.peek().is_some() {
+            "SAVEPOINT job"
+        } else {
+            ""
+        };
+        let end = match ok {
+            true => format!("RELEASE job; {next}"),
+            false => format!("ROLLBACK TO job; RELEASE job; {next}"),
+        };
+        if let Err(e) = conn.execute(sqlx::AssertSqlSafe(end)).await {
+            tracing::error!(error = %e, "ending a job's savepoint failed");
         }
-        deliveries.push(deliver);
     }
     let commit_error = match conn.execute("COMMIT").await {
         Ok(_) => None,
@@ -279,4 +295,66 @@ pub(crate) fn opt_text(row: &sqlx::any::AnyRow, column: &str) -> Result<Option<S
 /// Splits a space-separated list column.
 pub(crate) fn split_list(text: &str) -> Vec<String> {
     text.split_whitespace().map(str::to_string).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn temp_store() -> (Store, std::path::PathBuf) {
+        let dir =
+            std::env::temp_dir().join(format!("keyport-store-{}", crate::crypto::random_id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        (Store::open(None, &dir).await.unwrap(), dir)
+    }
+
+    #[tokio::test]
+    async fn a_failing_or_panicking_job_rolls_back_alone() {
+        let (store, dir) = temp_store().await;
+        let set = |name: &'static str| {
+            let store = store.clone();
+            async move {
+                store
+                    .write(move |c| Box::pin(async move { settings::set(c, name, "v").await }))
+                    .await
+            }
+        };
+        // Concurrent jobs share a batch; the bad ones must not spoil it.
+        let failing = store.write(|c| {
+            Box::pin(async move {
+                settings::set(&mut *c, "half-done", "v").await?;
+                sqlx::query("INSERT INTO no_such_table VALUES (1)")
+                    .execute(&mut *c)
+                    .await?;
+                Ok(())
+            })
+        });
+        let panicking = store.write(|c| {
+            Box::pin(async move {
+                settings::set(&mut *c, "before-panic", "v").await?;
+                panic!("a bug in a job");
+                #[allow(unreachable_code)]
+                Ok(())
+            })
+        });
+        let (a, b, c, d) = tokio::join!(set("first"), failing, panicking, set("last"));
+        assert!(a.is_ok() && d.is_ok());
+        assert!(b.is_err() && c.is_err());
+        for (name, expected) in [
+            ("first", true),
+            ("last", true),
+            ("half-done", false),
+            ("before-panic", false),
+        ] {
+            assert_eq!(
+                settings::get(store.pool(), name).await.unwrap().is_some(),
+                expected,
+                "{name}"
+            );
+        }
+        // The writer is still alive.
+        set("after").await.unwrap();
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
