@@ -3,6 +3,7 @@
 //! graceful shutdown.
 
 pub mod error;
+pub mod metrics;
 pub mod oauth;
 pub mod params;
 
@@ -40,6 +41,7 @@ pub fn router(kp: Keyport, draining: Draining) -> Router {
     let health = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::render))
         .with_state((kp.clone(), draining));
     Router::new()
         .route(
@@ -65,6 +67,7 @@ pub fn router(kp: Keyport, draining: Draining) -> Router {
         .route("/setup", get(pages::setup::form).post(pages::setup::create))
         .route("/assets/keyport.css", get(pages::stylesheet))
         .fallback(not_found)
+        .layer(middleware::from_fn(metrics::count_responses))
         .layer(middleware::from_fn_with_state(kp.clone(), https_only))
         .with_state(kp.clone())
         .merge(health)

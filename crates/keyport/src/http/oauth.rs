@@ -180,6 +180,7 @@ pub async fn token(
             .await?
         }
     };
+    super::metrics::METRICS.token_issued(grant);
     Ok(json_no_store(response))
 }
 
