@@ -58,6 +58,15 @@ pub enum Error {
     },
     #[error("cannot locate the config directory: {0}")]
     NoConfigDir(String),
+    /// The OS keyring could not be reached or refused an operation.
+    #[error("the OS keyring failed")]
+    Keyring(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A file-only store found a login whose refresh token an OS keyring
+    /// store put in the keyring.
+    #[error(
+        "the refresh token of the login to {issuer} is kept in the OS keyring, which is not in use"
+    )]
+    RefreshTokenInKeyring { issuer: String },
 }
 
 impl Error {

@@ -25,11 +25,18 @@
 //! ```
 //!
 //! No global state: every call takes the issuer, store and HTTP client it uses.
+//!
+//! With the `keyring` feature, [`KeyringStore`] keeps refresh tokens in the
+//! OS keyring (Keychain, Credential Manager, Secret Service) and the rest in
+//! the same 0600 file; [`KeyringStore::probe`] tells whether the keyring
+//! works here, so a CLI can fall back to the [`FileStore`].
 
 mod device;
 mod discovery;
 mod error;
 mod http;
+#[cfg(feature = "keyring")]
+mod keyring_store;
 mod secret;
 mod session;
 mod store;
@@ -42,6 +49,13 @@ pub use keyport_proto::{ClientInfo, ServerMetadata, Userinfo};
 pub use secret::{AccessToken, DeviceCode, RefreshToken};
 pub use session::{REFRESH_MARGIN_SECS, Revocation, Session};
 pub use store::{Credentials, FileStore, StoreLock, TokenStore, config_dir};
+
+/// The credential store API [`KeyringStore::with_keyring`] takes, for
+/// other keyrings and in-memory test doubles.
+#[cfg(feature = "keyring")]
+pub use keyring_core;
+#[cfg(feature = "keyring")]
+pub use keyring_store::KeyringStore;
 
 /// Seconds since the Unix epoch on this machine's clock.
 pub fn unix_now() -> i64 {

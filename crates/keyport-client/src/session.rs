@@ -331,11 +331,9 @@ mod tests {
         assert_eq!(credentials.access_token.secret(), "at-7");
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_refreshes_present_the_refresh_token_once() {
-        let dir = tempfile::tempdir().unwrap();
-        // Separate stores open separate lock files, as separate processes would.
-        let stores: Vec<Arc<dyn TokenStore>> = (0..4).map(|_| file_store(&dir)).collect();
+    /// Refreshes an expired login from every store at once, as separate
+    /// processes would, and checks the issuer saw one refresh.
+    async fn refresh_concurrently(stores: Vec<Arc<dyn TokenStore>>) {
         stores[0]
             .save(&sample_credentials(ISSUER, NOW - 10))
             .unwrap();
@@ -351,6 +349,7 @@ mod tests {
                         ISSUER,
                         || NOW,
                         |c| async move {
+                            assert_eq!(c.refresh_token.as_ref().unwrap().secret(), "kp_rt_1");
                             let n = refreshes.fetch_add(1, Ordering::SeqCst) + 2;
                             // Long enough that the others queue on the lock.
                             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -363,9 +362,39 @@ mod tests {
             })
             .collect();
         for task in tasks {
-            assert_eq!(task.await.unwrap().access_token.secret(), "at-2");
+            let credentials = task.await.unwrap();
+            assert_eq!(credentials.access_token.secret(), "at-2");
+            assert_eq!(credentials.refresh_token.unwrap().secret(), "kp_rt_2");
         }
         assert_eq!(refreshes.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_refreshes_present_the_refresh_token_once() {
+        let dir = tempfile::tempdir().unwrap();
+        // Separate stores open separate lock files, as separate processes would.
+        refresh_concurrently((0..4).map(|_| file_store(&dir)).collect()).await;
+    }
+
+    #[cfg(feature = "keyring")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_refreshes_through_the_keyring_present_the_refresh_token_once() {
+        use crate::keyring_store::{KeyringStore, memory::MemoryKeyring};
+
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = MemoryKeyring::default();
+        let stores: Vec<Arc<dyn TokenStore>> = (0..4)
+            .map(|_| {
+                let store = KeyringStore::with_keyring(dir.path(), "kp", Arc::new(keyring.clone()));
+                Arc::new(store) as Arc<dyn TokenStore>
+            })
+            .collect();
+        refresh_concurrently(stores).await;
+        let secrets = keyring.secrets.lock().unwrap();
+        let key = (format!("kp:{ISSUER}"), "kp".to_owned());
+        assert_eq!(secrets.get(&key).map(Vec::as_slice), Some(&b"kp_rt_2"[..]));
+        let file = std::fs::read_to_string(dir.path().join("credentials.json")).unwrap();
+        assert!(file.contains("at-2") && !file.contains("kp_rt_"), "{file}");
     }
 
     #[tokio::test]

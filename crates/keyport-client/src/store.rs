@@ -11,6 +11,11 @@
 //! Writes go to a fresh 0600 temporary file that is renamed over the old
 //! one, so a reader in another process sees the old file or the new one,
 //! never half of either. The refresh lock is `credentials.lock` beside it.
+//!
+//! A `KeyringStore` (feature `keyring`) shares this file: it keeps the
+//! refresh token in the OS keyring instead, leaves it out of the record and
+//! marks the record `"refresh_token_in_keyring": true`. The [`FileStore`]
+//! refuses such a record rather than use it without its refresh token.
 
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
@@ -152,7 +157,17 @@ struct Document {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     current: Option<String>,
     #[serde(default)]
-    credentials: BTreeMap<String, Credentials>,
+    credentials: BTreeMap<String, Record>,
+}
+
+/// One issuer's entry in the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Record {
+    #[serde(flatten)]
+    pub(crate) credentials: Credentials,
+    /// The refresh token is in the OS keyring, not in `credentials`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) refresh_token_in_keyring: bool,
 }
 
 impl FileStore {
@@ -226,6 +241,19 @@ impl FileStore {
         change(&mut document);
         self.write(document)
     }
+
+    /// The issuer's record as it is in the file, marker and all.
+    pub(crate) fn load_record(&self, issuer: &str) -> Result<Option<Record>> {
+        Ok(self.read()?.credentials.remove(issuer))
+    }
+
+    pub(crate) fn save_record(&self, record: Record) -> Result<()> {
+        self.update(|document| {
+            document
+                .credentials
+                .insert(record.credentials.issuer.clone(), record);
+        })
+    }
 }
 
 impl TokenStore for FileStore {
@@ -234,14 +262,20 @@ impl TokenStore for FileStore {
     }
 
     fn load(&self, issuer: &str) -> Result<Option<Credentials>> {
-        Ok(self.read()?.credentials.remove(issuer))
+        match self.load_record(issuer)? {
+            // Without its refresh token the login would look expired at the
+            // first refresh and be deleted, logging the keyring out too.
+            Some(record) if record.refresh_token_in_keyring => Err(Error::RefreshTokenInKeyring {
+                issuer: issuer.to_owned(),
+            }),
+            record => Ok(record.map(|record| record.credentials)),
+        }
     }
 
     fn save(&self, credentials: &Credentials) -> Result<()> {
-        self.update(|document| {
-            document
-                .credentials
-                .insert(credentials.issuer.clone(), credentials.clone());
+        self.save_record(Record {
+            credentials: credentials.clone(),
+            refresh_token_in_keyring: false,
         })
     }
 

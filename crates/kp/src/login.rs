@@ -91,7 +91,7 @@ pub async fn run(context: &Context, issuer: &str, args: LoginArgs) -> anyhow::Re
         None => eprintln!("✓ Logged in to {}", credentials.issuer),
     }
     if context.json {
-        print_json(&StatusReport::logged_in(&credentials, "file"))?;
+        print_json(&StatusReport::logged_in(&credentials, store.kind()))?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -39,9 +39,15 @@ struct Cli {
     #[arg(long, global = true, env = "KP_ISSUER", value_name = "URL")]
     issuer: Option<String>,
 
-    /// Where credentials are kept [default: the user config dir, ~/.config/kp]
+    /// Where credentials are kept [default: the user config dir, ~/.config/kp].
+    /// Giving it also keeps refresh tokens in the file, not the OS keyring
     #[arg(long, global = true, env = "KP_CONFIG_DIR", value_name = "DIR")]
     config_dir: Option<PathBuf>,
+
+    /// Keep credentials in a 0600 file only, not in the OS keyring (which kp
+    /// otherwise uses when one is available)
+    #[arg(long, global = true, env = "KP_INSECURE_STORAGE", value_parser = clap::builder::FalseyValueParser::new())]
+    insecure_storage: bool,
 
     /// Print a JSON object on stdout instead of text
     #[arg(long, global = true)]
@@ -68,7 +74,7 @@ enum Command {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let context = Context::new(cli.issuer, cli.config_dir, cli.json);
+    let context = Context::new(cli.issuer, cli.config_dir, cli.insecure_storage, cli.json);
     let outcome = match cli.command {
         Command::Login(args) => {
             let Some(issuer) = context.issuer.clone() else {
@@ -111,6 +117,17 @@ fn report(error: &anyhow::Error) -> ExitCode {
                 }
             }
             ExitCode::from(EXIT_NOT_LOGGED_IN)
+        }
+        Some(keyport_client::Error::RefreshTokenInKeyring { .. }) => {
+            eprintln!(
+                "Run kp where the OS keyring is available, or `kp login` again to keep a new \
+                 login in the file."
+            );
+            ExitCode::FAILURE
+        }
+        Some(keyport_client::Error::Keyring(_)) => {
+            eprintln!("Pass --insecure-storage to keep credentials in a 0600 file instead.");
+            ExitCode::FAILURE
         }
         _ => ExitCode::FAILURE,
     }

@@ -5,7 +5,7 @@
 
 use std::process::ExitCode;
 
-use keyport_client::{TokenStore, unix_now};
+use keyport_client::{FileStore, unix_now};
 
 use crate::context::{
     Context, ENV_TOKEN, StatusReport, describe_expiry, env_token, print_json, who,
@@ -68,6 +68,10 @@ pub async fn run(context: &Context) -> anyhow::Result<ExitCode> {
     } else {
         println!("  Token:    expired {expiry}{renewal}");
     }
-    println!("  Storage:  {}", store.path().display());
+    let file = FileStore::new(context.config_dir()?).path();
+    match store.kind() {
+        "keyring" => println!("  Storage:  OS keyring (refresh token), {}", file.display()),
+        _ => println!("  Storage:  {}", file.display()),
+    }
     Ok(ExitCode::SUCCESS)
 }

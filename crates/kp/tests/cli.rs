@@ -267,3 +267,99 @@ fn logout_forgets_locally_and_says_revocation_failed() {
     let status = run(kp(dir.path(), &["status"]));
     assert_eq!(status.status.code(), Some(1));
 }
+
+/// kp with its default config dir under `home`, nothing pointing it
+/// elsewhere, and no session bus: no test may reach the developer's keyring.
+fn kp_at_home(home: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kp"));
+    for var in [
+        "KP_TOKEN",
+        "KP_ISSUER",
+        "KP_CLIENT_ID",
+        "KP_CONFIG_DIR",
+        "KP_INSECURE_STORAGE",
+        "BROWSER",
+        "DISPLAY",
+    ] {
+        command.env_remove(var);
+    }
+    command
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env(
+            "DBUS_SESSION_BUS_ADDRESS",
+            format!("unix:path={}", home.join("no-bus").display()),
+        )
+        .args(args);
+    command
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn insecure_storage_uses_the_default_dir_without_a_warning() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join(".config").join("kp");
+    std::fs::create_dir_all(&dir).unwrap();
+    write_credentials(&dir, now() + 900, Some("kp_rt_stored"));
+
+    for command in [
+        kp_at_home(home.path(), &["--insecure-storage", "status", "--json"]),
+        {
+            let mut command = kp_at_home(home.path(), &["status", "--json"]);
+            command.env("KP_INSECURE_STORAGE", "1");
+            command
+        },
+    ] {
+        let status = run(command);
+        assert!(status.status.success(), "{}", stderr(&status));
+        assert_eq!(stdout_json(&status)["storage"], "file");
+        assert!(status.stderr.is_empty(), "{}", stderr(&status));
+    }
+}
+
+#[cfg(all(target_os = "linux", feature = "keyring"))]
+#[test]
+fn without_a_keyring_kp_falls_back_to_the_file_with_one_warning() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join(".config").join("kp");
+    std::fs::create_dir_all(&dir).unwrap();
+    write_credentials(&dir, now() + 900, Some("kp_rt_stored"));
+
+    let status = run(kp_at_home(home.path(), &["status", "--json"]));
+    assert!(status.status.success(), "{}", stderr(&status));
+    assert_eq!(stdout_json(&status)["storage"], "file");
+    let warning = stderr(&status);
+    assert_eq!(warning.lines().count(), 1, "{warning}");
+    assert!(
+        warning.starts_with("warning: no usable OS keyring"),
+        "{warning}"
+    );
+    assert!(warning.contains("--insecure-storage"), "{warning}");
+
+    let token = run(kp_at_home(home.path(), &["token"]));
+    assert_eq!(token.stdout, b"stored-access-token\n", "{}", stderr(&token));
+}
+
+#[test]
+fn a_login_kept_in_the_keyring_is_not_used_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    write_credentials(dir.path(), now() + 900, None);
+    let path = dir.path().join("credentials.json");
+    let mut document: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    document["credentials"][ISSUER]["refresh_token_in_keyring"] = json!(true);
+    std::fs::write(&path, document.to_string()).unwrap();
+
+    for command in [&["status"][..], &["token"]] {
+        let output = run(kp(dir.path(), command));
+        assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+        assert!(output.stdout.is_empty());
+        let text = stderr(&output);
+        assert!(text.contains("kept in the OS keyring"), "{text}");
+        assert!(text.contains("kp login"), "{text}");
+    }
+    // Nothing was deleted: the keyring half is still usable elsewhere.
+    assert_eq!(
+        serde_json::from_slice::<Value>(&std::fs::read(&path).unwrap()).unwrap(),
+        document
+    );
+}

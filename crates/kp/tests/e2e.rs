@@ -313,3 +313,69 @@ async fn kp_token_in_the_environment_overrides_and_blocks_login() {
         stderr(&whoami)
     );
 }
+
+/// The whole life of a login whose refresh token is in the OS keyring.
+/// Ignored: it needs a Secret Service (or Keychain, Credential Manager). On
+/// Linux: `dbus-run-session -- sh -c 'echo -n pw | gnome-keyring-daemon
+/// --unlock --components=secrets >/dev/null && cargo test -p kp --test e2e
+/// -- --ignored os_keyring'`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs an OS keyring (a Secret Service on Linux)"]
+async fn a_login_through_the_os_keyring() {
+    let server = Server::start().await;
+    let kp = Kp::with_os_keyring();
+    let issuer = server.issuer.as_str();
+
+    let login = kp.login(&server, "e2e-keyring").await;
+    assert_exit(&login, 0, "kp login");
+    assert!(!stderr(&login).contains("warning"), "{}", stderr(&login));
+    let stored = kp.stored(issuer);
+    assert_eq!(stored["refresh_token_in_keyring"], true, "{stored}");
+    assert_eq!(stored.get("refresh_token"), None, "{stored}");
+
+    let status = kp.run(&["status", "--json"]).await;
+    assert_exit(&status, 0, "kp status --json");
+    assert_eq!(stdout_json(&status)["storage"], "keyring");
+
+    // The refresh token comes from the keyring, and its rotation goes back.
+    kp.expire_access_token(issuer);
+    let token = kp.run(&["token"]).await;
+    assert_exit(&token, 0, "kp token after expiry");
+    let (code, me) = server.userinfo(&one_token(&token)).await;
+    assert_eq!(code, 200, "{me}");
+    assert_eq!(kp.stored(issuer).get("refresh_token"), None);
+    kp.expire_access_token(issuer);
+    assert_exit(&kp.run(&["token"]).await, 0, "kp token after a rotation");
+
+    // Without the keyring the login is refused, not used and deleted.
+    let mut insecure = kp.command(&["status"]);
+    insecure.arg("--insecure-storage");
+    let refused = insecure.output().await.unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("kept in the OS keyring"),
+        "{}",
+        stderr(&refused)
+    );
+
+    // What kp keeps in the keyring: one entry, the refresh token.
+    #[cfg(feature = "keyring")]
+    let entry = {
+        let dir = kp.credentials_path().parent().unwrap().to_owned();
+        keyport_client::KeyringStore::platform(dir, "kp").unwrap();
+        let keyring = keyport_client::keyring_core::get_default_store().unwrap();
+        let entry = keyring.build(&format!("kp:{issuer}"), CLI, None).unwrap();
+        assert!(entry.get_password().unwrap().starts_with("kp_rt_"));
+        entry
+    };
+
+    let logout = kp.run(&["logout"]).await;
+    assert_exit(&logout, 0, "kp logout");
+    assert!(server.sessions().await.is_empty());
+    assert_eq!(kp.stored(issuer), Value::Null);
+    #[cfg(feature = "keyring")]
+    assert!(matches!(
+        entry.get_password(),
+        Err(keyport_client::keyring_core::Error::NoEntry)
+    ));
+}

@@ -255,17 +255,34 @@ fn html_unescape(text: &str) -> String {
 /// developer's environment that could change what kp does.
 pub struct Kp {
     dir: tempfile::TempDir,
+    /// No `--config-dir`, so kp picks its storage itself (the OS keyring
+    /// when it works); its config dir is still under `dir`.
+    os_keyring: bool,
 }
 
 impl Kp {
     pub fn new() -> Self {
         Self {
             dir: tempfile::tempdir().unwrap(),
+            os_keyring: false,
+        }
+    }
+
+    /// A kp that uses the session's OS keyring, for the ignored tests that
+    /// run where one is.
+    pub fn with_os_keyring() -> Self {
+        Self {
+            os_keyring: true,
+            ..Self::new()
         }
     }
 
     pub fn credentials_path(&self) -> PathBuf {
-        self.dir.path().join("credentials.json")
+        match self.os_keyring {
+            // etcetera's XDG layout, on Linux and macOS alike.
+            true => self.dir.path().join("kp").join("credentials.json"),
+            false => self.dir.path().join("credentials.json"),
+        }
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
@@ -275,6 +292,7 @@ impl Kp {
             "KP_ISSUER",
             "KP_CLIENT_ID",
             "KP_CONFIG_DIR",
+            "KP_INSECURE_STORAGE",
             "BROWSER",
             "DISPLAY",
             "WAYLAND_DISPLAY",
@@ -282,14 +300,13 @@ impl Kp {
         ] {
             command.env_remove(var);
         }
-        command
-            .env("NO_COLOR", "1")
-            .env("HOME", self.dir.path())
-            .arg("--config-dir")
-            .arg(self.dir.path())
-            .args(args)
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
+        command.env("NO_COLOR", "1").env("HOME", self.dir.path());
+        if self.os_keyring {
+            command.env("XDG_CONFIG_HOME", self.dir.path());
+        } else {
+            command.arg("--config-dir").arg(self.dir.path());
+        }
+        command.args(args).stdin(Stdio::null()).kill_on_drop(true);
         command
     }
 
