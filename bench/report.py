@@ -61,8 +61,8 @@ def main():
          meta.get("wrk", "wrk"), meta.get("duration_s", "?"), meta.get("database", "?")))
     w("Server pinned to CPU 0, wrk (1 thread) pinned to CPU 1, loopback.")
     w("")
-    w("| scenario | conc | req/s | p50 ms | p99 ms | max ms | responses | unexpected | socket errors | peak RSS MiB | target | met? |")
-    w("|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---|---|")
+    w("| scenario | conc | req/s | p50 ms | p99 ms | max ms | responses | unexpected | socket errors | RSS before → peak MiB | server CPU (µs/req) | wrk CPU | other procs CPU0/CPU1 | target | met? |")
+    w("|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---|")
     for r in rows:
         name = r["scenario"]
         label, min_rps, max_p99, p99_at = TARGETS.get(name, (name, None, None, None))
@@ -93,10 +93,16 @@ def main():
             tgt.append("p99 ≤ %g ms" % max_p99)
             ok = ok and r["p99_us"] / 1000 <= max_p99
         ok = ok and unexpected == 0 and sock == 0 and r.get("server_alive", True)
-        w("| %s | %d | %s | %s | %s | %s | %s | %d | %d | %s | %s | %s |"
+        pct = lambda k: "%.0f%%" % r[k] if k in r else "?"
+        w("| %s | %d | %s | %s | %s | %s | %s | %d | %d | %s | %s | %s | %s / %s | %s | %s |"
           % (label, r["concurrency"], format(round(r["rps"]), ","), ms(r["p50_us"]),
              ms(r["p99_us"]), ms(r["max_us"]), resp, unexpected, sock,
-             mib(r["peak_rss_kb"]), " ".join(tgt), "yes" if ok else "**no**"))
+             ("%s → %s" % (mib(r["rss_before_kb"]), mib(r["peak_rss_kb"]))
+              if "rss_before_kb" in r else mib(r["peak_rss_kb"])),
+             "%s (%.0f)" % (pct("server_cpu_pct"), r.get("server_cpu_pct", 0) * 1e4 / max(r["rps"], 1)),
+             pct("wrk_cpu_pct"),
+             pct("foreign_cpu0_pct"), pct("foreign_cpu1_pct"),
+             " ".join(tgt), "yes" if ok else "**no**"))
     w("")
     w("| measurement | value | target | met? |")
     w("|---|---:|---|---|")
@@ -115,6 +121,12 @@ def main():
              ready["ready_ms_median"], "yes" if ready["ready_ms_median"] <= 50 else "**no**"))
         stops = [r["stop_ms"] for r in ready["runs"]]
         w("| SIGTERM to exit (idle, max of runs) | %.0f ms | — | — |" % max(stops))
+    signin = load(os.path.join(d, "signin_rss.json"))
+    if signin:
+        each = signin["rss_after_each_kb"]
+        w("| RSS after %d sequential browser sign-ins (Argon2id), after all load runs | %s → %s MiB (%s) | — | — |"
+          % (len(each), mib(signin["rss_before_kb"]), mib(signin["rss_2s_later_kb"]),
+             " ".join("%.0f" % (k / 1024) for k in each)))
     try:
         kb = int(open(os.path.join(d, "data_dir_kb.txt")).read().strip())
         w("| data dir size after all runs | %s MiB | — | — |" % mib(kb))

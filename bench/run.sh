@@ -16,6 +16,10 @@
 #   --out DIR            results folder (default bench/results/<UTC timestamp>)
 #   --no-build           reuse target/release/keyport as it is
 #   --keep               keep the temp data dir
+#   --quiet-wait SECS    before each run, wait up to SECS for both cores to be
+#                        idle (< 15% busy) when other processes are using the
+#                        machine (default 300; 0 disables); CPU used by other
+#                        processes during each run is recorded either way
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -33,6 +37,7 @@ OUT=""
 BUILD=1
 KEEP=0
 WRK_THREADS=1
+QUIET_WAIT=300
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -46,7 +51,8 @@ while [ $# -gt 0 ]; do
         --out) OUT=$2; shift 2 ;;
         --no-build) BUILD=0; shift ;;
         --keep) KEEP=1; shift ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        --quiet-wait) QUIET_WAIT=$2; shift 2 ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -97,8 +103,8 @@ trap cleanup EXIT
 if curl -s -o /dev/null "$BASE/healthz"; then die "port $PORT is already in use"; fi
 
 # ---- metadata -------------------------------------------------------------
-python3 - "$OUT/meta.json" <<EOF
-import json, os, platform, subprocess, sys
+BENCH_DB_URL="$DATABASE_URL" python3 - "$OUT/meta.json" <<EOF
+import json, os, platform, re, subprocess, sys
 def sh(*c):
     try: return subprocess.run(c, capture_output=True, text=True, cwd="$ROOT").stdout.strip()
     except Exception: return ""
@@ -110,7 +116,7 @@ json.dump({
   "cpu": cpu, "cpus": os.cpu_count(), "kernel": platform.release(),
   "wrk": sh("sh", "-c", "wrk -v 2>&1 | head -1"),
   "duration_s": $DURATION, "concurrency": "$CONCURRENCY", "wrk_threads": $WRK_THREADS,
-  "database": "${DATABASE_URL:+postgres/other (--database-url)}" or "sqlite (temp data dir)",
+  "database": re.sub(r"://([^:/@]*):.*@", r"://\1:***@", os.environ.get("BENCH_DB_URL", "")) or "sqlite (temp data dir)",
   "poll_codes_per_run": $POLL_CODES, "refresh_pool_per_run": $REFRESH_POOL,
 }, open(sys.argv[1], "w"), indent=2)
 EOF
@@ -126,6 +132,39 @@ wait_ready() {  # wait_ready TIMEOUT_S
     die "server not ready after $1 s"
 }
 
+# cpu_snapshot: "cpu0_busy cpu0_total cpu1_busy cpu1_total server_ticks" (clock ticks)
+cpu_snapshot() {
+    local st=0
+    [ -r "/proc/$SERVER_PID/stat" ] && st=$(awk '{print $14 + $15}' "/proc/$SERVER_PID/stat")
+    awk -v st="$st" '
+        $1 == "cpu0" || $1 == "cpu1" { t = 0; for (i = 2; i <= 9; i++) t += $i; b[$1] = t - $5 - $6; tot[$1] = t }
+        END { print b["cpu0"], tot["cpu0"], b["cpu1"], tot["cpu1"], st }' /proc/stat
+}
+
+# quiet_wait: the machine is shared; wait (bounded) until neither core is
+# busy with other work, so a run measures Keyport and not someone's build.
+quiet_wait() {
+    [ "$QUIET_WAIT" -gt 0 ] || return 0
+    local deadline=$((SECONDS + QUIET_WAIT)) a b busy waited=0
+    while :; do
+        a=$(cpu_snapshot); sleep 2; b=$(cpu_snapshot)
+        busy=$(awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " ");
+            c0 = 100 * (y[1] - x[1]) / (y[2] - x[2] + 1e-9); c1 = 100 * (y[3] - x[3]) / (y[4] - x[4] + 1e-9);
+            printf "%.0f %.0f", c0, c1 }')
+        set -- $busy
+        if [ "$1" -lt 15 ] && [ "$2" -lt 15 ]; then
+            [ $waited = 1 ] && log "machine is quiet again (core 0 $1%, core 1 $2%)"
+            return 0
+        fi
+        if [ $SECONDS -ge $deadline ]; then
+            log "warning: machine still busy (core 0 $1%, core 1 $2%) after ${QUIET_WAIT}s; running anyway"
+            return 0
+        fi
+        [ $waited = 0 ] && log "other processes are using the CPUs (core 0 $1%, core 1 $2%); waiting up to ${QUIET_WAIT}s"
+        waited=1
+    done
+}
+
 vm() {  # vm FIELD -> kB
     awk -v f="$1:" '$1 == f { print $2 }' "/proc/$SERVER_PID/status"
 }
@@ -139,11 +178,16 @@ run_wrk() {
     local name=$1 conc=$2 script=$3; shift 3
     local out="$OUT/$name-c$conc.txt"
     kill -0 "$SERVER_PID" 2>/dev/null || die "server is not running before $name c$conc"
+    quiet_wait
     local errs_before; errs_before=$(log_errors)
+    local rss_before; rss_before=$(vm VmRSS)
     echo 5 > "/proc/$SERVER_PID/clear_refs" 2>/dev/null || true  # reset VmHWM
     log "run: $name c=$conc for ${DURATION}s"
-    taskset -c 1 wrk -t"$WRK_THREADS" -c"$conc" -d"${DURATION}s" --timeout 5s --latency \
-        -s "$BENCH_DIR/lua/$script" "$BASE" -- "$@" >"$out" 2>&1 || true
+    local cpu_before; cpu_before=$(cpu_snapshot)
+    local TIMEFORMAT='%3U %3S'
+    { time taskset -c 1 wrk -t"$WRK_THREADS" -c"$conc" -d"${DURATION}s" --timeout 5s --latency \
+        -s "$BENCH_DIR/lua/$script" "$BASE" -- "$@" >"$out" 2>&1 ; } 2>"$WORK/wrk-time.txt" || true
+    local cpu_after; cpu_after=$(cpu_snapshot)
     local alive=true hwm rss
     if kill -0 "$SERVER_PID" 2>/dev/null; then
         hwm=$(vm VmHWM); rss=$(vm VmRSS)
@@ -153,17 +197,37 @@ run_wrk() {
     local errs_after; errs_after=$(log_errors)
     local json; json=$(grep '^BENCH_JSON ' "$out" | sed 's/^BENCH_JSON //' || true)
     [ -n "$json" ] || { cat "$out" >&2; die "wrk printed no result for $name c$conc"; }
-    python3 - "$RESULTS" "$name" "$conc" "$hwm" "$rss" "$alive" "$((errs_after - errs_before))" "$json" <<'EOF'
+    python3 - "$RESULTS" "$name" "$conc" "$hwm" "$rss" "$alive" "$((errs_after - errs_before))" "$json" \
+        "$cpu_before" "$cpu_after" "$(tail -1 "$WORK/wrk-time.txt")" "$(getconf CLK_TCK)" "$rss_before" <<'EOF'
 import json, sys
-path, name, conc, hwm, rss, alive, logerr, js = sys.argv[1:]
+path, name, conc, hwm, rss, alive, logerr, js, before, after, wrk_time, hz, rss0 = sys.argv[1:]
 r = json.loads(js)
 r.update(scenario=name, concurrency=int(conc), peak_rss_kb=int(hwm), rss_after_kb=int(rss),
+         rss_before_kb=int(rss0),
          server_alive=alive == "true", server_error_log_lines=int(logerr))
+# CPU accounting over the run: how busy each core was, how much of core 0
+# the server used, how much of core 1 wrk used, and the rest ("foreign":
+# other processes on this machine competing with the benchmark).
+b, a = [int(x) for x in before.split()], [int(x) for x in after.split()]
+hz = int(hz)
+try:
+    wrk_cpu_s = sum(float(x) for x in wrk_time.split())
+except ValueError:
+    wrk_cpu_s = 0.0
+wall = max(a[1] - b[1], 1) / hz  # ticks of one core == wall seconds
+cpu0, cpu1 = (a[0] - b[0]) / hz, (a[2] - b[2]) / hz
+server = (a[4] - b[4]) / hz if a[4] else 0.0
+r.update(cpu0_busy_pct=round(100 * cpu0 / wall, 1), cpu1_busy_pct=round(100 * cpu1 / wall, 1),
+         server_cpu_pct=round(100 * server / wall, 1), wrk_cpu_pct=round(100 * wrk_cpu_s / wall, 1),
+         foreign_cpu0_pct=round(100 * max(cpu0 - server, 0) / wall, 1),
+         foreign_cpu1_pct=round(100 * max(cpu1 - wrk_cpu_s, 0) / wall, 1))
 open(path, "a").write(json.dumps(r) + "\n")
 c = r["counts"]
-print("  %-14s c=%-3s %9.0f req/s  p50 %.2f ms  p99 %.2f ms  counts %s  peak RSS %.1f MiB"
+print("  %-14s c=%-3s %9.0f req/s  p50 %.2f ms  p99 %.2f ms  counts %s  peak RSS %.1f MiB\n"
+      "  %-14s cpu: server %.0f%%, wrk %.0f%%, other processes %.0f%% on core 0 / %.0f%% on core 1"
       % (name, conc, r["rps"], r["p50_us"] / 1000, r["p99_us"] / 1000,
-         json.dumps(c, sort_keys=True), int(hwm) / 1024), file=sys.stderr)
+         json.dumps(c, sort_keys=True), int(hwm) / 1024, "", r["server_cpu_pct"], r["wrk_cpu_pct"],
+         r["foreign_cpu0_pct"], r["foreign_cpu1_pct"]), file=sys.stderr)
 EOF
     [ "$alive" = true ] || die "server died during $name c$conc (see $SERVER_LOG)"
     sleep 1
@@ -180,7 +244,8 @@ seed_codes() {
         tries=$((tries + 1))
     done
     [ "$have" -ge "$want" ] || die "could create only $have of $want device codes"
-    cat "$WORK"/seed.* | head -n "$want" > "$file"
+    cat "$WORK"/seed.* > "$WORK/seed-all.txt"
+    head -n "$want" "$WORK/seed-all.txt" > "$file"
     log "seeded $want pending device codes"
 }
 
@@ -234,6 +299,12 @@ for c in $CONCURRENCY; do
     run_wrk userinfo "$c" userinfo.lua "$WORK/access.txt"
 done
 
+# ---- memory kept after password sign-ins -------------------------------------
+log "RSS after 8 sequential browser sign-ins (Argon2id each)"
+taskset -c 1 python3 "$BENCH_DIR/signin_rss.py" --base "$BASE" --pid "$SERVER_PID" \
+    --email demo@example.com --password "$PASSWORD" --count 8 --out "$OUT/signin_rss.json" \
+    || log "warning: sign-in RSS measurement failed"
+
 # ---- database size, then time-to-ready on the existing database --------------
 du -sk "$DATA_DIR/data" 2>/dev/null | awk '{print $1}' > "$OUT/data_dir_kb.txt" || true
 log "stopping the server (SIGTERM)"
@@ -241,9 +312,11 @@ kill -TERM "$SERVER_PID"
 wait "$SERVER_PID" || log "server exit status $?"
 SERVER_PID=""
 
+quiet_wait
 log "time to ready on the existing database: $READY_RUNS restarts"
 python3 "$BENCH_DIR/ready.py" --port "$PORT" --runs "$READY_RUNS" --log "$OUT/server-restarts.log" \
     --out "$OUT/ready.json" -- taskset -c 0 "$BIN" "${SERVE_ARGS[@]}"
 
 python3 "$BENCH_DIR/report.py" "$OUT" | tee "$OUT/results.md"
+gzip -f "$SERVER_LOG" 2>/dev/null || true   # one audit line per token grant: large
 log "results in $OUT"
