@@ -12,7 +12,7 @@ use crate::crypto::tokens::{Secret, UserCode, new_device_code, new_refresh_token
 use crate::crypto::{self, hash_secret};
 use crate::service::{Caller, Keyport};
 use crate::store::device::{Approval, DeviceAuthorization, NewDevice, Status};
-use crate::store::{self, clients::Client, directory::User};
+use crate::store::{self, Writes, clients::Client, directory::User};
 use keyport_proto::{ClientInfo, DEVICE_CODE_GRANT, DeviceAuthorizationResponse, TokenResponse};
 
 /// Device metadata a CLI may send; shown on the approval page and kept on
@@ -114,9 +114,15 @@ impl Keyport {
             let (resource, metadata, ip) = (resource.clone(), metadata.clone(), caller.ip_string());
             let stored_code = user_code.as_str().to_string();
             let limits = limits.clone();
+            // Without rate counters the job is a single INSERT.
+            let writes = if limits.enabled {
+                Writes::Many
+            } else {
+                Writes::One
+            };
             let outcome = self
                 .store
-                .write(move |c| {
+                .write_as(writes, move |c| {
                     Box::pin(async move {
                         if limits.enabled {
                             let window = now - now.rem_euclid(60);
@@ -393,21 +399,15 @@ impl Keyport {
         }
     }
 
-    /// RFC 8628 §3.4: one poll of the token endpoint.
+    /// RFC 8628 §3.4: one poll of the token endpoint. A poll of a pending
+    /// code is a single statement (the hot path); the redemption, once per
+    /// login, is a transaction of its own.
     pub async fn poll_device(
         &self,
         client: &Client,
         poll: PollRequest,
         caller: &Caller,
     ) -> Result<TokenResponse> {
-        let code_hash = hash_secret(poll.device_code.expose());
-        let now_ms = self.clock.now_ms();
-        let now = now_ms.div_euclid(1000);
-        let refresh = new_refresh_token();
-        let refresh_hash = refresh.hash();
-        let session_id = crypto::random_id();
-        let (client_id, caller_owned) = (client.id.clone(), caller.clone());
-        let refresh_ttl = self.config.tokens.refresh_token_ttl;
         let narrowing = match &poll.scope {
             Some(text) => Some(
                 Scopes::parse(text)
@@ -415,81 +415,99 @@ impl Keyport {
             ),
             None => None,
         };
-        let resource = poll.resource.clone();
+        let code_hash = hash_secret(poll.device_code.expose());
+        let now_ms = self.clock.now_ms();
+        let (client_id, resource, hash) =
+            (client.id.clone(), poll.resource.clone(), code_hash.clone());
+        let polled = self
+            .store
+            .write_one(move |c| {
+                Box::pin(async move {
+                    store::device::poll(
+                        c,
+                        &hash,
+                        &client_id,
+                        resource.as_deref(),
+                        now_ms,
+                        POLL_TOLERANCE_MS,
+                    )
+                    .await
+                })
+            })
+            .await?;
+        let Some((device, slowed)) = polled else {
+            return Err(self
+                .why_no_poll_matched(client, &code_hash, now_ms.div_euclid(1000))
+                .await?);
+        };
+        match device.status {
+            Status::Pending if slowed => Err(Error::oauth(
+                ErrorCode::SlowDown,
+                format!("polled too fast; wait at least {} seconds", device.interval),
+            )),
+            Status::Pending => Err(Error::oauth(
+                ErrorCode::AuthorizationPending,
+                "the user has not approved yet",
+            )),
+            Status::Denied => Err(Error::oauth(
+                ErrorCode::AccessDenied,
+                "the user denied the request",
+            )),
+            Status::Redeemed => Err(Error::invalid_grant("the device code was already used")),
+            Status::Approved => self.redeem_device(device, narrowing, caller).await,
+        }
+    }
+
+    /// Names the reason a poll matched no live authorization (the rare path).
+    async fn why_no_poll_matched(
+        &self,
+        client: &Client,
+        code_hash: &str,
+        now: i64,
+    ) -> Result<Error> {
+        let found = store::device::by_device_code_hash(self.store.pool(), code_hash).await?;
+        Ok(match found {
+            None => Error::invalid_grant("unknown device code"),
+            Some(d) if d.client_id != client.id => {
+                Error::invalid_grant("the device code belongs to another client")
+            }
+            Some(d) if d.status == Status::Redeemed => {
+                Error::invalid_grant("the device code was already used")
+            }
+            Some(d) if now >= d.expires_at => {
+                Error::oauth(ErrorCode::ExpiredToken, "the device code has expired")
+            }
+            Some(_) => Error::invalid_grant("the resource differs from the one requested at start"),
+        })
+    }
+
+    async fn redeem_device(
+        &self,
+        device: DeviceAuthorization,
+        narrowing: Option<Scopes>,
+        caller: &Caller,
+    ) -> Result<TokenResponse> {
+        let refresh = new_refresh_token();
+        let refresh_hash = refresh.hash();
+        let session_id = crypto::random_id();
+        let now = self.clock.now();
+        let refresh_ttl = self.config.tokens.refresh_token_ttl;
+        let caller = caller.clone();
         let outcome = self
             .store
             .write(move |c| {
                 Box::pin(async move {
-                    let Some(d) = store::device::by_device_code_hash(&mut *c, &code_hash).await?
-                    else {
-                        return Ok(Err(Error::invalid_grant("unknown device code")));
-                    };
-                    if d.client_id != client_id {
-                        return Ok(Err(Error::invalid_grant(
-                            "the device code belongs to another client",
-                        )));
-                    }
-                    if resource.is_some() && resource != d.resource {
-                        return Ok(Err(Error::invalid_grant(
-                            "the resource differs from the one requested at start",
-                        )));
-                    }
-                    if d.status == Status::Redeemed {
-                        return Ok(Err(Error::invalid_grant(
-                            "the device code was already used",
-                        )));
-                    }
-                    if now >= d.expires_at {
-                        return Ok(Err(Error::oauth(
-                            ErrorCode::ExpiredToken,
-                            "the device code has expired",
-                        )));
-                    }
-                    match d.status {
-                        Status::Pending => {
-                            if !store::device::record_poll(
-                                &mut *c,
-                                &d.id,
-                                now_ms,
-                                POLL_TOLERANCE_MS,
-                            )
-                            .await?
-                            {
-                                store::device::slow_down(&mut *c, &d.id, now_ms).await?;
-                                return Ok(Err(Error::oauth(
-                                    ErrorCode::SlowDown,
-                                    format!(
-                                        "polled too fast; wait at least {} seconds",
-                                        d.interval + 5
-                                    ),
-                                )));
-                            }
-                            Ok(Err(Error::oauth(
-                                ErrorCode::AuthorizationPending,
-                                "the user has not approved yet",
-                            )))
-                        }
-                        Status::Denied => Ok(Err(Error::oauth(
-                            ErrorCode::AccessDenied,
-                            "the user denied the request",
-                        ))),
-                        Status::Redeemed => Ok(Err(Error::invalid_grant(
-                            "the device code was already used",
-                        ))),
-                        Status::Approved => {
-                            redeem(
-                                c,
-                                d,
-                                narrowing,
-                                session_id,
-                                &refresh_hash,
-                                now,
-                                refresh_ttl,
-                                &caller_owned,
-                            )
-                            .await
-                        }
-                    }
+                    redeem(
+                        c,
+                        device,
+                        narrowing,
+                        session_id,
+                        &refresh_hash,
+                        now,
+                        refresh_ttl,
+                        &caller,
+                    )
+                    .await
                 })
             })
             .await?;

@@ -153,38 +153,43 @@ pub async fn by_id<'e>(db: impl Db<'e>, id: &str) -> Result<Option<DeviceAuthori
     row.as_ref().map(row_to_device).transpose()
 }
 
-/// Records a poll if it came no sooner than `interval_ms` (less a small
-/// tolerance for network jitter) after the previous one. False means the
-/// client polled too fast.
-pub async fn record_poll<'e>(
+/// One poll of the token endpoint, in a single statement: records the poll
+/// time of a live, unredeemed authorization of `client_id` (and `resource`,
+/// when the poll names one) and, for a pending one polled sooner than its
+/// interval allows (less `tolerance_ms` for network jitter), applies RFC 8628
+/// §3.5's five-second increase. Returns the row as it now is and whether
+/// this poll was too fast; `None` when nothing matched.
+pub async fn poll<'e>(
     db: impl Db<'e>,
-    id: &str,
+    code_hash: &str,
+    client_id: &str,
+    resource: Option<&str>,
     now_ms: i64,
     tolerance_ms: i64,
-) -> Result<bool> {
-    let done = sqlx::query(
-        "UPDATE device_authorizations SET last_poll_ms = $2 WHERE id = $1 AND \
-         (last_poll_ms IS NULL OR last_poll_ms <= $2 - poll_interval * 1000 + $3)",
-    )
-    .bind(id)
-    .bind(now_ms)
-    .bind(tolerance_ms)
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
-/// RFC 8628 §3.5: after a `slow_down` the interval grows by 5 seconds.
-pub async fn slow_down<'e>(db: impl Db<'e>, id: &str, now_ms: i64) -> Result<()> {
-    sqlx::query(
-        "UPDATE device_authorizations SET poll_interval = poll_interval + 5, last_poll_ms = $2 \
-         WHERE id = $1",
-    )
-    .bind(id)
-    .bind(now_ms)
-    .execute(db)
-    .await?;
-    Ok(())
+) -> Result<Option<(DeviceAuthorization, bool)>> {
+    let sql = format!(
+        "UPDATE device_authorizations SET \
+         poll_interval = CASE WHEN status = 'pending' AND last_poll_ms > $4 - poll_interval * 1000 + $5 \
+             THEN poll_interval + 5 ELSE poll_interval END, \
+         slowed_ms = CASE WHEN status = 'pending' AND last_poll_ms > $4 - poll_interval * 1000 + $5 \
+             THEN $4 ELSE slowed_ms END, \
+         last_poll_ms = CASE WHEN status = 'pending' THEN $4 ELSE last_poll_ms END \
+         WHERE device_code_hash = $1 AND client_id = $2 AND ($3 IS NULL OR resource = $3) \
+         AND status <> 'redeemed' AND expires_at > $6 \
+         RETURNING {COLUMNS}, slowed_ms"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(code_hash)
+        .bind(client_id)
+        .bind(resource)
+        .bind(now_ms)
+        .bind(tolerance_ms)
+        .bind(now_ms.div_euclid(1000))
+        .fetch_optional(db)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let slowed = row.try_get::<Option<i64>, _>("slowed_ms")? == Some(now_ms);
+    Ok(Some((row_to_device(&row)?, slowed)))
 }
 
 pub struct Approval<'a> {

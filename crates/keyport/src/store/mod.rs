@@ -71,7 +71,21 @@ pub enum Engine {
 /// A job for the writer: runs inside the batch's transaction and hands back
 /// whether it succeeded plus how to deliver its result once the batch commits.
 type Delivery = Box<dyn FnOnce(Option<String>) + Send>;
-type Job = Box<dyn for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, (bool, Delivery)> + Send>;
+type RunJob = Box<dyn for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, (bool, Delivery)> + Send>;
+
+/// How many write statements a job makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writes {
+    One,
+    Many,
+}
+
+struct Job {
+    run: RunJob,
+    /// Jobs with several writes run in a savepoint, so a failure rolls back
+    /// only their own changes; a single statement is atomic by itself.
+    savepoint: bool,
+}
 
 #[derive(Clone)]
 pub struct Store {
@@ -155,6 +169,26 @@ impl Store {
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<T>> + Send + 'static,
     {
+        self.write_as(Writes::Many, job).await
+    }
+
+    /// Like [`Store::write`] for a job that makes at most one write
+    /// statement (reads are free): it needs no savepoint of its own, which
+    /// saves a round trip on the hottest paths.
+    pub async fn write_one<T, F>(&self, job: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        self.write_as(Writes::One, job).await
+    }
+
+    /// [`Store::write`] or [`Store::write_one`], chosen at run time.
+    pub async fn write_as<T, F>(&self, writes: Writes, job: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
         let Some(writer) = &self.writer else {
             let mut tx = self.pool.begin().await?;
             let value = job(&mut tx).await?;
@@ -162,7 +196,7 @@ impl Store {
             return Ok(value);
         };
         let (done, result) = oneshot::channel();
-        let boxed: Job = Box::new(move |conn| {
+        let run: RunJob = Box::new(move |conn| {
             Box::pin(async move {
                 let outcome = job(conn).await;
                 let ok = outcome.is_ok();
@@ -175,7 +209,11 @@ impl Store {
                 (ok, deliver)
             })
         });
-        writer.send(boxed).await.map_err(|_| Error::Closed)?;
+        let savepoint = writes == Writes::Many;
+        writer
+            .send(Job { run, savepoint })
+            .await
+            .map_err(|_| Error::Closed)?;
         result.await.map_err(|_| Error::Closed)?
     }
 
@@ -194,18 +232,46 @@ impl Store {
 }
 
 fn migrator(engine: Engine) -> Migrator {
-    let sql = match engine {
-        Engine::Sqlite => include_str!("../../migrations/sqlite/0001_core.sql"),
-        Engine::Postgres => include_str!("../../migrations/postgres/0001_core.sql"),
+    let files: [(i64, &str, &str); 2] = match engine {
+        Engine::Sqlite => [
+            (
+                1,
+                "core",
+                include_str!("../../migrations/sqlite/0001_core.sql"),
+            ),
+            (
+                2,
+                "poll in one statement",
+                include_str!("../../migrations/sqlite/0002_poll_in_one_statement.sql"),
+            ),
+        ],
+        Engine::Postgres => [
+            (
+                1,
+                "core",
+                include_str!("../../migrations/postgres/0001_core.sql"),
+            ),
+            (
+                2,
+                "poll in one statement",
+                include_str!("../../migrations/postgres/0002_poll_in_one_statement.sql"),
+            ),
+        ],
     };
+    let migrations = files
+        .into_iter()
+        .map(|(version, name, sql)| {
+            Migration::new(
+                version,
+                Cow::Borrowed(name),
+                MigrationType::Simple,
+                sql.into_sql_str(),
+                false,
+            )
+        })
+        .collect::<Vec<_>>();
     Migrator {
-        migrations: Cow::Owned(vec![Migration::new(
-            1,
-            Cow::Borrowed("core"),
-            MigrationType::Simple,
-            sql.into_sql_str(),
-            false,
-        )]),
+        migrations: Cow::Owned(migrations),
         ..Migrator::DEFAULT
     }
 }
@@ -224,21 +290,29 @@ fn spawn_writer(mut conn: Conn) -> mpsc::Sender<Job> {
 async fn run_batch(conn: &mut Conn, batch: impl Iterator<Item = Job>) {
     use futures_util::FutureExt;
     let mut deliveries = Vec::new();
+    let mut batch = batch.peekable();
     // IMMEDIATE takes the write lock up front, so an admin command writing
     // from another process makes us wait (busy_timeout) instead of failing.
     // Statements between jobs travel in one round trip to SQLite's thread.
-    if let Err(e) = conn.execute("BEGIN IMMEDIATE; SAVEPOINT job").await {
+    let first_savepoint = batch.peek().is_some_and(|job| job.savepoint);
+    let begin = if first_savepoint {
+        "BEGIN IMMEDIATE; SAVEPOINT job"
+    } else {
+        "BEGIN IMMEDIATE"
+    };
+    if let Err(e) = conn.execute(begin).await {
         // Dropping the jobs unblocks every waiter with `Error::Closed`.
         tracing::error!(error = %e, "could not begin a write batch");
         drop(batch.collect::<Vec<_>>());
         let _ = conn.execute("ROLLBACK").await;
         return;
     }
-    let mut batch = batch.peekable();
     while let Some(job) = batch.next() {
         // A panicking job must not take the writer (and every later write)
-        // down with it: its savepoint is rolled back and its waiter told.
-        let outcome = std::panic::AssertUnwindSafe(job(conn)).catch_unwind().await;
+        // down with it: its changes are rolled back and its waiter told.
+        let outcome = std::panic::AssertUnwindSafe((job.run)(conn))
+            .catch_unwind()
+            .await;
         let ok = match outcome {
             Ok((ok, deliver)) => {
                 deliveries.push(deliver);
@@ -249,17 +323,21 @@ async fn run_batch(conn: &mut Conn, batch: impl Iterator<Item = Job>) {
                 false
             }
         };
-        let next = if batch.peek().is_some() {
-            "SAVEPOINT job"
-        } else {
-            ""
-        };
-        let end = match ok {
-            true => format!("RELEASE job; {next}"),
-            false => format!("ROLLBACK TO job; RELEASE job; {next}"),
-        };
-        if let Err(e) = conn.execute(sqlx::AssertSqlSafe(end)).await {
-            tracing::error!(error = %e, "ending a job's savepoint failed");
+        let mut between = String::new();
+        if job.savepoint {
+            between.push_str(if ok {
+                "RELEASE job;"
+            } else {
+                "ROLLBACK TO job; RELEASE job;"
+            });
+        }
+        if batch.peek().is_some_and(|next| next.savepoint) {
+            between.push_str(" SAVEPOINT job");
+        }
+        if !between.is_empty() {
+            if let Err(e) = conn.execute(sqlx::AssertSqlSafe(between)).await {
+                tracing::error!(error = %e, "a savepoint statement failed");
+            }
         }
     }
     let commit_error = match conn.execute("COMMIT").await {
