@@ -334,10 +334,12 @@ async fn run_batch(conn: &mut Conn, batch: impl Iterator<Item = Job>) {
         if batch.peek().is_some_and(|next| next.savepoint) {
             between.push_str(" SAVEPOINT job");
         }
-        if !between.is_empty() {
-            if let Err(e) = conn.execute(sqlx::AssertSqlSafe(between)).await {
-                tracing::error!(error = %e, "a savepoint statement failed");
-            }
+        let outcome = match between.is_empty() {
+            true => Ok(Default::default()),
+            false => conn.execute(sqlx::AssertSqlSafe(between)).await,
+        };
+        if let Err(e) = outcome {
+            tracing::error!(error = %e, "a savepoint statement failed");
         }
     }
     let commit_error = match conn.execute("COMMIT").await {
