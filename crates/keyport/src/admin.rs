@@ -181,6 +181,7 @@ pub async fn add_client(kp: &Keyport, new: NewClient) -> Result<Value> {
                 e.into()
             }
         })?;
+    kp.forget_client(&client.id);
     audit(kp, "admin.client_add", json!({ "client_id": client.id })).await?;
     let mut out = client_json(&client);
     if let Some(secret) = secret {
@@ -419,5 +420,6 @@ pub async fn seed_demo(kp: &Keyport) -> Result<(String, String)> {
             })
         })
         .await?;
+    kp.forget_client("kp");
     Ok((email, password))
 }

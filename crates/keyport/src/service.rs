@@ -3,9 +3,10 @@
 //! call it, and a Rust backend can embed it and call the same device-flow
 //! operations in process (`start`, `resolve`, `approve`, `deny`, `poll`).
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
@@ -16,6 +17,7 @@ use crate::crypto::seal::MasterKey;
 use crate::crypto::{self, hash_secret};
 use crate::domain::Error;
 use crate::domain::scopes::Catalogue;
+use crate::domain::tokens::AccessClaims;
 use crate::store::{self, Store, clients::Client};
 
 /// Who is calling, for audit records and per-IP limits.
@@ -33,6 +35,10 @@ impl Caller {
 #[derive(Clone)]
 pub struct Keyport(Arc<Inner>);
 
+const CLIENT_CACHE_TTL: Duration = Duration::from_secs(1);
+/// Most entries a cache holds before it starts over (bounds memory).
+const CACHE_LIMIT: usize = 4096;
+
 pub struct Inner {
     pub config: Config,
     pub store: Store,
@@ -40,6 +46,12 @@ pub struct Inner {
     pub master: MasterKey,
     pub catalogue: Catalogue,
     keys: RwLock<Arc<KeySet>>,
+    /// Clients read in the last second: every token request names one.
+    clients: Mutex<HashMap<String, (Instant, Option<Client>)>>,
+    /// Access tokens whose signature was already checked, by SHA-256 of the
+    /// whole token. A CLI presents the same token for its whole life; expiry
+    /// and revocation are still checked on every use.
+    verified: Mutex<HashMap<Vec<u8>, Arc<AccessClaims>>>,
     /// Bounds Argon2id work to about one hash per core, off the async workers.
     password_hashing: Semaphore,
 }
@@ -97,6 +109,8 @@ impl Keyport {
         let keyport = Self(Arc::new(Inner {
             catalogue,
             keys: RwLock::new(Arc::new(key_set)),
+            clients: Mutex::new(HashMap::new()),
+            verified: Mutex::new(HashMap::new()),
             password_hashing: Semaphore::new(hashes),
             config,
             store,
@@ -124,6 +138,8 @@ impl Keyport {
         }
         let set = KeySet::from_stored(&self.master, &stored)?;
         *self.keys.write().expect("key lock") = Arc::new(set);
+        // A retired key must stop verifying at once.
+        self.verified.lock().expect("cache lock").clear();
         Ok(true)
     }
 
@@ -183,6 +199,46 @@ impl Keyport {
                 .await?;
         }
         Ok(())
+    }
+
+    /// The client with this id, read at most once a second per instance (a
+    /// client changed elsewhere is seen within a second).
+    pub async fn client(&self, id: &str) -> Result<Option<Client>, store::Error> {
+        if let Some((at, client)) = self.clients.lock().expect("cache lock").get(id) {
+            if at.elapsed() < CLIENT_CACHE_TTL {
+                return Ok(client.clone());
+            }
+        }
+        let client = store::clients::find(self.store.pool(), id).await?;
+        let mut cache = self.clients.lock().expect("cache lock");
+        if cache.len() >= CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(id.to_string(), (Instant::now(), client.clone()));
+        Ok(client)
+    }
+
+    /// Drops a cached client after this instance changed it.
+    pub fn forget_client(&self, id: &str) {
+        self.clients.lock().expect("cache lock").remove(id);
+    }
+
+    /// The claims of an access token whose signature this instance already
+    /// verified, if any.
+    pub(crate) fn verified_claims(&self, token: &str) -> Option<Arc<AccessClaims>> {
+        self.verified
+            .lock()
+            .expect("cache lock")
+            .get(&crypto::sha256(token.as_bytes()))
+            .cloned()
+    }
+
+    pub(crate) fn remember_verified(&self, token: &str, claims: Arc<AccessClaims>) {
+        let mut cache = self.verified.lock().expect("cache lock");
+        if cache.len() >= CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(crypto::sha256(token.as_bytes()), claims);
     }
 
     /// Runs `f` on the blocking pool with at most one Argon2id hash per core,

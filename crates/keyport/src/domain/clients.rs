@@ -5,7 +5,7 @@
 use super::{Error, Result};
 use crate::crypto::{constant_time_eq, hash_secret};
 use crate::service::Keyport;
-use crate::store::{self, clients::Client};
+use crate::store::clients::Client;
 
 /// The credentials a request presented.
 #[derive(Debug, Default)]
@@ -24,7 +24,8 @@ impl Keyport {
         let Some(id) = creds.client_id.as_deref() else {
             return Err(Error::invalid_client("client authentication is required"));
         };
-        let client = store::clients::find(self.store.pool(), id)
+        let client = self
+            .client(id)
             .await?
             .ok_or_else(|| Error::invalid_client("unknown client"))?;
         match (&client.secret_hash, &creds.secret) {

@@ -278,7 +278,8 @@ impl Keyport {
     }
 
     async fn pending_request(&self, device: DeviceAuthorization) -> Result<PendingRequest> {
-        let client = store::clients::find(self.store.pool(), &device.client_id)
+        let client = self
+            .client(&device.client_id)
             .await?
             .ok_or_else(|| Error::invalid_grant("the client of this request no longer exists"))?;
         Ok(PendingRequest {

@@ -3,6 +3,8 @@
 //! leeway, client credentials, RFC 7009 revocation, RFC 7662 introspection
 //! and userinfo.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use super::audit::Audit;
@@ -469,10 +471,19 @@ impl Keyport {
                 "the access token is invalid or expired",
             )
         };
-        let claims: AccessClaims = self
-            .keys()
-            .verify_access_token(token, &self.config.issuer)
-            .ok_or_else(invalid)?;
+        let claims = match self.verified_claims(token) {
+            Some(claims) => claims,
+            None => {
+                let claims: AccessClaims = self
+                    .keys()
+                    .verify_access_token(token, &self.config.issuer)
+                    .ok_or_else(invalid)?;
+                let claims = Arc::new(claims);
+                self.remember_verified(token, claims.clone());
+                claims
+            }
+        };
+        let claims = AccessClaims::clone(&claims);
         if claims.exp <= self.clock.now() {
             return Err(invalid());
         }
