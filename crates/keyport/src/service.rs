@@ -204,10 +204,9 @@ impl Keyport {
     /// The client with this id, read at most once a second per instance (a
     /// client changed elsewhere is seen within a second).
     pub async fn client(&self, id: &str) -> Result<Option<Client>, store::Error> {
-        if let Some((at, client)) = self.clients.lock().expect("cache lock").get(id) {
-            if at.elapsed() < CLIENT_CACHE_TTL {
-                return Ok(client.clone());
-            }
+        let cached = self.clients.lock().expect("cache lock").get(id).cloned();
+        if let Some((_, client)) = cached.filter(|(at, _)| at.elapsed() < CLIENT_CACHE_TTL) {
+            return Ok(client);
         }
         let client = store::clients::find(self.store.pool(), id).await?;
         let mut cache = self.clients.lock().expect("cache lock");
