@@ -559,35 +559,6 @@ mod tests {
         assert!(fixture.dir.join("credentials.lock").exists());
     }
 
-    /// Against the real OS keyring, so ignored by default. On Linux, run it
-    /// in a throwaway session with an unlocked keyring:
-    /// `dbus-run-session -- sh -c 'echo -n pw | gnome-keyring-daemon --unlock
-    /// --components=secrets >/dev/null && cargo test -p keyport-client
-    /// --features keyring -- --ignored platform_keyring'`
-    #[test]
-    #[ignore = "needs an OS keyring (a Secret Service on Linux)"]
-    fn platform_keyring_round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = KeyringStore::platform(dir.path(), "keyport-client-test").unwrap();
-        store.probe().unwrap();
-        let issuer = format!("https://auth.example.com/{}", std::process::id());
-        let credentials = sample_credentials(&issuer, 100);
-        store.save(&credentials).unwrap();
-        assert!(
-            !std::fs::read_to_string(store.path())
-                .unwrap()
-                .contains("kp_rt_1")
-        );
-        assert_eq!(store.load(&issuer).unwrap(), Some(credentials));
-        store.delete(&issuer).unwrap();
-        assert_eq!(store.load(&issuer).unwrap(), None);
-        let entry = store.entry(&issuer, "kp").unwrap();
-        assert!(matches!(
-            entry.get_password(),
-            Err(keyring_core::Error::NoEntry)
-        ));
-    }
-
     #[test]
     fn debug_shows_no_secrets() {
         let fixture = Fixture::new();

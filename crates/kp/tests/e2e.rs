@@ -314,16 +314,15 @@ async fn kp_token_in_the_environment_overrides_and_blocks_login() {
     );
 }
 
-/// The whole life of a login whose refresh token is in the OS keyring.
-/// Ignored: it needs a Secret Service (or Keychain, Credential Manager). On
-/// Linux: `dbus-run-session -- sh -c 'echo -n pw | gnome-keyring-daemon
-/// --unlock --components=secrets >/dev/null && cargo test -p kp --test e2e
-/// -- --ignored os_keyring'`
+/// The whole life of a login whose refresh token is in the OS keyring: a
+/// private Secret Service (D-Bus session bus and GNOME Keyring) that only
+/// this test's kp processes see.
+#[cfg(all(target_os = "linux", feature = "keyring"))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs an OS keyring (a Secret Service on Linux)"]
 async fn a_login_through_the_os_keyring() {
+    let keyring = SecretService::start();
     let server = Server::start().await;
-    let kp = Kp::with_os_keyring();
+    let kp = Kp::with_os_keyring(&keyring);
     let issuer = server.issuer.as_str();
 
     let login = kp.login(&server, "e2e-keyring").await;
@@ -332,6 +331,16 @@ async fn a_login_through_the_os_keyring() {
     let stored = kp.stored(issuer);
     assert_eq!(stored["refresh_token_in_keyring"], true, "{stored}");
     assert_eq!(stored.get("refresh_token"), None, "{stored}");
+
+    // What kp keeps in the keyring: one entry, for this issuer and client
+    // (the probes leave nothing behind).
+    let items = keyring.items();
+    assert_eq!(items.len(), 1, "{items:?}");
+    let service = format!("kp:{issuer}");
+    assert_eq!(
+        keyring.search(&[("service", &service), ("username", CLI)]),
+        items
+    );
 
     let status = kp.run(&["status", "--json"]).await;
     assert_exit(&status, 0, "kp status --json");
@@ -346,6 +355,7 @@ async fn a_login_through_the_os_keyring() {
     assert_eq!(kp.stored(issuer).get("refresh_token"), None);
     kp.expire_access_token(issuer);
     assert_exit(&kp.run(&["token"]).await, 0, "kp token after a rotation");
+    assert_eq!(keyring.items().len(), 1, "a rotation replaces the entry");
 
     // Without the keyring the login is refused, not used and deleted.
     let mut insecure = kp.command(&["status"]);
@@ -358,24 +368,13 @@ async fn a_login_through_the_os_keyring() {
         stderr(&refused)
     );
 
-    // What kp keeps in the keyring: one entry, the refresh token.
-    #[cfg(feature = "keyring")]
-    let entry = {
-        let dir = kp.credentials_path().parent().unwrap().to_owned();
-        keyport_client::KeyringStore::platform(dir, "kp").unwrap();
-        let keyring = keyport_client::keyring_core::get_default_store().unwrap();
-        let entry = keyring.build(&format!("kp:{issuer}"), CLI, None).unwrap();
-        assert!(entry.get_password().unwrap().starts_with("kp_rt_"));
-        entry
-    };
-
     let logout = kp.run(&["logout"]).await;
     assert_exit(&logout, 0, "kp logout");
     assert!(server.sessions().await.is_empty());
     assert_eq!(kp.stored(issuer), Value::Null);
-    #[cfg(feature = "keyring")]
-    assert!(matches!(
-        entry.get_password(),
-        Err(keyport_client::keyring_core::Error::NoEntry)
-    ));
+    assert_eq!(
+        keyring.items(),
+        Vec::<String>::new(),
+        "logout empties the keyring"
+    );
 }

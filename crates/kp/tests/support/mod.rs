@@ -3,7 +3,11 @@
 //! A small equivalent of `crates/keyport/tests/it/support.rs` (which cannot
 //! be imported from here), on the system clock because kp reads the real one.
 
+#[cfg(all(target_os = "linux", feature = "keyring"))]
+mod secret_service;
+
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Output, Stdio};
@@ -20,6 +24,9 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::oneshot;
+
+#[cfg(all(target_os = "linux", feature = "keyring"))]
+pub use secret_service::SecretService;
 
 pub const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 pub const EMAIL: &str = "alice@example.com";
@@ -255,30 +262,31 @@ fn html_unescape(text: &str) -> String {
 /// developer's environment that could change what kp does.
 pub struct Kp {
     dir: tempfile::TempDir,
-    /// No `--config-dir`, so kp picks its storage itself (the OS keyring
-    /// when it works); its config dir is still under `dir`.
-    os_keyring: bool,
+    /// `Some`: no `--config-dir`, so kp picks its storage itself (the OS
+    /// keyring when it works), and this environment points it at a
+    /// keyring; its config dir is still under `dir`.
+    keyring_env: Option<Vec<(&'static str, OsString)>>,
 }
 
 impl Kp {
     pub fn new() -> Self {
         Self {
             dir: tempfile::tempdir().unwrap(),
-            os_keyring: false,
+            keyring_env: None,
         }
     }
 
-    /// A kp that uses the session's OS keyring, for the ignored tests that
-    /// run where one is.
-    pub fn with_os_keyring() -> Self {
+    /// A kp whose OS keyring is `keyring`, and never the developer's.
+    #[cfg(all(target_os = "linux", feature = "keyring"))]
+    pub fn with_os_keyring(keyring: &SecretService) -> Self {
         Self {
-            os_keyring: true,
+            keyring_env: Some(keyring.env()),
             ..Self::new()
         }
     }
 
     pub fn credentials_path(&self) -> PathBuf {
-        match self.os_keyring {
+        match self.keyring_env.is_some() {
             // etcetera's XDG layout, on Linux and macOS alike.
             true => self.dir.path().join("kp").join("credentials.json"),
             false => self.dir.path().join("credentials.json"),
@@ -301,10 +309,15 @@ impl Kp {
             command.env_remove(var);
         }
         command.env("NO_COLOR", "1").env("HOME", self.dir.path());
-        if self.os_keyring {
-            command.env("XDG_CONFIG_HOME", self.dir.path());
-        } else {
-            command.arg("--config-dir").arg(self.dir.path());
+        match &self.keyring_env {
+            Some(env) => {
+                command
+                    .env("XDG_CONFIG_HOME", self.dir.path())
+                    .envs(env.iter().map(|(k, v)| (k, v)));
+            }
+            None => {
+                command.arg("--config-dir").arg(self.dir.path());
+            }
         }
         command.args(args).stdin(Stdio::null()).kill_on_drop(true);
         command
