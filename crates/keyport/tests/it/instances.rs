@@ -489,3 +489,35 @@ async fn a_postgres_outage_answers_503_and_recovers() {
     assert_eq!(status, StatusCode::OK, "{body}");
     drop(seed);
 }
+
+#[tokio::test]
+async fn polling_speed_is_judged_across_instances() {
+    let db = ClusterDb::new().await;
+    let cluster = [
+        Instance::spawn(&db.url()).await,
+        Instance::spawn(&db.url()).await,
+    ];
+    let http = reqwest::Client::new();
+    let (_, start) = post(
+        &http,
+        format!("{}/oauth/device_authorization", cluster[0].base),
+        &[("client_id", CLI)],
+    )
+    .await;
+    let form = [
+        ("grant_type", DEVICE_GRANT),
+        ("client_id", CLI),
+        ("device_code", start["device_code"].as_str().unwrap()),
+    ];
+    let (_, first) = post(&http, format!("{}/oauth/token", cluster[0].base), &form).await;
+    assert_eq!(first["error"], "authorization_pending");
+    // Polling the other instance at once is still polling too fast.
+    let (_, second) = post(&http, format!("{}/oauth/token", cluster[1].base), &form).await;
+    assert_eq!(second["error"], "slow_down", "{second}");
+    let interval: i64 = sqlx::query("SELECT poll_interval FROM device_authorizations")
+        .fetch_one(db.seed.kp.store.pool())
+        .await
+        .map(|row| sqlx::Row::get(&row, "poll_interval"))
+        .unwrap();
+    assert_eq!(interval, 10, "the interval grew once, in the shared row");
+}
