@@ -2,17 +2,25 @@
 # Keyport load benchmark: device starts, pending polls, refresh grants and
 # userinfo, at two concurrency levels, plus idle RSS and time-to-ready.
 #
-# The server runs pinned to CPU 0, wrk pinned to CPU 1, on 127.0.0.1 only;
-# every wrk run is bounded by --duration. See bench/README.md.
+# One instance: the server runs pinned to CPU 0, wrk pinned to CPU 1.
+# Two instances (--instances 2, PostgreSQL only): instance A on CPU 0,
+# instance B on CPU 1, two wrk processes (one per instance, half the
+# connections each) unpinned. Loopback only; every wrk run is bounded by
+# --duration. See bench/README.md.
 #
 # Usage: bench/run.sh [options]
 #   --database-url URL   pass to `keyport serve` (default: SQLite in a temp data dir)
+#   --fresh-pg-db        drop and re-create the PostgreSQL database named in
+#                        --database-url first (via the `postgres` database on
+#                        the same server; needs psql)
+#   --instances N        1 (default) or 2 `keyport serve` processes on the same
+#                        database; 2 needs --database-url postgres://…
 #   --duration SECS      length of each measured run (default 10)
-#   --concurrency "A B"  connection counts (default "16 64")
-#   --poll-codes N       pending device codes created per poll run (default 75000)
+#   --concurrency "A B"  connection counts, in total over the instances (default "16 64")
+#   --poll-codes N       pending device codes per instance per poll run (default 75000)
 #   --refresh-pool N     refresh-token chains per refresh run (default 256)
 #   --ready-runs N       restarts for the time-to-ready measurement (default 5)
-#   --port PORT          listen port (default 18181)
+#   --port PORT          listen port of instance A; B listens on PORT+1 (default 18181)
 #   --out DIR            results folder (default bench/results/<UTC timestamp>)
 #   --no-build           reuse target/release/keyport as it is
 #   --keep               keep the temp data dir
@@ -27,6 +35,8 @@ ROOT=$(cd "$BENCH_DIR/.." && pwd)
 BIN="$ROOT/target/release/keyport"
 
 DATABASE_URL=""
+FRESH_PG_DB=0
+INSTANCES=1
 DURATION=10
 CONCURRENCY="16 64"
 POLL_CODES=75000
@@ -42,6 +52,8 @@ QUIET_WAIT=300
 while [ $# -gt 0 ]; do
     case "$1" in
         --database-url) DATABASE_URL=$2; shift 2 ;;
+        --fresh-pg-db) FRESH_PG_DB=1; shift ;;
+        --instances) INSTANCES=$2; shift 2 ;;
         --duration) DURATION=$2; shift 2 ;;
         --concurrency) CONCURRENCY=$2; shift 2 ;;
         --poll-codes) POLL_CODES=$2; shift 2 ;;
@@ -52,7 +64,7 @@ while [ $# -gt 0 ]; do
         --no-build) BUILD=0; shift ;;
         --keep) KEEP=1; shift ;;
         --quiet-wait) QUIET_WAIT=$2; shift 2 ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -60,11 +72,38 @@ done
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+IS_PG=0
+case "$DATABASE_URL" in postgres://*|postgresql://*) IS_PG=1 ;; esac
+case "$INSTANCES" in
+    1) ;;
+    2) [ "$IS_PG" = 1 ] || die "--instances 2 needs --database-url postgres://… (two processes do not share a SQLite database; SQLite has one writer per file)" ;;
+    *) die "--instances must be 1 or 2" ;;
+esac
+[ "$FRESH_PG_DB" = 0 ] || [ "$IS_PG" = 1 ] || die "--fresh-pg-db needs --database-url postgres://…"
+if [ "$INSTANCES" = 2 ]; then
+    for c in $CONCURRENCY; do
+        [ $((c % 2)) = 0 ] || die "with --instances 2 every --concurrency value must be even (split over two wrk runs)"
+    done
+fi
+
 for tool in wrk taskset python3 curl; do
     command -v "$tool" >/dev/null || die "$tool is missing (wrk: apt-get install -y wrk)"
 done
+[ "$FRESH_PG_DB" = 0 ] || command -v psql >/dev/null || die "--fresh-pg-db needs psql"
 python3 -c 'import requests' 2>/dev/null || die "python3 needs the requests package"
-[ "$(nproc --all)" -ge 2 ] || die "needs at least 2 CPUs (server on CPU 0, wrk on CPU 1)"
+if [ "$FRESH_PG_DB" = 1 ]; then
+    # the maintenance URL (same server, database `postgres`) and the name to re-create
+    read -r ADMIN_URL DB_NAME < <(python3 - "$DATABASE_URL" <<'EOF'
+import sys, urllib.parse as u
+p = u.urlsplit(sys.argv[1])
+name = u.unquote(p.path.lstrip("/"))
+if not name or name in ("postgres", "template0", "template1") or not name.replace("_", "").isalnum():
+    sys.exit("run.sh: --fresh-pg-db refuses database name %r (use a dedicated one, e.g. keyport_bench)" % name)
+print(u.urlunsplit((p.scheme, p.netloc, "/postgres", p.query, "")), name)
+EOF
+    ) || die "bad --database-url for --fresh-pg-db"
+fi
+[ "$(nproc --all)" -ge 2 ] || die "needs at least 2 CPUs (see bench/README.md for the pinning)"
 
 OUT=${OUT:-"$BENCH_DIR/results/$(date -u +%Y%m%dT%H%M%SZ)"}
 mkdir -p "$OUT"
@@ -80,27 +119,64 @@ if [ "$BUILD" = 1 ]; then
 fi
 [ -x "$BIN" ] || die "$BIN not found (drop --no-build)"
 
+# ---- instances ----------------------------------------------------------------
+# Instance A: --demo, fixtures, the issuer. Instance B (with --instances 2):
+# same database and issuer (as behind one load balancer; access tokens carry
+# the issuer), its own port and data dir, and the same master key as A so
+# it can open the signing keys A created in the database.
 DATA_DIR=$(mktemp -d /tmp/keyport-bench.XXXXXX)
 WORK="$DATA_DIR/work"
 mkdir -p "$WORK"
-BASE="http://127.0.0.1:$PORT"
-STORE_ARGS=(--data-dir "$DATA_DIR/data")
-[ -n "$DATABASE_URL" ] && STORE_ARGS+=(--database-url "$DATABASE_URL")
-SERVE_ARGS=(serve "${STORE_ARGS[@]}" --listen "127.0.0.1:$PORT" --issuer "$BASE"
-    --no-rate-limits --log-format json)
-SERVER_LOG="$OUT/server.log"
-SERVER_PID=""
+PORT_A=$PORT
+PORT_B=$((PORT + 1))
+BASE="http://127.0.0.1:$PORT_A"          # instance A, and the issuer of both
+BASE_B="http://127.0.0.1:$PORT_B"
+serve_args() {  # serve_args PORT DATA_DIR -> prints nothing; sets SERVE
+    SERVE=(serve --data-dir "$2")
+    [ -n "$DATABASE_URL" ] && SERVE+=(--database-url "$DATABASE_URL")
+    SERVE+=(--listen "127.0.0.1:$1" --issuer "$BASE" --no-rate-limits --log-format json)
+}
+serve_args "$PORT_A" "$DATA_DIR/data"; SERVE_A=("${SERVE[@]}")
+serve_args "$PORT_B" "$DATA_DIR/data-b"; SERVE_B=("${SERVE[@]}")
+SERVER_LOG="$OUT/server.log"             # instance A
+SERVER_B_LOG="$OUT/server-b.log"
+SERVER_PID=""                            # instance A
+SERVER_B_PID=""
+if [ "$INSTANCES" = 2 ]; then
+    # One throwaway master key per bench run, shared by both instances (and
+    # the restarts of A below), exported below for the servers to inherit.
+    MASTER_KEY=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
+    CPU_A=0; CPU_B=1; WRK_PIN=()         # wrk (and PostgreSQL) unpinned
+else
+    MASTER_KEY=""
+    CPU_A=0; WRK_PIN=(taskset -c 1)
+fi
+# The servers (and the restarts of A) inherit it; nothing else reads it.
+[ -n "$MASTER_KEY" ] && export KEYPORT_MASTER_KEY="$MASTER_KEY"
 
-cleanup() {
-    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
+stop_server() {  # stop_server PID
+    if [ -n "$1" ] && kill -0 "$1" 2>/dev/null; then
+        kill -TERM "$1" 2>/dev/null || true
+        wait "$1" 2>/dev/null || true
     fi
+}
+cleanup() {
+    stop_server "$SERVER_B_PID"
+    stop_server "$SERVER_PID"
     if [ "$KEEP" = 1 ]; then log "data dir kept: $DATA_DIR"; else rm -rf "$DATA_DIR"; fi
 }
 trap cleanup EXIT
 
-if curl -s -o /dev/null "$BASE/healthz"; then die "port $PORT is already in use"; fi
+for b in "$BASE" $([ "$INSTANCES" = 2 ] && echo "$BASE_B"); do
+    if curl -s -o /dev/null "$b/healthz"; then die "port of $b is already in use"; fi
+done
+
+# ---- a fresh PostgreSQL database ----------------------------------------------
+if [ "$FRESH_PG_DB" = 1 ]; then
+    log "re-creating PostgreSQL database $DB_NAME"
+    psql -q -v ON_ERROR_STOP=1 "$ADMIN_URL" -c "DROP DATABASE IF EXISTS \"$DB_NAME\" WITH (FORCE)" \
+        -c "CREATE DATABASE \"$DB_NAME\"" >&2 || die "could not re-create database $DB_NAME"
+fi
 
 # ---- metadata -------------------------------------------------------------
 BENCH_DB_URL="$DATABASE_URL" python3 - "$OUT/meta.json" <<EOF
@@ -109,6 +185,7 @@ def sh(*c):
     try: return subprocess.run(c, capture_output=True, text=True, cwd="$ROOT").stdout.strip()
     except Exception: return ""
 cpu = next((l.split(":",1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "")
+pg = sh("sh", "-c", 'psql "\$BENCH_DB_URL" -Atc "select version()" 2>/dev/null') if $IS_PG else ""
 json.dump({
   "date_utc": sh("date", "-u", "+%Y-%m-%d %H:%M:%S"),
   "git_commit": sh("git", "rev-parse", "--short", "HEAD"),
@@ -116,29 +193,31 @@ json.dump({
   "cpu": cpu, "cpus": os.cpu_count(), "kernel": platform.release(),
   "wrk": sh("sh", "-c", "wrk -v 2>&1 | head -1"),
   "duration_s": $DURATION, "concurrency": "$CONCURRENCY", "wrk_threads": $WRK_THREADS,
+  "instances": $INSTANCES, "fresh_pg_db": bool($FRESH_PG_DB),
+  "pinning": ("instance A on CPU 0, instance B on CPU 1; two wrk processes (one per instance, "
+              "half the connections each) and PostgreSQL unpinned") if $INSTANCES == 2 else
+             "server on CPU 0, wrk (1 thread) on CPU 1" + ("; PostgreSQL unpinned" if $IS_PG else ""),
   "database": re.sub(r"://([^:/@]*):.*@", r"://\1:***@", os.environ.get("BENCH_DB_URL", "")) or "sqlite (temp data dir)",
+  "postgres": pg.split(" on ")[0] if pg else None,
   "poll_codes_per_run": $POLL_CODES, "refresh_pool_per_run": $REFRESH_POOL,
 }, open(sys.argv[1], "w"), indent=2)
 EOF
 
 # ---- helpers ----------------------------------------------------------------
-wait_ready() {  # wait_ready TIMEOUT_S
-    local deadline=$((SECONDS + $1))
+wait_ready() {  # wait_ready BASE PID LOG TIMEOUT_S
+    local deadline=$((SECONDS + $4))
     while [ $SECONDS -lt $deadline ]; do
-        if [ "$(curl -s -o /dev/null -w '%{http_code}' "$BASE/readyz")" = 200 ]; then return 0; fi
-        kill -0 "$SERVER_PID" 2>/dev/null || die "server exited during start (see $SERVER_LOG)"
+        if [ "$(curl -s -o /dev/null -w '%{http_code}' "$1/readyz")" = 200 ]; then return 0; fi
+        kill -0 "$2" 2>/dev/null || { tail -5 "$3" >&2; die "server $1 exited during start (see $3)"; }
         sleep 0.05
     done
-    die "server not ready after $1 s"
+    die "server $1 not ready after $4 s"
 }
 
-# cpu_snapshot: "cpu0_busy cpu0_total cpu1_busy cpu1_total server_ticks" (clock ticks)
-cpu_snapshot() {
-    local st=0
-    [ -r "/proc/$SERVER_PID/stat" ] && st=$(awk '{print $14 + $15}' "/proc/$SERVER_PID/stat")
-    awk -v st="$st" '
-        $1 == "cpu0" || $1 == "cpu1" { t = 0; for (i = 2; i <= 9; i++) t += $i; b[$1] = t - $5 - $6; tot[$1] = t }
-        END { print b["cpu0"], tot["cpu0"], b["cpu1"], tot["cpu1"], st }' /proc/stat
+# core_busy: "cpu0_busy cpu0_total cpu1_busy cpu1_total" (clock ticks)
+core_busy() {
+    awk '$1 == "cpu0" || $1 == "cpu1" { t = 0; for (i = 2; i <= 9; i++) t += $i; b[$1] = t - $5 - $6; tot[$1] = t }
+        END { print b["cpu0"], tot["cpu0"], b["cpu1"], tot["cpu1"] }' /proc/stat
 }
 
 # quiet_wait: the machine is shared; wait (bounded) until neither core is
@@ -147,7 +226,7 @@ quiet_wait() {
     [ "$QUIET_WAIT" -gt 0 ] || return 0
     local deadline=$((SECONDS + QUIET_WAIT)) a b busy waited=0
     while :; do
-        a=$(cpu_snapshot); sleep 2; b=$(cpu_snapshot)
+        a=$(core_busy); sleep 2; b=$(core_busy)
         busy=$(awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " ");
             c0 = 100 * (y[1] - x[1]) / (y[2] - x[2] + 1e-9); c1 = 100 * (y[3] - x[3]) / (y[4] - x[4] + 1e-9);
             printf "%.0f %.0f", c0, c1 }')
@@ -165,104 +244,136 @@ quiet_wait() {
     done
 }
 
-vm() {  # vm FIELD -> kB
-    awk -v f="$1:" '$1 == f { print $2 }' "/proc/$SERVER_PID/status"
+vm() {  # vm PID FIELD -> kB
+    awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"
 }
 
-log_errors() {  # server log lines at ERROR level or panics
-    grep -c -E '"level":"ERROR"|panicked' "$SERVER_LOG" || true
+log_errors() {  # log_errors LOG: server log lines at ERROR level or panics
+    [ -f "$1" ] || { echo 0; return; }
+    grep -c -E '"level":"ERROR"|panicked' "$1" || true
+}
+log_warns() {  # log_warns LOG: server log lines at WARN level (e.g. PostgreSQL notices)
+    [ -f "$1" ] || { echo 0; return; }
+    grep -c '"level":"WARN"' "$1" || true
 }
 
-# run_wrk NAME CONC SCRIPT [SCRIPT ARGS…]: one measured run, one line in results.jsonl
+# The instances as parallel arrays: label, pid, base URL, log.
+instances() {
+    I_LABEL=(a); I_PID=("$SERVER_PID"); I_BASE=("$BASE"); I_LOG=("$SERVER_LOG")
+    if [ "$INSTANCES" = 2 ]; then
+        I_LABEL+=(b); I_PID+=("$SERVER_B_PID"); I_BASE+=("$BASE_B"); I_LOG+=("$SERVER_B_LOG")
+    fi
+}
+
+cpusnap() {  # cpusnap FILE
+    local pg=(); [ "$IS_PG" = 1 ] && pg=(--pg)
+    python3 "$BENCH_DIR/cpusnap.py" "${pg[@]}" "${I_PID[@]}" > "$1"
+}
+
+# run_wrk NAME CONC SCRIPT [SCRIPT ARGS…]: one measured run, one line in
+# results.jsonl. With two instances, one wrk per instance at the same time,
+# CONC/2 connections each; "@I@" in a script argument becomes the
+# instance's label (a or b), so each wrk gets its own fixture file.
 run_wrk() {
     local name=$1 conc=$2 script=$3; shift 3
-    local out="$OUT/$name-c$conc.txt"
-    kill -0 "$SERVER_PID" 2>/dev/null || die "server is not running before $name c$conc"
+    instances
+    local n=${#I_PID[@]} i
+    for i in $(seq 0 $((n - 1))); do
+        kill -0 "${I_PID[$i]}" 2>/dev/null || die "server ${I_LABEL[$i]} is not running before $name c$conc"
+    done
     quiet_wait
-    local errs_before; errs_before=$(log_errors)
-    local rss_before; rss_before=$(vm VmRSS)
-    echo 5 > "/proc/$SERVER_PID/clear_refs" 2>/dev/null || true  # reset VmHWM
-    log "run: $name c=$conc for ${DURATION}s"
-    local cpu_before; cpu_before=$(cpu_snapshot)
-    local TIMEFORMAT='%3U %3S'
-    { time taskset -c 1 wrk -t"$WRK_THREADS" -c"$conc" -d"${DURATION}s" --timeout 5s --latency \
-        -s "$BENCH_DIR/lua/$script" "$BASE" -- "$@" >"$out" 2>&1 ; } 2>"$WORK/wrk-time.txt" || true
-    local cpu_after; cpu_after=$(cpu_snapshot)
-    local alive=true hwm rss
-    if kill -0 "$SERVER_PID" 2>/dev/null; then
-        hwm=$(vm VmHWM); rss=$(vm VmRSS)
-    else
-        alive=false; hwm=0; rss=0
-    fi
-    local errs_after; errs_after=$(log_errors)
-    local json; json=$(grep '^BENCH_JSON ' "$out" | sed 's/^BENCH_JSON //' || true)
-    [ -n "$json" ] || { cat "$out" >&2; die "wrk printed no result for $name c$conc"; }
-    python3 - "$RESULTS" "$name" "$conc" "$hwm" "$rss" "$alive" "$((errs_after - errs_before))" "$json" \
-        "$cpu_before" "$cpu_after" "$(tail -1 "$WORK/wrk-time.txt")" "$(getconf CLK_TCK)" "$rss_before" <<'EOF'
-import json, sys
-path, name, conc, hwm, rss, alive, logerr, js, before, after, wrk_time, hz, rss0 = sys.argv[1:]
-r = json.loads(js)
-r.update(scenario=name, concurrency=int(conc), peak_rss_kb=int(hwm), rss_after_kb=int(rss),
-         rss_before_kb=int(rss0),
-         server_alive=alive == "true", server_error_log_lines=int(logerr))
-# CPU accounting over the run: how busy each core was, how much of core 0
-# the server used, how much of core 1 wrk used, and the rest ("foreign":
-# other processes on this machine competing with the benchmark).
-b, a = [int(x) for x in before.split()], [int(x) for x in after.split()]
-hz = int(hz)
-try:
-    wrk_cpu_s = sum(float(x) for x in wrk_time.split())
-except ValueError:
-    wrk_cpu_s = 0.0
-wall = max(a[1] - b[1], 1) / hz  # ticks of one core == wall seconds
-cpu0, cpu1 = (a[0] - b[0]) / hz, (a[2] - b[2]) / hz
-server = (a[4] - b[4]) / hz if a[4] else 0.0
-r.update(cpu0_busy_pct=round(100 * cpu0 / wall, 1), cpu1_busy_pct=round(100 * cpu1 / wall, 1),
-         server_cpu_pct=round(100 * server / wall, 1), wrk_cpu_pct=round(100 * wrk_cpu_s / wall, 1),
-         foreign_cpu0_pct=round(100 * max(cpu0 - server, 0) / wall, 1),
-         foreign_cpu1_pct=round(100 * max(cpu1 - wrk_cpu_s, 0) / wall, 1))
-open(path, "a").write(json.dumps(r) + "\n")
-c = r["counts"]
-print("  %-14s c=%-3s %9.0f req/s  p50 %.2f ms  p99 %.2f ms  counts %s  peak RSS %.1f MiB\n"
-      "  %-14s cpu: server %.0f%%, wrk %.0f%%, other processes %.0f%% on core 0 / %.0f%% on core 1"
-      % (name, conc, r["rps"], r["p50_us"] / 1000, r["p99_us"] / 1000,
-         json.dumps(c, sort_keys=True), int(hwm) / 1024, "", r["server_cpu_pct"], r["wrk_cpu_pct"],
-         r["foreign_cpu0_pct"], r["foreign_cpu1_pct"]), file=sys.stderr)
-EOF
-    [ "$alive" = true ] || die "server died during $name c$conc (see $SERVER_LOG)"
+    local errs_before=() warns_before=() rss_before=()
+    for i in $(seq 0 $((n - 1))); do
+        errs_before[$i]=$(log_errors "${I_LOG[$i]}")
+        warns_before[$i]=$(log_warns "${I_LOG[$i]}")
+        rss_before[$i]=$(vm "${I_PID[$i]}" VmRSS)
+        echo 5 > "/proc/${I_PID[$i]}/clear_refs" 2>/dev/null || true  # reset VmHWM
+    done
+    local per=$((conc / n))
+    if [ "$n" = 1 ]; then log "run: $name c=$conc for ${DURATION}s"
+    else log "run: $name c=$conc ($n instances × c$per, two wrk processes) for ${DURATION}s"; fi
+    cpusnap "$WORK/cpu-before.json"
+    local pids=() outs=() times=()
+    for i in $(seq 0 $((n - 1))); do
+        local label=${I_LABEL[$i]} args=() arg
+        for arg in "$@"; do args+=("${arg//@I@/$label}"); done
+        if [ "$n" = 1 ]; then outs[$i]="$OUT/$name-c$conc.txt"; else outs[$i]="$OUT/$name-c$conc-$label.txt"; fi
+        times[$i]="$WORK/wrk-time-$label.txt"
+        ( TIMEFORMAT='%3U %3S'
+          time "${WRK_PIN[@]}" wrk -t"$WRK_THREADS" -c"$per" -d"${DURATION}s" --timeout 5s --latency \
+              -s "$BENCH_DIR/lua/$script" "${I_BASE[$i]}" -- "${args[@]}" >"${outs[$i]}" 2>&1 || true
+        ) 2>"${times[$i]}" &
+        pids[$i]=$!
+    done
+    for i in $(seq 0 $((n - 1))); do wait "${pids[$i]}" || true; done
+    cpusnap "$WORK/cpu-after.json"
+    local specs=() alive hwm rss dead=""
+    for i in $(seq 0 $((n - 1))); do
+        if kill -0 "${I_PID[$i]}" 2>/dev/null; then
+            alive=true; hwm=$(vm "${I_PID[$i]}" VmHWM); rss=$(vm "${I_PID[$i]}" VmRSS)
+        else
+            alive=false; hwm=0; rss=0; dead="$dead ${I_LABEL[$i]}"
+        fi
+        specs+=(--instance "${I_LABEL[$i]},${I_PID[$i]},${outs[$i]},${times[$i]},$hwm,$rss,${rss_before[$i]},$alive,$(( $(log_errors "${I_LOG[$i]}") - ${errs_before[$i]} )),$(( $(log_warns "${I_LOG[$i]}") - ${warns_before[$i]} ))")
+    done
+    python3 "$BENCH_DIR/record.py" --results "$RESULTS" --name "$name" --conc "$conc" \
+        --hz "$(getconf CLK_TCK)" --before "$WORK/cpu-before.json" --after "$WORK/cpu-after.json" \
+        "${specs[@]}" || die "no result for $name c$conc"
+    [ -z "$dead" ] || die "server(s)$dead died during $name c$conc (see $OUT/server*.log)"
     sleep 1
 }
 
-# seed_codes N FILE: create at least N pending device codes (not measured)
+# seed_codes N FILE…: create N pending device codes per FILE through
+# instance A (not measured) and write N of them to each FILE.
 seed_codes() {
-    local want=$1 file=$2 have=0 tries=0
+    local want=$1; shift
+    local total=$((want * $#)) have=0 deadline=$((SECONDS + 300))
     rm -f "$WORK"/seed.*
-    while [ "$have" -lt "$want" ] && [ $tries -lt 24 ]; do
+    while [ "$have" -lt "$total" ] && [ $SECONDS -lt $deadline ]; do
         taskset -c 1 wrk -t1 -c16 -d5s --timeout 5s -s "$BENCH_DIR/lua/device_start.lua" \
             "$BASE" -- "$WORK/seed" >/dev/null 2>&1 || true
         have=$(cat "$WORK"/seed.* 2>/dev/null | wc -l)
-        tries=$((tries + 1))
     done
-    [ "$have" -ge "$want" ] || die "could create only $have of $want device codes"
+    [ "$have" -ge "$total" ] || die "could create only $have of $total device codes in 300 s"
     cat "$WORK"/seed.* > "$WORK/seed-all.txt"
-    head -n "$want" "$WORK/seed-all.txt" > "$file"
-    log "seeded $want pending device codes"
+    local k=0 f
+    for f in "$@"; do
+        sed -n "$((k * want + 1)),$(((k + 1) * want))p" "$WORK/seed-all.txt" > "$f"
+        k=$((k + 1))
+    done
+    log "seeded $total pending device codes ($want per wrk run)"
 }
 
+LABELS="a"; [ "$INSTANCES" = 2 ] && LABELS="a b"
+
 # ---- start ------------------------------------------------------------------
-log "starting keyport on $BASE (CPU 0), data dir $DATA_DIR"
+log "starting keyport A on $BASE (CPU $CPU_A), data dir $DATA_DIR"
 START_NS=$(date +%s%N)
-taskset -c 0 "$BIN" "${SERVE_ARGS[@]}" --demo >"$SERVER_LOG" 2>&1 &
+taskset -c "$CPU_A" "$BIN" "${SERVE_A[@]}" --demo >"$SERVER_LOG" 2>&1 &
 SERVER_PID=$!
-wait_ready 60
+wait_ready "$BASE" "$SERVER_PID" "$SERVER_LOG" 60
 FIRST_READY_MS=$(( ($(date +%s%N) - START_NS) / 1000000 ))
 PASSWORD=$(grep -o 'with password [^ ]*' "$SERVER_LOG" | head -1 | awk '{print $3}')
 [ -n "$PASSWORD" ] || die "no demo password in $SERVER_LOG"
+B_READY_MS=null
+if [ "$INSTANCES" = 2 ]; then
+    # B starts once A has migrated the database, created the signing keys and
+    # seeded the demo data (A is ready only after that).
+    log "starting keyport B on $BASE_B (CPU $CPU_B), same database and master key"
+    START_NS=$(date +%s%N)
+    taskset -c "$CPU_B" "$BIN" "${SERVE_B[@]}" >"$SERVER_B_LOG" 2>&1 &
+    SERVER_B_PID=$!
+    wait_ready "$BASE_B" "$SERVER_B_PID" "$SERVER_B_LOG" 60
+    B_READY_MS=$(( ($(date +%s%N) - START_NS) / 1000000 ))
+fi
 sleep 2
-IDLE_FRESH_KB=$(vm VmRSS)
-log "ready after ${FIRST_READY_MS} ms (first start, with --demo seeding); idle RSS $((IDLE_FRESH_KB / 1024)) MiB"
-printf '{"first_start_ready_ms": %d, "idle_rss_fresh_kb": %d}\n' "$FIRST_READY_MS" "$IDLE_FRESH_KB" \
-    > "$OUT/start.json"
+IDLE_FRESH_KB=$(vm "$SERVER_PID" VmRSS)
+IDLE_FRESH_B_KB=null
+[ "$INSTANCES" = 2 ] && IDLE_FRESH_B_KB=$(vm "$SERVER_B_PID" VmRSS)
+log "A ready after ${FIRST_READY_MS} ms (first start, with --demo seeding); idle RSS $((IDLE_FRESH_KB / 1024)) MiB"
+[ "$INSTANCES" = 2 ] && log "B ready after ${B_READY_MS} ms (existing database); idle RSS $((IDLE_FRESH_B_KB / 1024)) MiB"
+printf '{"first_start_ready_ms": %d, "idle_rss_fresh_kb": %d, "b_start_ready_ms": %s, "b_idle_rss_fresh_kb": %s}\n' \
+    "$FIRST_READY_MS" "$IDLE_FRESH_KB" "$B_READY_MS" "$IDLE_FRESH_B_KB" > "$OUT/start.json"
 
 # ---- 1. device-authorization starts ---------------------------------------
 for c in $CONCURRENCY; do
@@ -271,11 +382,12 @@ done
 
 # ---- 2. pending polls -------------------------------------------------------
 for c in $CONCURRENCY; do
-    seed_codes "$POLL_CODES" "$WORK/codes-c$c.txt"
-    run_wrk poll_pending "$c" poll.lua "$WORK/codes-c$c.txt" "$WRK_THREADS"
+    files=(); for l in $LABELS; do files+=("$WORK/codes-c$c-$l.txt"); done
+    seed_codes "$POLL_CODES" "${files[@]}"
+    run_wrk poll_pending "$c" poll.lua "$WORK/codes-c$c-@I@.txt" "$WRK_THREADS"
 done
 
-# ---- tokens for 3 and 4: real device logins through the hosted page --------
+# ---- tokens for 3 and 4: real device logins through A's hosted page --------
 NCONC=$(wc -w <<<"$CONCURRENCY")
 log "approving $((REFRESH_POOL * NCONC)) device logins through /device (one sign-in)"
 if ! taskset -c 1 python3 "$BENCH_DIR/approve.py" --base "$BASE" --email demo@example.com \
@@ -286,11 +398,19 @@ if ! taskset -c 1 python3 "$BENCH_DIR/approve.py" --base "$BASE" --email demo@ex
 fi
 
 # ---- 3. refresh grants -------------------------------------------------------
+# REFRESH_POOL fresh chains per run, split between the instances: no
+# refresh token is ever sent to both.
+NI=$INSTANCES
 i=0
 for c in $CONCURRENCY; do
-    sed -n "$((i * REFRESH_POOL + 1)),$(((i + 1) * REFRESH_POOL))p" "$WORK/refresh-all.txt" \
-        > "$WORK/refresh-c$c.txt"
-    run_wrk refresh "$c" refresh.lua "$WORK/refresh-c$c.txt" "$WRK_THREADS"
+    k=0
+    for l in $LABELS; do
+        first=$((i * REFRESH_POOL + k * REFRESH_POOL / NI + 1))
+        last=$((i * REFRESH_POOL + (k + 1) * REFRESH_POOL / NI))
+        sed -n "${first},${last}p" "$WORK/refresh-all.txt" > "$WORK/refresh-c$c-$l.txt"
+        k=$((k + 1))
+    done
+    run_wrk refresh "$c" refresh.lua "$WORK/refresh-c$c-@I@.txt" "$WRK_THREADS"
     i=$((i + 1))
 done
 
@@ -299,24 +419,35 @@ for c in $CONCURRENCY; do
     run_wrk userinfo "$c" userinfo.lua "$WORK/access.txt"
 done
 
-# ---- memory kept after password sign-ins -------------------------------------
-log "RSS after 8 sequential browser sign-ins (Argon2id each)"
+# ---- memory kept after password sign-ins (instance A) ------------------------
+log "RSS after 8 sequential browser sign-ins (Argon2id each), instance A"
 taskset -c 1 python3 "$BENCH_DIR/signin_rss.py" --base "$BASE" --pid "$SERVER_PID" \
     --email demo@example.com --password "$PASSWORD" --count 8 --out "$OUT/signin_rss.json" \
     || log "warning: sign-in RSS measurement failed"
 
 # ---- database size, then time-to-ready on the existing database --------------
-du -sk "$DATA_DIR/data" 2>/dev/null | awk '{print $1}' > "$OUT/data_dir_kb.txt" || true
-log "stopping the server (SIGTERM)"
+if [ "$IS_PG" = 1 ]; then
+    psql "$DATABASE_URL" -Atc "select pg_database_size(current_database()) / 1024" \
+        > "$OUT/db_size_kb.txt" 2>/dev/null || rm -f "$OUT/db_size_kb.txt"
+else
+    du -sk "$DATA_DIR/data" 2>/dev/null | awk '{print $1}' > "$OUT/data_dir_kb.txt" || true
+fi
+log "stopping the server(s) (SIGTERM)"
+if [ -n "$SERVER_B_PID" ]; then
+    kill -TERM "$SERVER_B_PID"
+    wait "$SERVER_B_PID" || log "server B exit status $?"
+    SERVER_B_PID=""
+fi
 kill -TERM "$SERVER_PID"
 wait "$SERVER_PID" || log "server exit status $?"
 SERVER_PID=""
 
 quiet_wait
-log "time to ready on the existing database: $READY_RUNS restarts"
-python3 "$BENCH_DIR/ready.py" --port "$PORT" --runs "$READY_RUNS" --log "$OUT/server-restarts.log" \
-    --out "$OUT/ready.json" -- taskset -c 0 "$BIN" "${SERVE_ARGS[@]}"
+log "time to ready on the existing database: $READY_RUNS restarts of instance A (CPU $CPU_A)"
+python3 "$BENCH_DIR/ready.py" --port "$PORT_A" --runs "$READY_RUNS" \
+    --log "$OUT/server-restarts.log" --out "$OUT/ready.json" -- taskset -c "$CPU_A" "$BIN" "${SERVE_A[@]}"
 
 python3 "$BENCH_DIR/report.py" "$OUT" | tee "$OUT/results.md"
 gzip -f "$SERVER_LOG" 2>/dev/null || true   # one audit line per token grant: large
+[ -f "$SERVER_B_LOG" ] && { gzip -f "$SERVER_B_LOG" 2>/dev/null || true; }
 log "results in $OUT"
