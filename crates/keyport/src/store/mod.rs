@@ -190,10 +190,17 @@ impl Store {
         F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<T>> + Send + 'static,
     {
         let Some(writer) = &self.writer else {
-            let mut tx = self.pool.begin().await?;
-            let value = job(&mut tx).await?;
-            tx.commit().await?;
-            return Ok(value);
+            // A task of its own: if the HTTP client goes away, the request's
+            // future is dropped, but the transaction still commits or rolls
+            // back; it never leaves a pooled connection mid-transaction.
+            let pool = self.pool.clone();
+            let task = tokio::spawn(async move {
+                let mut tx = pool.begin().await?;
+                let value = job(&mut tx).await?;
+                tx.commit().await?;
+                Ok(value)
+            });
+            return task.await.map_err(|_| Error::Closed)?;
         };
         let (done, result) = oneshot::channel();
         let run: RunJob = Box::new(move |conn| {
