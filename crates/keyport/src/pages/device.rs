@@ -114,6 +114,11 @@ fn unavailable() -> Response {
     )
 }
 
+/// The sign-in form carries the code being approved in this hidden field.
+/// Its name avoids "user", "email" and "password": form fillers (browsers'
+/// and scripts') match those words, and must never overwrite it.
+const PENDING_CODE_FIELD: &str = "pending_code";
+
 /// `GET /device` and `GET /device?user_code=…`.
 pub async fn verification_page(
     State(kp): State<Keyport>,
@@ -294,7 +299,7 @@ pub async fn sign_in(
             vec!["The form could not be read.".into()],
         );
     };
-    let user_code = form.get("user_code").map(str::to_string);
+    let user_code = form.get(PENDING_CODE_FIELD).map(str::to_string);
     let email = form.get("email").unwrap_or("").to_string();
     if !csrf_ok(&kp, &headers, form.get("csrf_token")) {
         let error = Some("Your session expired. Please sign in again.".to_string());

@@ -270,3 +270,37 @@ async fn scopes_follow_the_role_and_workspace_choice() {
     assert_eq!(me["workspace"], "beta");
     assert_eq!(me["role"], "viewer");
 }
+
+#[tokio::test]
+async fn form_fillers_matching_user_or_email_keep_the_pending_code() {
+    let server = TestServer::start().await;
+    let start = server.start_device(&[]).await;
+    let browser = server.browser();
+    let page = browser
+        .get(start["verification_uri_complete"].as_str().unwrap())
+        .await;
+    // Scripted and browser form fillers put the email into every field whose
+    // name says "user" or "email"; the code being approved must survive that.
+    let mut form = form_fields(&page, "/device/sign-in");
+    for (name, value) in form.iter_mut() {
+        if name.contains("user") || name.contains("email") {
+            *value = "alice@example.com".into();
+        }
+    }
+    form.insert("email".into(), "alice@example.com".into());
+    form.insert("password".into(), PASSWORD.into());
+    let page = browser
+        .http
+        .post(server.url("/device/sign-in"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("Approve") && page.contains(start["user_code"].as_str().unwrap()),
+        "{page}"
+    );
+}
