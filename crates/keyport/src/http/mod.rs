@@ -64,6 +64,7 @@ pub fn router(kp: Keyport, draining: Draining) -> Router {
         .route("/device", get(pages::device::verification_page))
         .route("/device/sign-in", post(pages::device::sign_in))
         .route("/device/decision", post(pages::device::decision))
+        .route("/device/sign-out", post(pages::device::sign_out))
         .route("/setup", get(pages::setup::form).post(pages::setup::create))
         .route("/assets/keyport.css", get(pages::stylesheet))
         .fallback(not_found)

@@ -34,6 +34,7 @@ struct SignInPage<'a> {
 struct EntryPage<'a> {
     email: &'a str,
     error: Option<&'a str>,
+    csrf: &'a str,
 }
 
 #[derive(Template)]
@@ -150,6 +151,7 @@ pub async fn verification_page(
             EntryPage {
                 email: &user.email,
                 error: None,
+                csrf: &csrf.token,
             }
             .render(),
             Some(&csrf),
@@ -167,6 +169,7 @@ pub async fn verification_page(
                 EntryPage {
                     email: &user.email,
                     error,
+                    csrf: &csrf.token,
                 }
                 .render(),
                 Some(&csrf),
@@ -180,6 +183,7 @@ pub async fn verification_page(
                 EntryPage {
                     email: &user.email,
                     error,
+                    csrf: &csrf.token,
                 }
                 .render(),
                 Some(&csrf),
@@ -406,4 +410,37 @@ pub async fn decision(
 
 fn url_encode(text: &str) -> String {
     percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// `POST /device/sign-out`: ends the browser session (a shared computer).
+pub async fn sign_out(State(kp): State<Keyport>, headers: HeaderMap, body: Body) -> Response {
+    let Ok(form) = read_form(body).await else {
+        return message(
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            vec!["The form could not be read.".into()],
+        );
+    };
+    if !csrf_ok(&kp, &headers, form.get("csrf_token")) {
+        return message(
+            StatusCode::FORBIDDEN,
+            "Request refused",
+            vec!["The form expired. Reload the page and try again.".into()],
+        );
+    }
+    let names = cookies(&kp);
+    if let Some(cookie) = read_cookie(&headers, names.session) {
+        if kp.sign_out(cookie).await.is_err() {
+            return unavailable();
+        }
+    }
+    let mut response = message(
+        StatusCode::OK,
+        "Signed out",
+        vec!["You are signed out of Keyport in this browser.".into()],
+    );
+    response
+        .headers_mut()
+        .append(header::SET_COOKIE, names.set(names.session, "", Some(0)));
+    response
 }

@@ -304,3 +304,37 @@ async fn form_fillers_matching_user_or_email_keep_the_pending_code() {
         "{page}"
     );
 }
+
+#[tokio::test]
+async fn signing_out_ends_the_browser_session() {
+    let server = TestServer::start().await;
+    let browser = server.browser();
+    let page = browser.get(&server.url("/device")).await;
+    let page = browser
+        .submit(
+            &page,
+            "/device/sign-in",
+            &[("email", "alice@example.com"), ("password", PASSWORD)],
+        )
+        .await;
+    assert!(
+        page.contains("Connect a device") && page.contains("Sign out"),
+        "{page}"
+    );
+    let done = browser.submit(&page, "/device/sign-out", &[]).await;
+    assert!(done.contains("Signed out"), "{done}");
+    let page = browser.get(&server.url("/device")).await;
+    assert!(
+        page.contains("<label for=\"password\">"),
+        "signed out: the sign-in form again\n{page}"
+    );
+    let count = sqlx::query("SELECT COUNT(*) AS n FROM browser_sessions")
+        .fetch_one(server.kp.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        sqlx::Row::get::<i64, _>(&count, "n"),
+        0,
+        "the session is gone on the server too"
+    );
+}
