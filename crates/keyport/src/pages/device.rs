@@ -429,10 +429,11 @@ pub async fn sign_out(State(kp): State<Keyport>, headers: HeaderMap, body: Body)
         );
     }
     let names = cookies(&kp);
-    if let Some(cookie) = read_cookie(&headers, names.session) {
-        if kp.sign_out(cookie).await.is_err() {
-            return unavailable();
-        }
+    let signed_in = read_cookie(&headers, names.session);
+    if let Some(cookie) = signed_in
+        && kp.sign_out(cookie).await.is_err()
+    {
+        return unavailable();
     }
     let mut response = message(
         StatusCode::OK,
