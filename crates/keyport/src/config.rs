@@ -223,11 +223,6 @@ impl Config {
         })
     }
 
-    /// The issuer's host is loopback (plain HTTP is then allowed).
-    pub fn issuer_is_loopback(&self) -> bool {
-        url::Url::parse(&self.issuer).is_ok_and(|u| is_loopback_host(u.host_str().unwrap_or("")))
-    }
-
     pub fn issuer_is_https(&self) -> bool {
         self.issuer.starts_with("https://")
     }

@@ -56,13 +56,6 @@ impl Error {
     pub fn internal(what: &'static str) -> Self {
         Error::Internal(what)
     }
-
-    pub fn code(&self) -> Option<ErrorCode> {
-        match self {
-            Error::OAuth { code, .. } => Some(*code),
-            _ => None,
-        }
-    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

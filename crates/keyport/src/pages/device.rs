@@ -10,12 +10,14 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::{Csrf, cookies, csrf_for, csrf_ok, describe_expiry, message, page, read_cookie};
+use super::{
+    Csrf, checked_form, cookies, csrf_for, csrf_ok, describe_expiry, message, page, read_cookie,
+    read_page_form,
+};
 use crate::domain::Error;
 use crate::domain::device::{Consent, Decided, PendingRequest};
 use crate::domain::scopes::Role;
 use crate::domain::signin::SignInError;
-use crate::http::params::read_form;
 use crate::service::{Caller, Keyport};
 use crate::store::{self, directory::User};
 
@@ -296,12 +298,9 @@ pub async fn sign_in(
     body: Body,
 ) -> Response {
     let csrf = csrf_for(&kp, &headers);
-    let Ok(form) = read_form(body).await else {
-        return message(
-            StatusCode::BAD_REQUEST,
-            "Bad request",
-            vec!["The form could not be read.".into()],
-        );
+    let form = match read_page_form(body).await {
+        Ok(form) => form,
+        Err(page) => return page,
     };
     let user_code = form.get(PENDING_CODE_FIELD).map(str::to_string);
     let email = form.get("email").unwrap_or("").to_string();
@@ -349,20 +348,10 @@ pub async fn decision(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let Ok(form) = read_form(body).await else {
-        return message(
-            StatusCode::BAD_REQUEST,
-            "Bad request",
-            vec!["The form could not be read.".into()],
-        );
+    let form = match checked_form(&kp, &headers, body).await {
+        Ok(form) => form,
+        Err(page) => return page,
     };
-    if !csrf_ok(&kp, &headers, form.get("csrf_token")) {
-        return message(
-            StatusCode::FORBIDDEN,
-            "Request refused",
-            vec!["The form expired. Go back, reload the page and try again.".into()],
-        );
-    }
     let Ok(signed_in) = current_user(&kp, &headers).await else {
         return unavailable();
     };
@@ -414,19 +403,8 @@ fn url_encode(text: &str) -> String {
 
 /// `POST /device/sign-out`: ends the browser session (a shared computer).
 pub async fn sign_out(State(kp): State<Keyport>, headers: HeaderMap, body: Body) -> Response {
-    let Ok(form) = read_form(body).await else {
-        return message(
-            StatusCode::BAD_REQUEST,
-            "Bad request",
-            vec!["The form could not be read.".into()],
-        );
-    };
-    if !csrf_ok(&kp, &headers, form.get("csrf_token")) {
-        return message(
-            StatusCode::FORBIDDEN,
-            "Request refused",
-            vec!["The form expired. Reload the page and try again.".into()],
-        );
+    if let Err(page) = checked_form(&kp, &headers, body).await {
+        return page;
     }
     let names = cookies(&kp);
     let signed_in = read_cookie(&headers, names.session);

@@ -6,10 +6,12 @@ pub mod device;
 pub mod setup;
 
 use aws_lc_rs::hmac;
+use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
 use crate::crypto::{self, constant_time_eq};
+use crate::http::params::{Params, read_form};
 use crate::service::Keyport;
 
 pub const STYLESHEET: &str = include_str!("../../templates/keyport.css");
@@ -119,6 +121,34 @@ fn issuer_origin(kp: &Keyport) -> String {
     url::Url::parse(&kp.config.issuer)
         .map(|u| u.origin().ascii_serialization())
         .unwrap_or_default()
+}
+
+/// Reads a posted form; a body that is no form becomes the "Bad request" page.
+pub async fn read_page_form(body: Body) -> Result<Params, Response> {
+    read_form(body).await.map_err(|_| {
+        message(
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            vec!["The form could not be read.".into()],
+        )
+    })
+}
+
+/// Reads a posted form and checks its CSRF token; either failure becomes a page.
+pub async fn checked_form(
+    kp: &Keyport,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Params, Response> {
+    let form = read_page_form(body).await?;
+    if !csrf_ok(kp, headers, form.get("csrf_token")) {
+        return Err(message(
+            StatusCode::FORBIDDEN,
+            "Request refused",
+            vec!["The form expired. Go back, reload the page and try again.".into()],
+        ));
+    }
+    Ok(form)
 }
 
 /// Renders a template, attaching the CSRF cookie when one was minted.

@@ -9,10 +9,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::{csrf_for, csrf_ok, message, page};
+use super::{csrf_for, csrf_ok, message, page, read_page_form};
 use crate::crypto::{self, constant_time_eq, hash_secret};
 use crate::domain::signin::hash_password;
-use crate::http::params::read_form;
 use crate::service::{Caller, Keyport};
 use crate::store::{self, directory::NewUser, directory::Workspace};
 
@@ -83,12 +82,9 @@ pub async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let Ok(form) = read_form(body).await else {
-        return message(
-            StatusCode::BAD_REQUEST,
-            "Bad request",
-            vec!["The form could not be read.".into()],
-        );
+    let form = match read_page_form(body).await {
+        Ok(form) => form,
+        Err(page) => return page,
     };
     let token = form.get("token").unwrap_or("").to_string();
     if !csrf_ok(&kp, &headers, form.get("csrf_token")) || !token_valid(&kp, &token).await {
