@@ -256,6 +256,22 @@ impl Keyport {
             .map_err(|_| Error::internal("password hashing failed"))
     }
 
+    /// Hourly upkeep: removes device authorizations that expired a day ago
+    /// and the sealed leeway replies of rotations past the leeway.
+    pub async fn housekeeping(&self) -> Result<(), store::Error> {
+        let now = self.clock.now();
+        let leeway = self.config.tokens.refresh_leeway;
+        self.store
+            .write(move |c| {
+                Box::pin(async move {
+                    store::device::purge_expired(&mut *c, now).await?;
+                    store::sessions::forget_sealed_successors(c, now - leeway).await?;
+                    Ok(())
+                })
+            })
+            .await
+    }
+
     /// Background upkeep: reload keys rotated elsewhere, purge expired codes.
     pub fn spawn_maintenance(&self) -> tokio::task::JoinHandle<()> {
         let keyport = self.clone();
@@ -268,17 +284,10 @@ impl Keyport {
                 if let Err(e) = keyport.reload_keys().await {
                     tracing::warn!(error = %e, "signing key reload failed");
                 }
-                if n.is_multiple_of(1800) {
-                    let now = keyport.clock.now();
-                    let purge = keyport
-                        .store
-                        .write(move |c| {
-                            Box::pin(async move { store::device::purge_expired(c, now).await })
-                        })
-                        .await;
-                    if let Err(e) = purge {
-                        tracing::warn!(error = %e, "purging expired device codes failed");
-                    }
+                if n.is_multiple_of(1800)
+                    && let Err(e) = keyport.housekeeping().await
+                {
+                    tracing::warn!(error = %e, "purging expired codes and leeway replies failed");
                 }
             }
         })

@@ -91,12 +91,7 @@ impl Keyport {
         request: StartRequest,
         caller: &Caller,
     ) -> Result<DeviceAuthorizationResponse> {
-        if !client.grants.iter().any(|g| g == DEVICE_CODE_GRANT) {
-            return Err(Error::oauth(
-                ErrorCode::UnauthorizedClient,
-                "the device grant is not enabled for this client",
-            ));
-        }
+        ensure_device_grant(client)?;
         let scope = self.requested_scopes(client, request.scope.as_deref())?;
         let resource = self.check_resource(client, request.resource.as_deref())?;
         check_metadata(&request.metadata)?;
@@ -409,6 +404,7 @@ impl Keyport {
         poll: PollRequest,
         caller: &Caller,
     ) -> Result<TokenResponse> {
+        ensure_device_grant(client)?;
         let narrowing = match &poll.scope {
             Some(text) => Some(
                 Scopes::parse(text)
@@ -608,6 +604,17 @@ async fn redeem(
         with_refresh,
         scope,
     }))
+}
+
+/// Start and poll both need the client to have the device grant.
+fn ensure_device_grant(client: &Client) -> Result<()> {
+    if client.grants.iter().any(|g| g == DEVICE_CODE_GRANT) {
+        return Ok(());
+    }
+    Err(Error::oauth(
+        ErrorCode::UnauthorizedClient,
+        "the device grant is not enabled for this client",
+    ))
 }
 
 fn guess_buckets(user: &User, browser_session: Option<&str>, caller: &Caller) -> Vec<String> {

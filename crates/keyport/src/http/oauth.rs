@@ -151,13 +151,6 @@ pub async fn token(
         .await?;
     let response = match grant {
         GrantType::DeviceCode => {
-            if !client.grants.iter().any(|g| g == DEVICE_CODE_GRANT) {
-                return Err(Error::oauth(
-                    ErrorCode::UnauthorizedClient,
-                    "the device grant is not enabled for this client",
-                )
-                .into());
-            }
             let poll = PollRequest {
                 device_code: params.secret("device_code")?,
                 resource: params.get("resource").map(str::to_string),

@@ -205,6 +205,19 @@ pub async fn rotate<'e>(
     Ok(done.rows_affected() == 1)
 }
 
+/// Drops the sealed leeway replies of rotations older than `before`: past
+/// the leeway nobody may have them again.
+pub async fn forget_sealed_successors<'e>(db: impl Db<'e>, before: i64) -> Result<u64> {
+    let done = sqlx::query(
+        "UPDATE refresh_tokens SET sealed_successor = NULL \
+         WHERE sealed_successor IS NOT NULL AND rotated_at < $1",
+    )
+    .bind(before)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 pub async fn revoke_access_token<'e>(db: impl Db<'e>, jti: &str, expires_at: i64) -> Result<()> {
     sqlx::query(
         "INSERT INTO revoked_access_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING",

@@ -338,3 +338,27 @@ async fn signing_out_ends_the_browser_session() {
         "the session is gone on the server too"
     );
 }
+
+#[tokio::test]
+async fn housekeeping_forgets_leeway_replies_past_the_leeway() {
+    let server = TestServer::start().await;
+    let tokens = server.login().await;
+    let (status, _) = server
+        .refresh(tokens["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let sealed = || async {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM refresh_tokens WHERE sealed_successor IS NOT NULL",
+        )
+        .fetch_one(server.kp.store.pool())
+        .await
+        .unwrap();
+        sqlx::Row::get::<i64, _>(&row, "n")
+    };
+    server.kp.housekeeping().await.unwrap();
+    assert_eq!(sealed().await, 1, "still inside the leeway");
+    server.clock.advance_secs(31);
+    server.kp.housekeeping().await.unwrap();
+    assert_eq!(sealed().await, 0);
+}
