@@ -46,14 +46,19 @@ pub struct ServeArgs {
     pub no_rate_limits: bool,
 }
 
-/// `[limits]`: every rate limit in one place.
+/// `[limits]`: every rate limit, connection cap and timeout in one place.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
-    /// Device authorization starts per client per minute.
+    /// Device authorization starts per client per minute from one network
+    /// (an IPv4 /24 or an IPv6 /48), so a few addresses cannot use up a
+    /// public client's budget for everyone else.
     pub device_starts_per_client_per_minute: i64,
     /// Device authorization starts per IP address per minute.
     pub device_starts_per_ip_per_minute: i64,
+    /// Device authorization starts per minute for the whole server, all
+    /// clients and networks together: bounds the rows a flood can add.
+    pub device_starts_per_minute: i64,
     /// Failed user-code entries per hour, counted per browser session, per
     /// account, per IP and per client (GitHub allows 50 per app).
     pub user_code_failures_per_hour: i64,
@@ -65,6 +70,27 @@ pub struct Limits {
     pub sign_ins_per_ip_per_minute: i64,
     /// Argon2id hashes running at once (about one per core).
     pub password_hashes_in_flight: usize,
+    /// Open connections at once, over all clients (also bounded by the
+    /// process's open-file limit, which is raised at start).
+    pub max_connections: usize,
+    /// Open connections at once from one IP address. Trusted proxies are
+    /// exempt: their connections carry many clients.
+    pub max_connections_per_ip: usize,
+    /// Seconds a connection may take to send a complete request head,
+    /// counted from when it opens or from the end of its previous response;
+    /// so it also closes idle keep-alive connections.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a request may take to send its whole body.
+    pub request_body_timeout_secs: u64,
+    /// Seconds a request may take from its head to its response.
+    pub request_timeout_secs: u64,
+    /// Largest request head (request line and headers) in bytes.
+    pub max_header_bytes: usize,
+    /// On SIGTERM, seconds `/readyz` answers 503 while requests are still
+    /// served, so load balancers stop sending traffic before the listener closes.
+    pub shutdown_drain_secs: u64,
+    /// After the listener closes, seconds in-flight requests get to finish.
+    pub shutdown_grace_secs: u64,
     #[serde(skip)]
     pub enabled: bool,
 }
@@ -74,11 +100,20 @@ impl Default for Limits {
         Self {
             device_starts_per_client_per_minute: 600,
             device_starts_per_ip_per_minute: 60,
+            device_starts_per_minute: 6_000,
             user_code_failures_per_hour: 50,
             failed_sign_ins_before_lockout: 5,
             lockout_seconds: 900,
             sign_ins_per_ip_per_minute: 30,
             password_hashes_in_flight: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            max_connections: 10_000,
+            max_connections_per_ip: 256,
+            header_read_timeout_secs: 10,
+            request_body_timeout_secs: 10,
+            request_timeout_secs: 30,
+            max_header_bytes: 16 * 1024,
+            shutdown_drain_secs: 5,
+            shutdown_grace_secs: 30,
             enabled: true,
         }
     }
@@ -90,9 +125,12 @@ impl Default for Limits {
 pub struct TokenSettings {
     pub access_token_ttl: i64,
     pub refresh_token_ttl: i64,
+    /// The longest a session lives, however often it refreshes (ASVS 10.4.8).
+    pub session_max_lifetime: i64,
     pub device_code_ttl: i64,
     pub device_poll_interval: i64,
-    /// How long a concurrent retry of the latest refresh gets the same pair.
+    /// How long a retry of the latest refresh (or of a device-code poll
+    /// whose reply was lost) gets the same tokens again; 0 allows no retry.
     pub refresh_leeway: i64,
     /// Issue a fresh ID token on refresh as well.
     pub id_token_on_refresh: bool,
@@ -103,6 +141,7 @@ impl Default for TokenSettings {
         Self {
             access_token_ttl: 900,
             refresh_token_ttl: 30 * 86_400,
+            session_max_lifetime: 90 * 86_400,
             device_code_ttl: 900,
             device_poll_interval: 5,
             refresh_leeway: 30,

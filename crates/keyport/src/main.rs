@@ -72,6 +72,21 @@ enum UserCommand {
         #[arg(long, required = true)]
         password_stdin: bool,
     },
+    /// Refuse the user every sign-in and end all their sessions
+    Disable {
+        #[arg(long)]
+        email: String,
+    },
+    /// Let a disabled user sign in again
+    Enable {
+        #[arg(long)]
+        email: String,
+    },
+    /// Clear the failed sign-in count that locks an account
+    Unlock {
+        #[arg(long)]
+        email: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -240,6 +255,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 )
             });
         }
+        Command::User(UserCommand::Disable { email }) => {
+            let kp = open(&cli.store, &none).await?;
+            let done = admin::disable_user(&kp, &email).await?;
+            print(json, done, |d| {
+                format!(
+                    "disabled {}; ended {} session(s)",
+                    d["email"].as_str().unwrap_or(""),
+                    d["sessions_ended"]
+                )
+            });
+        }
+        Command::User(UserCommand::Enable { email }) => {
+            let kp = open(&cli.store, &none).await?;
+            let done = admin::enable_user(&kp, &email).await?;
+            print(json, done, |d| {
+                format!("enabled {}", d["email"].as_str().unwrap_or(""))
+            });
+        }
+        Command::User(UserCommand::Unlock { email }) => {
+            let kp = open(&cli.store, &none).await?;
+            let done = admin::unlock_user(&kp, &email).await?;
+            print(json, done, |d| {
+                format!(
+                    "cleared failed sign-ins of {}",
+                    d["email"].as_str().unwrap_or("")
+                )
+            });
+        }
         Command::Client(ClientCommand::Add(add)) => {
             let kp = open(&cli.store, &none).await?;
             let new = NewClient {
@@ -349,9 +392,7 @@ async fn run_server(store: &StoreArgs, serve: &ServeArgs) -> anyhow::Result<()> 
             kp.config.issuer
         );
     } else if let Some(link) = pages::setup::setup_link(&kp).await? {
-        eprintln!(
-            "\nNo users yet. Create the first admin here (the link works once):\n\n    {link}\n"
-        );
+        show_setup_link(&kp.config.data_dir, &link)?;
     }
     tracing::info!(issuer = %kp.config.issuer, listen = %kp.config.listen, engine = ?kp.store.engine(), "keyport is ready");
     let maintenance = kp.spawn_maintenance();
@@ -360,6 +401,31 @@ async fn run_server(store: &StoreArgs, serve: &ServeArgs) -> anyhow::Result<()> 
     maintenance.abort();
     store_handle.close().await;
     tracing::info!("keyport stopped");
+    Ok(())
+}
+
+/// The setup link is a credential: it goes to the terminal, never into the
+/// logs. Without a terminal (a service manager, a container) it is written
+/// to a file only the server's user can read, and the log names the file.
+fn show_setup_link(data_dir: &std::path::Path, link: &str) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let text = format!(
+        "No users yet. Create the first admin here (the link works once, for an hour):\n\n    {link}\n"
+    );
+    if std::io::stderr().is_terminal() {
+        eprintln!("\n{text}");
+        return Ok(());
+    }
+    let path = data_dir.join("setup-link.txt");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    std::io::Write::write_all(&mut file, text.as_bytes())?;
+    tracing::warn!(file = %path.display(), "no users yet: the one-time setup link is in this file");
     Ok(())
 }
 

@@ -217,6 +217,13 @@ impl Keyport {
         Ok(client)
     }
 
+    /// What the database keeps of a user code: a keyed hash under a key
+    /// derived from the master key (8 letters of 20 are too few for a plain
+    /// hash to protect them).
+    pub fn user_code_hash(&self, code: &crate::crypto::tokens::UserCode) -> String {
+        crypto::keyed_hash(&self.master.derive("user code"), code.as_str())
+    }
+
     /// Drops a cached client after this instance changed it.
     pub fn forget_client(&self, id: &str) {
         self.clients.lock().expect("cache lock").remove(id);
@@ -257,15 +264,17 @@ impl Keyport {
     }
 
     /// Hourly upkeep: removes device authorizations that expired a day ago
-    /// and the sealed leeway replies of rotations past the leeway.
+    /// and the sealed leeway replies (of rotations and of device-code
+    /// redemptions) past the leeway.
     pub async fn housekeeping(&self) -> Result<(), store::Error> {
-        let now = self.clock.now();
-        let leeway = self.config.tokens.refresh_leeway;
+        let now_ms = self.clock.now_ms();
+        let leeway_ms = self.config.tokens.refresh_leeway * 1000;
         self.store
             .write(move |c| {
                 Box::pin(async move {
-                    store::device::purge_expired(&mut *c, now).await?;
-                    store::sessions::forget_sealed_successors(c, now - leeway).await?;
+                    store::device::purge_expired(&mut *c, now_ms / 1000).await?;
+                    store::device::forget_sealed_tokens(&mut *c, now_ms - leeway_ms).await?;
+                    store::sessions::forget_sealed_successors(c, now_ms - leeway_ms).await?;
                     Ok(())
                 })
             })

@@ -47,6 +47,13 @@ pub fn hash_secret(secret: &str) -> String {
     b64url(&sha256(secret.as_bytes()))
 }
 
+/// A keyed hash (HMAC-SHA256, base64url) for low-entropy secrets such as
+/// user codes: without the key, a leaked hash cannot be brute-forced.
+pub fn keyed_hash(key: &[u8; 32], secret: &str) -> String {
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key);
+    b64url(aws_lc_rs::hmac::sign(&key, secret.as_bytes()).as_ref())
+}
+
 /// Compares two secrets without leaking where they differ.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()

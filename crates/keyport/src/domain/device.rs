@@ -1,35 +1,19 @@
 //! RFC 8628 device authorization: start (§3.1–3.2), resolve a user code,
-//! approve or deny it (the consent), and poll (§3.4–3.5). Tokens are released
-//! exactly once: redemption is a conditional update only one poll can win.
+//! and approve or deny it (the consent). Polling is in [`super::poll`].
 
-use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
 
 use super::audit::Audit;
+use super::metadata::DeviceMetadata;
 use super::scopes::{Role, Scopes};
-use super::tokens::{Grant, NewSession};
 use super::{Error, ErrorCode, Result};
-use crate::crypto::tokens::{Secret, UserCode, new_device_code, new_refresh_token};
+use crate::crypto::tokens::{UserCode, new_device_code};
 use crate::crypto::{self, hash_secret};
+use crate::metrics::SecurityEvent;
 use crate::service::{Caller, Keyport};
 use crate::store::device::{Approval, DeviceAuthorization, NewDevice, Status};
 use crate::store::{self, Writes, clients::Client, directory::User};
-use keyport_proto::{ClientInfo, DEVICE_CODE_GRANT, DeviceAuthorizationResponse, TokenResponse};
-
-/// Device metadata a CLI may send; shown on the approval page and kept on
-/// the session.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct DeviceMetadata {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cli_label: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_info: Option<ClientInfo>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dns_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub os_type: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub os_version: Option<String>,
-}
+use keyport_proto::{DEVICE_CODE_GRANT, DeviceAuthorizationResponse};
 
 /// A device authorization request after parsing.
 #[derive(Debug, Clone, Default)]
@@ -37,14 +21,6 @@ pub struct StartRequest {
     pub scope: Option<String>,
     pub resource: Option<String>,
     pub metadata: DeviceMetadata,
-}
-
-/// A poll of the token endpoint with a device code.
-#[derive(Debug)]
-pub struct PollRequest {
-    pub device_code: Secret,
-    pub resource: Option<String>,
-    pub scope: Option<String>,
 }
 
 /// A pending authorization as the approval page shows it.
@@ -77,10 +53,6 @@ pub enum Decided {
     Denied,
 }
 
-const MAX_METADATA_LEN: usize = 200;
-
-/// Time a poll may come early and still count as on time: network jitter.
-const POLL_TOLERANCE_MS: i64 = 250;
 
 impl Keyport {
     /// RFC 8628 §3.1: validates the request strictly and creates a pending
@@ -94,8 +66,8 @@ impl Keyport {
         ensure_device_grant(client)?;
         let scope = self.requested_scopes(client, request.scope.as_deref())?;
         let resource = self.check_resource(client, request.resource.as_deref())?;
-        check_metadata(&request.metadata)?;
-        let metadata = serde_json::to_string(&request.metadata).expect("metadata serializes");
+        let metadata = request.metadata.cleaned();
+        let metadata = serde_json::to_string(&metadata).expect("metadata serializes");
         let limits = self.config.limits.clone();
         let tokens = self.config.tokens.clone();
 
@@ -107,7 +79,8 @@ impl Keyport {
             let (id, code_hash) = (crypto::random_id(), device_code.hash());
             let (client_id, scope_text) = (client.id.clone(), scope.to_scope_string());
             let (resource, metadata, ip) = (resource.clone(), metadata.clone(), caller.ip_string());
-            let stored_code = user_code.as_str().to_string();
+            let network = caller.ip.map(network_of);
+            let user_code_hash = self.user_code_hash(&user_code);
             let limits = limits.clone();
             // Without rate counters the job is a single INSERT.
             let writes = if limits.enabled {
@@ -121,21 +94,29 @@ impl Keyport {
                     Box::pin(async move {
                         if limits.enabled {
                             let window = now - now.rem_euclid(60);
-                            let by_client = format!("device-start:client:{client_id}");
-                            let hits = store::limits::hit(&mut *c, &by_client, window).await?;
-                            if hits > limits.device_starts_per_client_per_minute {
-                                return Ok(Err(Error::oauth(
-                                    ErrorCode::SlowDown,
-                                    "too many device authorizations for this client; retry later",
-                                )));
-                            }
+                            // Narrowest first, so a refused start counts
+                            // nothing against the wider budgets.
+                            let mut budgets = Vec::with_capacity(3);
                             if let Some(ip) = &ip {
-                                let by_ip = format!("device-start:ip:{ip}");
-                                let hits = store::limits::hit(&mut *c, &by_ip, window).await?;
-                                if hits > limits.device_starts_per_ip_per_minute {
+                                budgets.push((
+                                    format!("device-start:ip:{ip}"),
+                                    limits.device_starts_per_ip_per_minute,
+                                ));
+                            }
+                            let network = network.as_deref().unwrap_or("-");
+                            budgets.push((
+                                format!("device-start:client:{client_id}:net:{network}"),
+                                limits.device_starts_per_client_per_minute,
+                            ));
+                            budgets.push((
+                                "device-start:all".to_string(),
+                                limits.device_starts_per_minute,
+                            ));
+                            for (bucket, limit) in budgets {
+                                if store::limits::hit(&mut *c, &bucket, window).await? > limit {
                                     return Ok(Err(Error::oauth(
                                         ErrorCode::SlowDown,
-                                        "too many device authorizations from this address; retry later",
+                                        "too many device authorizations; retry later",
                                     )));
                                 }
                             }
@@ -145,7 +126,7 @@ impl Keyport {
                             NewDevice {
                                 id: &id,
                                 device_code_hash: &code_hash,
-                                user_code: &stored_code,
+                                user_code_hash: &user_code_hash,
                                 client_id: &client_id,
                                 scope: &scope_text,
                                 resource: resource.as_deref(),
@@ -241,18 +222,23 @@ impl Keyport {
             for bucket in &buckets {
                 let failures = store::limits::peek(self.store.pool(), bucket, window).await?;
                 if failures >= self.config.limits.user_code_failures_per_hour {
+                    crate::metrics::record(SecurityEvent::UserCodeThrottled);
                     return Err(Error::Throttled {
                         retry_after: window + 3600 - now,
                     });
                 }
             }
         }
-        let found = match UserCode::parse(input) {
-            Some(code) => store::device::by_user_code(self.store.pool(), code.as_str()).await?,
+        let code = UserCode::parse(input);
+        let found = match &code {
+            Some(code) => {
+                let hash = self.user_code_hash(code);
+                store::device::by_user_code_hash(self.store.pool(), &hash).await?
+            }
             None => None,
         };
         let live = found.filter(|d| d.status == Status::Pending && d.expires_at > now);
-        let Some(device) = live else {
+        let (Some(device), Some(code)) = (live, code) else {
             if self.config.limits.enabled {
                 self.store
                     .write(move |c| {
@@ -269,17 +255,20 @@ impl Keyport {
                 "that code is not valid or has expired",
             ));
         };
-        self.pending_request(device).await
+        self.pending_request(device, code).await
     }
 
-    async fn pending_request(&self, device: DeviceAuthorization) -> Result<PendingRequest> {
+    async fn pending_request(
+        &self,
+        device: DeviceAuthorization,
+        user_code: UserCode,
+    ) -> Result<PendingRequest> {
         let client = self
             .client(&device.client_id)
             .await?
             .ok_or_else(|| Error::invalid_grant("the client of this request no longer exists"))?;
         Ok(PendingRequest {
-            user_code: UserCode::parse(&device.user_code)
-                .ok_or(Error::internal("stored user code"))?,
+            user_code,
             requested: Scopes::parse(&device.scope).unwrap_or_default(),
             metadata: serde_json::from_str(&device.metadata).unwrap_or_default(),
             id: device.id,
@@ -394,220 +383,10 @@ impl Keyport {
             }
         }
     }
-
-    /// RFC 8628 §3.4: one poll of the token endpoint. A poll of a pending
-    /// code is a single statement (the hot path); the redemption, once per
-    /// login, is a transaction of its own.
-    pub async fn poll_device(
-        &self,
-        client: &Client,
-        poll: PollRequest,
-        caller: &Caller,
-    ) -> Result<TokenResponse> {
-        ensure_device_grant(client)?;
-        let narrowing = match &poll.scope {
-            Some(text) => Some(
-                Scopes::parse(text)
-                    .ok_or_else(|| Error::oauth(ErrorCode::InvalidScope, "malformed scope"))?,
-            ),
-            None => None,
-        };
-        let code_hash = hash_secret(poll.device_code.expose());
-        let now_ms = self.clock.now_ms();
-        let (client_id, resource, hash) =
-            (client.id.clone(), poll.resource.clone(), code_hash.clone());
-        let polled = self
-            .store
-            .write_one(move |c| {
-                Box::pin(async move {
-                    store::device::poll(
-                        c,
-                        &hash,
-                        &client_id,
-                        resource.as_deref(),
-                        now_ms,
-                        POLL_TOLERANCE_MS,
-                    )
-                    .await
-                })
-            })
-            .await?;
-        let Some((device, slowed)) = polled else {
-            return Err(self
-                .why_no_poll_matched(client, &code_hash, now_ms.div_euclid(1000))
-                .await?);
-        };
-        match device.status {
-            Status::Pending if slowed => Err(Error::oauth(
-                ErrorCode::SlowDown,
-                format!("polled too fast; wait at least {} seconds", device.interval),
-            )),
-            Status::Pending => Err(Error::oauth(
-                ErrorCode::AuthorizationPending,
-                "the user has not approved yet",
-            )),
-            Status::Denied => Err(Error::oauth(
-                ErrorCode::AccessDenied,
-                "the user denied the request",
-            )),
-            Status::Redeemed => Err(Error::invalid_grant("the device code was already used")),
-            Status::Approved => self.redeem_device(device, narrowing, caller).await,
-        }
-    }
-
-    /// Names the reason a poll matched no live authorization (the rare path).
-    async fn why_no_poll_matched(
-        &self,
-        client: &Client,
-        code_hash: &str,
-        now: i64,
-    ) -> Result<Error> {
-        let found = store::device::by_device_code_hash(self.store.pool(), code_hash).await?;
-        Ok(match found {
-            None => Error::invalid_grant("unknown device code"),
-            Some(d) if d.client_id != client.id => {
-                Error::invalid_grant("the device code belongs to another client")
-            }
-            Some(d) if d.status == Status::Redeemed => {
-                Error::invalid_grant("the device code was already used")
-            }
-            Some(d) if now >= d.expires_at => {
-                Error::oauth(ErrorCode::ExpiredToken, "the device code has expired")
-            }
-            Some(_) => Error::invalid_grant("the resource differs from the one requested at start"),
-        })
-    }
-
-    async fn redeem_device(
-        &self,
-        device: DeviceAuthorization,
-        narrowing: Option<Scopes>,
-        caller: &Caller,
-    ) -> Result<TokenResponse> {
-        let refresh = new_refresh_token();
-        let refresh_hash = refresh.hash();
-        let session_id = crypto::random_id();
-        let now = self.clock.now();
-        let refresh_ttl = self.config.tokens.refresh_token_ttl;
-        let caller = caller.clone();
-        let outcome = self
-            .store
-            .write(move |c| {
-                Box::pin(async move {
-                    redeem(
-                        c,
-                        device,
-                        narrowing,
-                        session_id,
-                        &refresh_hash,
-                        now,
-                        refresh_ttl,
-                        &caller,
-                    )
-                    .await
-                })
-            })
-            .await?;
-        let new_session = outcome?;
-        let refresh = new_session.with_refresh.then_some(refresh);
-        self.mint(Grant {
-            session: new_session.session,
-            refresh,
-            user: new_session.user,
-            id_token: true,
-            scope: new_session.scope,
-        })
-    }
-}
-
-/// Releases the tokens of an approved authorization, exactly once.
-#[allow(clippy::too_many_arguments)]
-async fn redeem(
-    c: &mut store::Conn,
-    d: DeviceAuthorization,
-    narrowing: Option<Scopes>,
-    session_id: String,
-    refresh_hash: &str,
-    now: i64,
-    refresh_ttl: i64,
-    caller: &Caller,
-) -> store::Result<Result<NewSession>> {
-    let user_id = d.user_id.clone().unwrap_or_default();
-    let user = store::directory::user_by_id(&mut *c, &user_id).await?;
-    let locked = user
-        .as_ref()
-        .is_none_or(|u| u.disabled || u.locked_until.is_some_and(|t| t > now));
-    // The approver may have been removed from the workspace since.
-    let still_member = match &d.workspace_id {
-        Some(ws) => store::directory::role_in(&mut *c, &user_id, ws)
-            .await?
-            .is_some(),
-        None => true,
-    };
-    if locked || !still_member {
-        store::device::deny(&mut *c, &d.id, &user_id, now).await?;
-        return Ok(Err(Error::oauth(
-            ErrorCode::AccessDenied,
-            "the approving account can no longer sign in",
-        )));
-    }
-    let mut scope = Scopes::parse(d.granted_scope.as_deref().unwrap_or("")).unwrap_or_default();
-    if let Some(narrow) = narrowing.filter(|n| !n.is_empty()) {
-        if !narrow.is_subset(&scope) {
-            return Ok(Err(Error::oauth(
-                ErrorCode::InvalidScope,
-                "the scope is wider than what was approved",
-            )));
-        }
-        scope = narrow;
-    }
-    if !store::device::redeem(&mut *c, &d.id).await? {
-        return Ok(Err(Error::invalid_grant(
-            "the device code was already used",
-        )));
-    }
-    let metadata: DeviceMetadata = serde_json::from_str(&d.metadata).unwrap_or_default();
-    let session = store::sessions::Session {
-        id: session_id,
-        user_id: Some(user_id),
-        client_id: d.client_id.clone(),
-        workspace_id: d.workspace_id.clone(),
-        role: d.role.clone(),
-        scope: scope.to_scope_string(),
-        resource: d.resource.clone(),
-        label: metadata.cli_label.clone().or(metadata.dns_name.clone()),
-        metadata: d.metadata.clone(),
-        ip: d.ip.clone(),
-        grant_type: DEVICE_CODE_GRANT.into(),
-        auth_time: d.auth_time,
-        created_at: now,
-        last_used_at: now,
-        revoked_at: None,
-    };
-    let with_refresh = scope.contains("offline_access");
-    store::sessions::insert(&mut *c, &session).await?;
-    if with_refresh {
-        store::sessions::insert_refresh(&mut *c, refresh_hash, &session.id, now, now + refresh_ttl)
-            .await?;
-    }
-    let email = user.as_ref().map(|u| u.email.clone());
-    Audit::new("token.issue", "success")
-        .actor(email.as_deref())
-        .client(&session.client_id)
-        .session(&session.id)
-        .detail(serde_json::json!({ "grant_type": DEVICE_CODE_GRANT, "scope": session.scope }))
-        .record(c, now * 1000, caller)
-        .await?;
-    Ok(Ok(NewSession {
-        session,
-        user,
-        with_refresh,
-        scope,
-    }))
 }
 
 /// Start and poll both need the client to have the device grant.
-fn ensure_device_grant(client: &Client) -> Result<()> {
+pub(super) fn ensure_device_grant(client: &Client) -> Result<()> {
     if client.grants.iter().any(|g| g == DEVICE_CODE_GRANT) {
         return Ok(());
     }
@@ -628,21 +407,36 @@ fn guess_buckets(user: &User, browser_session: Option<&str>, caller: &Caller) ->
     buckets
 }
 
-fn check_metadata(m: &DeviceMetadata) -> Result<()> {
-    let fields = [
-        m.cli_label.as_deref(),
-        m.dns_name.as_deref(),
-        m.os_type.as_deref(),
-        m.os_version.as_deref(),
-        m.client_info.as_ref().and_then(|i| i.name.as_deref()),
-        m.client_info.as_ref().and_then(|i| i.version.as_deref()),
-    ];
-    for value in fields.into_iter().flatten() {
-        if value.len() > MAX_METADATA_LEN || value.chars().any(char::is_control) {
-            return Err(Error::invalid_request(
-                "device metadata must be short, printable text",
-            ));
+/// The network an address belongs to, for budgets a few addresses must not
+/// use up: its IPv4 /24 or its IPv6 /48 (a site's usual assignment).
+pub fn network_of(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            format!("{a}.{b}.{c}.0/24")
         }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => network_of(IpAddr::V4(v4)),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2])
+            }
+        },
     }
-    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn networks_group_neighbouring_addresses() {
+        let net = |ip: &str| network_of(ip.parse().unwrap());
+        assert_eq!(net("203.0.113.7"), "203.0.113.0/24");
+        assert_eq!(net("203.0.113.7"), net("203.0.113.250"));
+        assert_ne!(net("203.0.113.7"), net("203.0.114.7"));
+        assert_eq!(net("2001:db8:1:2::5"), "2001:db8:1::/48");
+        assert_eq!(net("2001:db8:1:ffff::5"), net("2001:db8:1::1"));
+        assert_eq!(net("::ffff:198.51.100.9"), "198.51.100.0/24");
+    }
 }

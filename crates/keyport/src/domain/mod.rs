@@ -5,6 +5,8 @@
 pub mod audit;
 pub mod clients;
 pub mod device;
+pub mod metadata;
+pub mod poll;
 pub mod scopes;
 pub mod signin;
 pub mod tokens;

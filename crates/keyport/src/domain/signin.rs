@@ -10,8 +10,14 @@ use argon2::{Algorithm, Argon2, Params, PasswordHash, Version};
 use super::audit::Audit;
 use super::{Error, ErrorCode, Result};
 use crate::crypto::{self, hash_secret};
+use crate::metrics::SecurityEvent;
 use crate::service::{Caller, Keyport};
 use crate::store::{self, directory::User};
+
+/// The form every username is counted and looked up in.
+pub fn normalise_username(name: &str) -> String {
+    name.trim().to_lowercase()
+}
 
 /// How long a browser session lasts.
 const BROWSER_SESSION_SECS: i64 = 12 * 3600;
@@ -125,6 +131,12 @@ impl Keyport {
     }
 
     /// Email + password with lockout and per-IP throttling; audited.
+    ///
+    /// Failures count per normalised username, whether or not an account
+    /// has it, so an unknown name locks exactly like a real one and the
+    /// answers (and their timing) tell nothing about which accounts exist.
+    /// A lockout only blocks new sign-ins; sessions already issued carry on.
+    /// `--no-rate-limits` turns off the per-IP throttle, never the lockout.
     pub async fn check_password(
         &self,
         email: &str,
@@ -133,23 +145,42 @@ impl Keyport {
     ) -> Result<User, SignInError> {
         let now = self.clock.now();
         let limits = self.config.limits.clone();
-        if let Some(ip) = caller.ip.filter(|_| limits.enabled) {
-            let window = now - now.rem_euclid(60);
-            let bucket = format!("sign-in:ip:{ip}");
-            let hits = self
-                .store
-                .write(move |c| {
-                    Box::pin(async move { store::limits::hit(c, &bucket, window).await })
+        let username = normalise_username(email);
+        let throttle_ip = caller.ip.filter(|_| limits.enabled);
+        let name = username.clone();
+        let (throttled, attempt) = self
+            .store
+            .write(move |c| {
+                Box::pin(async move {
+                    if let Some(ip) = throttle_ip {
+                        let window = now - now.rem_euclid(60);
+                        let bucket = format!("sign-in:ip:{ip}");
+                        let hits = store::limits::hit(&mut *c, &bucket, window).await?;
+                        if hits > limits.sign_ins_per_ip_per_minute {
+                            return Ok((Some(window + 60 - now), None));
+                        }
+                    }
+                    let attempt =
+                        store::lockout::begin_attempt(c, &name, now, limits.lockout_seconds)
+                            .await?;
+                    Ok((None, Some(attempt)))
                 })
-                .await?;
-            if hits > limits.sign_ins_per_ip_per_minute {
-                return Err(SignInError::Throttled {
-                    retry_after: window + 60 - now,
-                });
-            }
+            })
+            .await?;
+        if let Some(retry_after) = throttled {
+            crate::metrics::record(SecurityEvent::SignInThrottled);
+            return Err(SignInError::Throttled { retry_after });
         }
-        let email = email.trim().to_lowercase();
-        let user = store::directory::user_by_email(self.store.pool(), &email).await?;
+        let attempt = attempt.ok_or(Error::internal("sign-in attempt not counted"))?;
+        let caller = caller.clone();
+        let max = limits.failed_sign_ins_before_lockout;
+        if attempt.locked_until.is_some_and(|until| until > now) || attempt.number > max {
+            let until = attempt.locked_until.unwrap_or(now + limits.lockout_seconds);
+            self.audit_sign_in_failure(&username, "locked", false, &caller)
+                .await?;
+            return Err(SignInError::Locked { until });
+        }
+        let user = store::directory::user_by_email(self.store.pool(), &username).await?;
         let phc = user
             .as_ref()
             .and_then(|u| u.password_hash.clone())
@@ -158,87 +189,67 @@ impl Keyport {
         let verified = self
             .password_work(move || verify_password(&password, &phc))
             .await?;
-        let caller = caller.clone();
-        let Some(user) = user else {
-            let actor = email.clone();
-            self.store
-                .write(move |c| {
-                    Box::pin(async move {
-                        Audit::new("sign_in", "failure")
-                            .actor(Some(&actor))
-                            .detail(serde_json::json!({ "reason": "unknown_user" }))
-                            .record(c, now * 1000, &caller)
-                            .await
+        match user {
+            Some(user) if verified && !user.disabled => {
+                let (name, email) = (username.clone(), user.email.clone());
+                self.store
+                    .write(move |c| {
+                        Box::pin(async move {
+                            store::lockout::clear(&mut *c, &name).await?;
+                            Audit::new("sign_in", "success")
+                                .actor(Some(&email))
+                                .detail(serde_json::json!({ "method": "password" }))
+                                .record(c, now * 1000, &caller)
+                                .await
+                        })
                     })
-                })
-                .await?;
-            return Err(SignInError::Invalid);
-        };
-        if let Some(until) = user.locked_until.filter(|until| *until > now) {
-            self.audit_sign_in(&user, "failure", "locked", &caller)
-                .await?;
-            return Err(SignInError::Locked { until });
+                    .await?;
+                Ok(user)
+            }
+            user => {
+                let reason = match &user {
+                    None => "unknown_user",
+                    Some(u) if u.disabled => "disabled",
+                    Some(_) => "bad_password",
+                };
+                let reached = attempt.number >= max;
+                let locked = self
+                    .audit_sign_in_failure(&username, reason, reached, &caller)
+                    .await?;
+                if locked {
+                    crate::metrics::record(SecurityEvent::Lockout);
+                }
+                Err(SignInError::Invalid)
+            }
         }
-        if user.disabled || !verified {
-            let (user_id, email) = (user.id.clone(), user.email.clone());
-            let (max, lock) = (
-                limits.failed_sign_ins_before_lockout,
-                limits.lockout_seconds,
-            );
-            let enabled = limits.enabled;
-            let locked = self
-                .store
-                .write(move |c| {
-                    Box::pin(async move {
-                        let locked = if enabled {
-                            store::directory::record_login_failure(&mut *c, &user_id, now, max, lock).await?
-                        } else {
-                            None
-                        };
-                        Audit::new("sign_in", "failure")
-                            .actor(Some(&email))
-                            .detail(serde_json::json!({ "reason": "bad_password", "locked": locked.is_some() }))
-                            .record(c, now * 1000, &caller)
-                            .await?;
-                        Ok(locked)
-                    })
-                })
-                .await?;
-            return Err(match locked {
-                Some(until) => SignInError::Locked { until },
-                None => SignInError::Invalid,
-            });
-        }
-        self.audit_sign_in(&user, "success", "password", &caller)
-            .await?;
-        Ok(user)
     }
 
-    async fn audit_sign_in(
+    /// Records a failed sign-in and, when `lock` is set, locks the name for
+    /// the lockout window. True when this call set the lock.
+    async fn audit_sign_in_failure(
         &self,
-        user: &User,
-        outcome: &'static str,
-        how: &'static str,
+        username: &str,
+        reason: &'static str,
+        lock: bool,
         caller: &Caller,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let now = self.clock.now();
-        let (user_id, email, caller) = (user.id.clone(), user.email.clone(), caller.clone());
-        let reset = outcome == "success" && user.failed_logins > 0;
-        self.store
+        let until = now + self.config.limits.lockout_seconds;
+        let (name, caller) = (username.to_string(), caller.clone());
+        Ok(self
+            .store
             .write(move |c| {
                 Box::pin(async move {
-                    if reset {
-                        store::directory::reset_login_failures(&mut *c, &user_id).await?;
-                    }
-                    Audit::new("sign_in", outcome)
-                        .actor(Some(&email))
-                        .detail(serde_json::json!({ "method": how }))
+                    let locked = lock && store::lockout::lock(&mut *c, &name, now, until).await?;
+                    Audit::new("sign_in", "failure")
+                        .actor(Some(&name))
+                        .detail(serde_json::json!({ "reason": reason, "locked": locked }))
                         .record(c, now * 1000, &caller)
-                        .await
+                        .await?;
+                    Ok(locked)
                 })
             })
-            .await?;
-        Ok(())
+            .await?)
     }
 
     /// The user behind a browser session cookie, if it is live.

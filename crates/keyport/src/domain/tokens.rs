@@ -180,12 +180,14 @@ impl Keyport {
                 "the refresh token belongs to another client",
             ));
         }
-        let now = self.clock.now();
+        let now_ms = self.clock.now_ms();
+        let now = now_ms.div_euclid(1000);
         if token.rotated_at.is_some() {
             // Fast path of a replay: no new tokens to sign.
             return self.settle_replay(presented, hash, caller).await;
         }
-        if token.session.revoked_at.is_some() || token.expires_at <= now {
+        let session_end = token.session.created_at + self.config.tokens.session_max_lifetime;
+        if token.session.revoked_at.is_some() || token.expires_at <= now || session_end <= now {
             return Err(Error::invalid_grant("the session has ended"));
         }
         let (session, user) = self.recheck_membership(&token, caller).await?;
@@ -211,30 +213,39 @@ impl Keyport {
             id_token: self.config.tokens.id_token_on_refresh,
             scope: response_scope,
         })?;
-        let sealed = seal_with(
-            &leeway_key(presented),
-            serde_json::to_string(&response)
-                .expect("token response serializes")
-                .as_bytes(),
-            &hash,
-        );
-        let ttl = self.config.tokens.refresh_token_ttl;
         let leeway = self.config.tokens.refresh_leeway;
+        // With no leeway there is nothing to hand back, so nothing is kept.
+        let sealed = (leeway > 0).then(|| {
+            seal_with(
+                &leeway_key(presented),
+                serde_json::to_string(&response)
+                    .expect("token response serializes")
+                    .as_bytes(),
+                &hash,
+            )
+        });
+        let successor_expires = self.refresh_expiry(now, session.created_at);
         let (caller_owned, old_hash) = (caller.clone(), hash.clone());
         let email = user.as_ref().map(|u| u.email.clone());
         let outcome = self
             .store
             .write(move |c| {
                 Box::pin(async move {
-                    if store::sessions::rotate(&mut *c, &old_hash, &successor_hash, &sealed, now)
-                        .await?
-                    {
+                    let rotated = store::sessions::rotate(
+                        &mut *c,
+                        &old_hash,
+                        &successor_hash,
+                        sealed.as_deref(),
+                        now_ms,
+                    )
+                    .await?;
+                    if rotated {
                         store::sessions::insert_refresh(
                             &mut *c,
                             &successor_hash,
                             &session.id,
                             now,
-                            now + ttl,
+                            successor_expires,
                         )
                         .await?;
                         store::sessions::touch(
@@ -253,7 +264,7 @@ impl Keyport {
                             .await?;
                         return Ok(Ok(Rotation::Rotated));
                     }
-                    replay_or_revoke(c, &old_hash, now, leeway, &caller_owned).await
+                    replay_or_revoke(c, &old_hash, now_ms, leeway, &caller_owned).await
                 })
             })
             .await??;
@@ -263,19 +274,29 @@ impl Keyport {
         }
     }
 
+    /// When a refresh token minted `now` for a session created at
+    /// `session_created` expires: its own lifetime, but never past the
+    /// session's absolute lifetime, which no refresh extends.
+    pub(crate) fn refresh_expiry(&self, now: i64, session_created: i64) -> i64 {
+        let tokens = &self.config.tokens;
+        (now + tokens.refresh_token_ttl).min(session_created + tokens.session_max_lifetime)
+    }
+
     async fn settle_replay(
         &self,
         presented: &Secret,
         hash: String,
         caller: &Caller,
     ) -> Result<TokenResponse> {
-        let now = self.clock.now();
+        let now_ms = self.clock.now_ms();
         let leeway = self.config.tokens.refresh_leeway;
         let (caller, old_hash) = (caller.clone(), hash.clone());
         let outcome = self
             .store
             .write(move |c| {
-                Box::pin(async move { replay_or_revoke(c, &old_hash, now, leeway, &caller).await })
+                Box::pin(
+                    async move { replay_or_revoke(c, &old_hash, now_ms, leeway, &caller).await },
+                )
             })
             .await??;
         match outcome {
@@ -297,9 +318,9 @@ impl Keyport {
         };
         let now = self.clock.now();
         let user = store::directory::user_by_id(self.store.pool(), &user_id).await?;
-        let usable = user
-            .as_ref()
-            .is_some_and(|u| !u.disabled && u.locked_until.is_none_or(|t| t <= now));
+        // Only a disabled or removed account ends here: a sign-in lockout
+        // blocks new sign-ins, never sessions already issued.
+        let usable = user.as_ref().is_some_and(|u| !u.disabled);
         let role = match (&session.workspace_id, usable) {
             (_, false) => None,
             (Some(ws), true) => store::directory::role_in(self.store.pool(), &user_id, ws).await?,
@@ -527,9 +548,11 @@ impl Keyport {
         })
     }
 
-    /// RFC 7662 for an authenticated confidential client. Anything not
-    /// active answers `{"active": false}` and nothing more.
-    pub async fn introspect(&self, token: &Secret) -> Result<Introspection> {
+    /// RFC 7662 for an authenticated confidential client. A client learns
+    /// about its own tokens and about access tokens whose audience includes
+    /// it (its id, or one of its audiences); anything else, and every other
+    /// client's refresh token, answers `{"active": false}` and nothing more.
+    pub async fn introspect(&self, client: &Client, token: &Secret) -> Result<Introspection> {
         let inactive = Introspection::default();
         if is_well_formed_refresh_token(token.expose()) {
             let Some(found) =
@@ -538,7 +561,8 @@ impl Keyport {
                 return Ok(inactive);
             };
             let now = self.clock.now();
-            if found.rotated_at.is_some()
+            if found.session.client_id != client.id
+                || found.rotated_at.is_some()
                 || found.session.revoked_at.is_some()
                 || found.expires_at <= now
             {
@@ -560,6 +584,13 @@ impl Keyport {
             });
         }
         match self.check_access_token(token.expose()).await {
+            Ok((claims, _))
+                if claims.client_id != client.id
+                    && claims.aud != client.id
+                    && !client.audiences.contains(&claims.aud) =>
+            {
+                Ok(inactive)
+            }
             Ok((claims, user)) => Ok(Introspection {
                 active: true,
                 scope: Some(claims.scope),
@@ -586,23 +617,25 @@ impl Keyport {
 async fn replay_or_revoke(
     c: &mut store::Conn,
     hash: &str,
-    now: i64,
+    now_ms: i64,
     leeway: i64,
     caller: &Caller,
 ) -> store::Result<Result<Rotation>> {
+    let now = now_ms.div_euclid(1000);
     let Some(token) = store::sessions::refresh_by_hash(&mut *c, hash).await? else {
         return Ok(Err(Error::invalid_grant("invalid refresh token")));
     };
     if token.session.revoked_at.is_some() {
         return Ok(Err(Error::invalid_grant("the session has ended")));
     }
-    let within_leeway = token.rotated_at.is_some_and(|at| now - at <= leeway);
+    let within_leeway = token.rotated_ms.is_some_and(|at| now_ms - at < leeway * 1000);
     let latest = within_leeway && token.successor_rotated_at.is_none();
     if let Some(sealed) = token.sealed_successor.filter(|_| latest) {
         return Ok(Ok(Rotation::Replay(sealed)));
     }
     let sid = token.session.id.clone();
     store::sessions::revoke(&mut *c, &sid, "refresh_token_reuse", now).await?;
+    crate::metrics::record(crate::metrics::SecurityEvent::RefreshReuse);
     Audit::new("token.reuse_detected", "session_revoked")
         .client(&token.session.client_id)
         .session(&sid)

@@ -4,7 +4,9 @@
 //! oversized bodies, 429 with `Retry-After` for throttling, 503 when the
 //! database is unreachable, 500 for the server's own faults.
 
+use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use keyport_proto::{ErrorCode, ErrorResponse};
 
@@ -40,6 +42,63 @@ pub fn json_error(status: StatusCode, code: &str, description: &str) -> Response
     let mut response = (status, axum::Json(body)).into_response();
     no_store(&mut response);
     response
+}
+
+/// RFC 6750 §3.1: a request to a protected resource without any token gets
+/// a bare `Bearer` challenge, with no error code.
+pub fn bearer_required() -> Response {
+    let mut response = json_error(
+        StatusCode::UNAUTHORIZED,
+        ErrorCode::InvalidRequest.as_str(),
+        "a bearer token is required",
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"keyport\""),
+    );
+    response
+}
+
+/// Gives an RFC 6749 §5.2 body to the errors the routing and timeout layers
+/// answer with an empty one (405, 408, 413, …), keeping their headers (a
+/// 405's `Allow`). A 408 also closes the connection: its request may still
+/// be arriving.
+pub async fn json_for_bare_errors(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error())
+        || response.headers().contains_key(header::CONTENT_TYPE)
+    {
+        return response;
+    }
+    let (code, description) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => (ErrorCode::InvalidRequest, "method not allowed"),
+        StatusCode::REQUEST_TIMEOUT => (ErrorCode::InvalidRequest, "the request took too long"),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            (ErrorCode::InvalidRequest, "the request body is too large")
+        }
+        StatusCode::TOO_MANY_REQUESTS => (ErrorCode::TooManyRequests, "too many requests"),
+        s if s.is_server_error() => (ErrorCode::ServerError, "internal error"),
+        _ => (ErrorCode::InvalidRequest, "the request was refused"),
+    };
+    let (mut parts, _) = response.into_parts();
+    let body = json_error(status, code.as_str(), description);
+    for (name, value) in body.headers() {
+        parts.headers.insert(name, value.clone());
+    }
+    if status == StatusCode::REQUEST_TIMEOUT {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    if status == StatusCode::TOO_MANY_REQUESTS && !parts.headers.contains_key(header::RETRY_AFTER)
+    {
+        parts
+            .headers
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+    }
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, body.into_body())
 }
 
 pub fn no_store(response: &mut Response) {

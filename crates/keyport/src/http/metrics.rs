@@ -1,5 +1,6 @@
 //! `GET /metrics`: Prometheus text exposition of a few counters kept in
-//! atomics (a relaxed increment per request is all the hot path pays).
+//! atomics (a relaxed increment per request is all the hot path pays), and
+//! of the security events in [`crate::metrics`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -10,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use keyport_proto::ErrorCode;
 
 use super::oauth::GrantType;
+use crate::metrics::SecurityEvent;
 
 const ERROR_CODES: [ErrorCode; 19] = [
     ErrorCode::InvalidRequest,
@@ -111,6 +113,14 @@ impl Metrics {
             out.push_str(&format!(
                 "keyport_oauth_errors_total{{error=\"{}\"}} {n}\n",
                 code.as_str()
+            ));
+        }
+        for event in SecurityEvent::ALL {
+            let name = event.name();
+            out.push_str(&format!(
+                "# HELP keyport_{name}_total {}\n# TYPE keyport_{name}_total counter\nkeyport_{name}_total {}\n",
+                event.help(),
+                crate::metrics::count(event)
             ));
         }
         out

@@ -1,15 +1,20 @@
 //! HTTP: the axum router, the middleware every response passes (client IP,
-//! the HTTPS rule, security headers, panic guard) and the serve loop with
-//! graceful shutdown.
+//! the HTTPS rule, request deadlines, RFC 6749 bodies on bare errors,
+//! security headers, panic guard) and, in [`serve`], the serve loop with
+//! connection caps and graceful shutdown.
 
 pub mod error;
 pub mod metrics;
 pub mod oauth;
 pub mod params;
+pub mod serve;
+
+pub use serve::serve;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
@@ -19,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use keyport_proto::ErrorCode;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::{RequestBodyDeadlineLayer, TimeoutLayer};
 
 use crate::pages;
 use crate::service::{Caller, Keyport};
@@ -34,10 +40,14 @@ impl Draining {
     }
 }
 
-/// The whole server as a router. Serve it with
+/// The whole server as a router. [`serve`] serves it with connection caps;
+/// an embedder serving it otherwise should use
 /// `into_make_service_with_connect_info::<SocketAddr>()` so per-IP limits
 /// and audit records see the peer address.
 pub fn router(kp: Keyport, draining: Draining) -> Router {
+    let limits = &kp.config.limits;
+    let body_deadline = Duration::from_secs(limits.request_body_timeout_secs.max(1));
+    let request_deadline = Duration::from_secs(limits.request_timeout_secs.max(1));
     let health = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -72,8 +82,16 @@ pub fn router(kp: Keyport, draining: Draining) -> Router {
         .layer(middleware::from_fn_with_state(kp.clone(), https_only))
         .with_state(kp.clone())
         .merge(health)
-        .layer(middleware::from_fn_with_state(kp, identify_caller))
-        .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn_with_state(kp.clone(), identify_caller))
+        // A body trickled in, or a chunk that promises more than it sends,
+        // cannot hold a connection past these deadlines.
+        .layer(RequestBodyDeadlineLayer::new(body_deadline))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            request_deadline,
+        ))
+        .layer(middleware::from_fn(error::json_for_bare_errors))
+        .layer(middleware::from_fn_with_state(kp, security_headers))
         .layer(CatchPanicLayer::custom(|_| {
             json_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -150,9 +168,16 @@ async fn https_only(State(kp): State<Keyport>, req: Request, next: Next) -> Resp
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; \
                    frame-ancestors 'none'; base-uri 'none'";
 
-async fn security_headers(req: Request, next: Next) -> Response {
+async fn security_headers(State(kp): State<Keyport>, req: Request, next: Next) -> Response {
     let mut response = next.run(req).await;
     let headers = response.headers_mut();
+    if kp.config.issuer_is_https() {
+        // RFC 6797: browsers that once reached us over https never try plain http.
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -167,23 +192,4 @@ async fn security_headers(req: Request, next: Next) -> Response {
         HeaderValue::from_static(CSP),
     );
     response
-}
-
-/// Serves until `shutdown` resolves, then drains in-flight requests.
-pub async fn serve(
-    kp: Keyport,
-    listener: tokio::net::TcpListener,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let draining = Draining::default();
-    let app = router(kp, draining.clone());
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        draining.start();
-    })
-    .await
 }

@@ -9,10 +9,12 @@ use axum::response::{IntoResponse, Response};
 use keyport_proto::{ClientInfo, DEVICE_CODE_GRANT, ErrorCode};
 use serde_json::json;
 
-use super::error::{ApiError, no_store};
+use super::error::{ApiError, bearer_required, no_store};
 use super::params::{Params, bearer_token};
 use crate::domain::Error;
-use crate::domain::device::{DeviceMetadata, PollRequest, StartRequest};
+use crate::domain::device::StartRequest;
+use crate::domain::metadata::DeviceMetadata;
+use crate::domain::poll::PollRequest;
 use crate::service::{Caller, Keyport};
 
 /// The grant types the token endpoint serves.
@@ -202,16 +204,13 @@ pub async fn introspect(State(kp): State<Keyport>, params: Params) -> Result<Res
         return Err(Error::invalid_client("introspection is for confidential clients").into());
     }
     let token = params.secret("token")?;
-    Ok(json_no_store(kp.introspect(&token).await?))
+    Ok(json_no_store(kp.introspect(&client, &token).await?))
 }
 
 /// OIDC Core §5.3, plus the token's workspace and role.
 pub async fn userinfo(State(kp): State<Keyport>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let token = bearer_token(&headers).ok_or_else(|| {
-        ApiError(Error::oauth(
-            ErrorCode::InvalidToken,
-            "a bearer token is required",
-        ))
-    })?;
+    let Some(token) = bearer_token(&headers) else {
+        return Ok(bearer_required());
+    };
     Ok(json_no_store(kp.userinfo(token).await?))
 }

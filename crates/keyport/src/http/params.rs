@@ -32,6 +32,8 @@ pub struct Params {
 
 pub enum Rejection {
     TooLarge,
+    /// The body did not arrive within the request-body deadline.
+    TimedOut,
     Api(ApiError),
 }
 
@@ -43,6 +45,18 @@ impl IntoResponse for Rejection {
                 ErrorCode::InvalidRequest.as_str(),
                 "the request body is too large",
             ),
+            Rejection::TimedOut => {
+                let mut response = json_error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    ErrorCode::InvalidRequest.as_str(),
+                    "the request body took too long to arrive",
+                );
+                response.headers_mut().insert(
+                    header::CONNECTION,
+                    axum::http::HeaderValue::from_static("close"),
+                );
+                response
+            }
             Rejection::Api(e) => e.into_response(),
         }
     }
@@ -56,11 +70,12 @@ impl<S: Send + Sync> FromRequest<S> for Params {
     type Rejection = Rejection;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(query) = req.uri().query() {
+            refuse_credentials_in_query(query)?;
+        }
         let basic = basic_credentials(req.headers())?;
         let kind = content_kind(req.headers());
-        let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY)
-            .await
-            .map_err(|_| Rejection::TooLarge)?;
+        let bytes = read_body(req.into_body()).await?;
         let mut params = match kind {
             ContentKind::Form => parse_form(&bytes)?,
             ContentKind::Json => parse_json(&bytes)?,
@@ -254,10 +269,45 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 
 /// Turns a request body into bytes for handlers outside the OAuth endpoints.
 pub async fn read_form(body: Body) -> Result<Params, Rejection> {
-    let bytes = axum::body::to_bytes(body, MAX_BODY)
-        .await
-        .map_err(|_| Rejection::TooLarge)?;
-    parse_form(&bytes)
+    parse_form(&read_body(body).await?)
+}
+
+/// Reads at most [`MAX_BODY`] bytes: 413 past that, 408 when the body's
+/// deadline passes first.
+async fn read_body(body: Body) -> Result<axum::body::Bytes, Rejection> {
+    axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
+        let inner = e.into_inner();
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(inner.as_ref());
+        while let Some(error) = cause {
+            if error.is::<http_body_util::LengthLimitError>() {
+                return Rejection::TooLarge;
+            }
+            cause = error.source();
+        }
+        Rejection::TimedOut
+    })
+}
+
+/// Parameters that are credentials never travel in a URL (RFC 6749 §2.3.1,
+/// RFC 9700 §4.3): URLs end up in logs and browser histories.
+const CREDENTIAL_PARAMETERS: &[&str] = &[
+    "client_secret",
+    "client_assertion",
+    "password",
+    "refresh_token",
+    "device_code",
+    "code_verifier",
+];
+
+fn refuse_credentials_in_query(query: &str) -> Result<(), Rejection> {
+    for pair in query.split('&') {
+        let key = pair.split_once('=').map_or(pair, |(k, _)| k);
+        let key = decode_component(key.as_bytes()).unwrap_or_default();
+        if CREDENTIAL_PARAMETERS.contains(&key.as_str()) {
+            return Err(bad(format!("{key} must be sent in the request body, never in the URL")));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

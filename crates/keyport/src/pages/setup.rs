@@ -1,5 +1,7 @@
 //! First-run setup: on an empty database `keyport serve` prints a one-time
 //! link; this page creates the first admin (owner of a `default` workspace).
+//! The link is stored only as a hash, expires after an hour, and dies the
+//! moment any user exists, however that user was made (checked on every use).
 
 use askama::Template;
 use axum::Extension;
@@ -17,6 +19,9 @@ use crate::store::{self, directory::NewUser, directory::Workspace};
 
 pub const SETUP_TOKEN: &str = "setup_token_hash";
 
+/// How long a setup link works.
+pub const SETUP_LINK_SECS: i64 = 3600;
+
 #[derive(Template)]
 #[template(path = "setup.html")]
 struct SetupPage<'a> {
@@ -30,24 +35,43 @@ pub struct SetupQuery {
     token: Option<String>,
 }
 
-/// Creates a fresh one-time setup token when no user exists yet.
+/// Creates a fresh one-time setup link when no user exists yet (replacing
+/// any earlier one); once users exist, forgets any link left over.
 pub async fn setup_link(kp: &Keyport) -> Result<Option<String>, store::Error> {
-    if store::directory::count_users(kp.store.pool()).await? > 0 {
-        return Ok(None);
-    }
+    let expires_at = kp.clock.now() + SETUP_LINK_SECS;
     let token = crypto::random_token();
-    let hash = hash_secret(&token);
-    kp.store
-        .write(move |c| Box::pin(async move { store::settings::set(c, SETUP_TOKEN, &hash).await }))
+    let stored = stored_value(expires_at, &hash_secret(&token));
+    let created = kp
+        .store
+        .write(move |c| {
+            Box::pin(async move {
+                if store::directory::count_users(&mut *c).await? > 0 {
+                    store::settings::delete(c, SETUP_TOKEN).await?;
+                    return Ok(false);
+                }
+                store::settings::set(c, SETUP_TOKEN, &stored).await?;
+                Ok(true)
+            })
+        })
         .await?;
-    Ok(Some(format!("{}/setup?token={token}", kp.config.issuer)))
+    Ok(created.then(|| format!("{}/setup?token={token}", kp.config.issuer)))
 }
 
-async fn token_valid(kp: &Keyport, token: &str) -> bool {
-    match store::settings::get(kp.store.pool(), SETUP_TOKEN).await {
-        Ok(Some(expected)) => constant_time_eq(expected.as_bytes(), hash_secret(token).as_bytes()),
-        _ => false,
-    }
+/// What the settings table keeps: the expiry and the token's hash.
+fn stored_value(expires_at: i64, hash: &str) -> String {
+    format!("{expires_at}:{hash}")
+}
+
+/// The stored value of a setup token that still works: not expired, it
+/// matches, and no user exists yet.
+async fn live_token(kp: &Keyport, token: &str) -> Option<String> {
+    let pool = kp.store.pool();
+    let stored = store::settings::get(pool, SETUP_TOKEN).await.ok()??;
+    let (expires_at, expected) = stored.split_once(':')?;
+    let live = expires_at.parse::<i64>().ok()? > kp.clock.now()
+        && constant_time_eq(expected.as_bytes(), hash_secret(token).as_bytes())
+        && store::directory::count_users(pool).await.ok()? == 0;
+    live.then_some(stored)
 }
 
 pub async fn form(
@@ -56,7 +80,7 @@ pub async fn form(
     Query(q): Query<SetupQuery>,
 ) -> Response {
     let token = q.token.unwrap_or_default();
-    if !token_valid(&kp, &token).await {
+    if live_token(&kp, &token).await.is_none() {
         return message(
             StatusCode::NOT_FOUND,
             "Link not valid",
@@ -87,13 +111,17 @@ pub async fn create(
         Err(page) => return page,
     };
     let token = form.get("token").unwrap_or("").to_string();
-    if !csrf_ok(&kp, &headers, form.get("csrf_token")) || !token_valid(&kp, &token).await {
+    let live = match csrf_ok(&kp, &headers, form.get("csrf_token")) {
+        true => live_token(&kp, &token).await,
+        false => None,
+    };
+    let Some(stored) = live else {
         return message(
             StatusCode::FORBIDDEN,
             "Request refused",
             vec!["Open the setup link again.".into()],
         );
-    }
+    };
     let csrf = csrf_for(&kp, &headers);
     let email = form.get("email").unwrap_or("").trim().to_lowercase();
     let password = form.get("password").unwrap_or("").to_string();
@@ -119,13 +147,17 @@ pub async fn create(
     };
     let name = form.get("name").map(str::to_string);
     let now = kp.clock.now();
-    let (token_hash, user_id) = (hash_secret(&token), crypto::random_id());
+    let user_id = crypto::random_id();
     let actor = email.clone();
     let created = kp
         .store
         .write(move |c| {
             Box::pin(async move {
-                if !store::settings::take(&mut *c, SETUP_TOKEN, &token_hash).await? {
+                // Taken in the same transaction that adds the first user, and
+                // only while there is none: one admin, once.
+                if !store::settings::take(&mut *c, SETUP_TOKEN, &stored).await?
+                    || store::directory::count_users(&mut *c).await? > 0
+                {
                     return Ok(false);
                 }
                 let user = NewUser {
@@ -163,7 +195,7 @@ pub async fn create(
         .await;
     match created {
         Ok(true) => message(StatusCode::OK, "Admin created", vec!["You can now sign in on the device page and manage Keyport with the admin commands.".into()]),
-        Ok(false) => message(StatusCode::FORBIDDEN, "Link not valid", vec!["This setup link was used already.".into()]),
+        Ok(false) => message(StatusCode::FORBIDDEN, "Link not valid", vec!["This setup link was used already, or a user exists now.".into()]),
         Err(_) => message(StatusCode::SERVICE_UNAVAILABLE, "Setup failed", vec!["Could not save the admin; try again.".into()]),
     }
 }

@@ -45,3 +45,12 @@ pub async fn delete<'e>(db: impl Db<'e>, id_hash: &str) -> Result<()> {
         .await?;
     Ok(())
 }
+
+/// Signs a user out of every browser.
+pub async fn delete_all_of_user<'e>(db: impl Db<'e>, user_id: &str) -> Result<u64> {
+    let done = sqlx::query("DELETE FROM browser_sessions WHERE user_id = $1")
+        .bind(user_id)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected())
+}

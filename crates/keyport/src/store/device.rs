@@ -40,7 +40,6 @@ impl Status {
 #[derive(Debug, Clone)]
 pub struct DeviceAuthorization {
     pub id: String,
-    pub user_code: String,
     pub client_id: String,
     pub scope: String,
     pub resource: Option<String>,
@@ -57,12 +56,16 @@ pub struct DeviceAuthorization {
     pub role: Option<String>,
     pub granted_scope: Option<String>,
     pub auth_time: Option<i64>,
+    /// When the tokens were released (unix ms).
+    pub redeemed_ms: Option<i64>,
+    /// The token response, sealed under a key only the device code derives,
+    /// kept for the leeway after redemption.
+    pub sealed_tokens: Option<String>,
 }
 
 fn row_to_device(row: &AnyRow) -> Result<DeviceAuthorization> {
     Ok(DeviceAuthorization {
         id: row.try_get("id")?,
-        user_code: row.try_get("user_code")?,
         client_id: row.try_get("client_id")?,
         scope: row.try_get("scope")?,
         resource: opt_text(row, "resource")?,
@@ -78,16 +81,20 @@ fn row_to_device(row: &AnyRow) -> Result<DeviceAuthorization> {
         role: opt_text(row, "role")?,
         granted_scope: opt_text(row, "granted_scope")?,
         auth_time: row.try_get("auth_time")?,
+        redeemed_ms: row.try_get("redeemed_ms")?,
+        sealed_tokens: opt_text(row, "sealed_tokens")?,
     })
 }
 
-const COLUMNS: &str = "id, user_code, client_id, scope, resource, metadata, ip, created_at, \
-    expires_at, poll_interval, last_poll_ms, status, user_id, workspace_id, role, granted_scope, auth_time";
+const COLUMNS: &str = "id, client_id, scope, resource, metadata, ip, created_at, expires_at, \
+    poll_interval, last_poll_ms, status, user_id, workspace_id, role, granted_scope, auth_time, \
+    redeemed_ms, sealed_tokens";
 
 pub struct NewDevice<'a> {
     pub id: &'a str,
     pub device_code_hash: &'a str,
-    pub user_code: &'a str,
+    /// A keyed hash of the user code: the code itself is never stored.
+    pub user_code_hash: &'a str,
     pub client_id: &'a str,
     pub scope: &'a str,
     pub resource: Option<&'a str>,
@@ -100,13 +107,13 @@ pub struct NewDevice<'a> {
 
 pub async fn insert<'e>(db: impl Db<'e>, d: NewDevice<'_>) -> Result<()> {
     sqlx::query(
-        "INSERT INTO device_authorizations (id, device_code_hash, user_code, client_id, scope, \
+        "INSERT INTO device_authorizations (id, device_code_hash, user_code_hash, client_id, scope, \
          resource, metadata, ip, created_at, expires_at, poll_interval, status) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending')",
     )
     .bind(d.id)
     .bind(d.device_code_hash)
-    .bind(d.user_code)
+    .bind(d.user_code_hash)
     .bind(d.client_id)
     .bind(d.scope)
     .bind(d.resource)
@@ -132,13 +139,13 @@ pub async fn by_device_code_hash<'e>(
     row.as_ref().map(row_to_device).transpose()
 }
 
-pub async fn by_user_code<'e>(
+pub async fn by_user_code_hash<'e>(
     db: impl Db<'e>,
-    user_code: &str,
+    user_code_hash: &str,
 ) -> Result<Option<DeviceAuthorization>> {
-    let sql = format!("SELECT {COLUMNS} FROM device_authorizations WHERE user_code = $1");
+    let sql = format!("SELECT {COLUMNS} FROM device_authorizations WHERE user_code_hash = $1");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(user_code)
+        .bind(user_code_hash)
         .fetch_optional(db)
         .await?;
     row.as_ref().map(row_to_device).transpose()
@@ -236,15 +243,37 @@ pub async fn deny<'e>(db: impl Db<'e>, id: &str, user_id: &str, now: i64) -> Res
     Ok(done.rows_affected() == 1)
 }
 
-/// Approved → redeemed. Exactly one caller ever sees `true`.
-pub async fn redeem<'e>(db: impl Db<'e>, id: &str) -> Result<bool> {
+/// Approved → redeemed, keeping the sealed token response for a retry
+/// within the leeway. Exactly one caller ever sees `true`.
+pub async fn redeem<'e>(
+    db: impl Db<'e>,
+    id: &str,
+    now_ms: i64,
+    sealed_tokens: Option<&str>,
+) -> Result<bool> {
     let done = sqlx::query(
-        "UPDATE device_authorizations SET status = 'redeemed' WHERE id = $1 AND status = 'approved'",
+        "UPDATE device_authorizations SET status = 'redeemed', redeemed_ms = $2, sealed_tokens = $3 \
+         WHERE id = $1 AND status = 'approved'",
     )
     .bind(id)
+    .bind(now_ms)
+    .bind(sealed_tokens)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Drops the sealed token responses of redemptions older than `before_ms`:
+/// past the leeway nobody may have them again.
+pub async fn forget_sealed_tokens<'e>(db: impl Db<'e>, before_ms: i64) -> Result<u64> {
+    let done = sqlx::query(
+        "UPDATE device_authorizations SET sealed_tokens = NULL \
+         WHERE sealed_tokens IS NOT NULL AND redeemed_ms < $1",
+    )
+    .bind(before_ms)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// Removes authorizations that expired more than a day ago.

@@ -16,12 +16,10 @@ pub struct User {
     pub password_hash: Option<String>,
     pub is_admin: bool,
     pub disabled: bool,
-    pub failed_logins: i64,
-    pub locked_until: Option<i64>,
 }
 
 const USER_COLUMNS: &str =
-    "id, email, name, password_hash, is_admin, disabled, failed_logins, locked_until";
+    "id, email, name, password_hash, is_admin, disabled";
 
 fn user(row: &AnyRow) -> Result<User> {
     Ok(User {
@@ -31,8 +29,6 @@ fn user(row: &AnyRow) -> Result<User> {
         password_hash: opt_text(row, "password_hash")?,
         is_admin: row.try_get::<i64, _>("is_admin")? != 0,
         disabled: row.try_get::<i64, _>("disabled")? != 0,
-        failed_logins: row.try_get("failed_logins")?,
-        locked_until: row.try_get("locked_until")?,
     })
 }
 
@@ -86,38 +82,14 @@ pub async fn count_users<'e>(db: impl Db<'e>) -> Result<i64> {
         .try_get("n")?)
 }
 
-/// Counts a failed sign-in and locks the account once `max_failures` is
-/// reached. Returns the lock's end when the account is (now) locked.
-pub async fn record_login_failure<'e>(
-    db: impl Db<'e>,
-    user_id: &str,
-    now: i64,
-    max_failures: i64,
-    lock_secs: i64,
-) -> Result<Option<i64>> {
-    let row = sqlx::query(
-        "UPDATE users SET failed_logins = failed_logins + 1, \
-         locked_until = CASE WHEN failed_logins + 1 >= $2 THEN $3 ELSE locked_until END \
-         WHERE id = $1 RETURNING locked_until",
-    )
-    .bind(user_id)
-    .bind(max_failures)
-    .bind(now + lock_secs)
-    .fetch_optional(db)
-    .await?;
-    let until = match row {
-        Some(row) => row.try_get::<Option<i64>, _>("locked_until")?,
-        None => None,
-    };
-    Ok(until.filter(|until| *until > now))
-}
-
-pub async fn reset_login_failures<'e>(db: impl Db<'e>, user_id: &str) -> Result<()> {
-    sqlx::query("UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = $1")
+/// Disables or re-enables an account; false when no user has that id.
+pub async fn set_disabled<'e>(db: impl Db<'e>, user_id: &str, disabled: bool) -> Result<bool> {
+    let done = sqlx::query("UPDATE users SET disabled = $2 WHERE id = $1")
         .bind(user_id)
+        .bind(i64::from(disabled))
         .execute(db)
         .await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

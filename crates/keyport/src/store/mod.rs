@@ -17,6 +17,7 @@ pub mod device;
 pub mod directory;
 pub mod keys;
 pub mod limits;
+pub mod lockout;
 pub mod sessions;
 pub mod settings;
 
@@ -239,7 +240,7 @@ impl Store {
 }
 
 fn migrator(engine: Engine) -> Migrator {
-    let files: [(i64, &str, &str); 2] = match engine {
+    let files: [(i64, &str, &str); 3] = match engine {
         Engine::Sqlite => [
             (
                 1,
@@ -250,6 +251,11 @@ fn migrator(engine: Engine) -> Migrator {
                 2,
                 "poll in one statement",
                 include_str!("../../migrations/sqlite/0002_poll_in_one_statement.sql"),
+            ),
+            (
+                3,
+                "hardening",
+                include_str!("../../migrations/sqlite/0003_hardening.sql"),
             ),
         ],
         Engine::Postgres => [
@@ -262,6 +268,11 @@ fn migrator(engine: Engine) -> Migrator {
                 2,
                 "poll in one statement",
                 include_str!("../../migrations/postgres/0002_poll_in_one_statement.sql"),
+            ),
+            (
+                3,
+                "hardening",
+                include_str!("../../migrations/postgres/0003_hardening.sql"),
             ),
         ],
     };

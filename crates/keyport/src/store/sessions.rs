@@ -110,6 +110,25 @@ pub async fn revoke<'e>(db: impl Db<'e>, id: &str, reason: &str, now: i64) -> Re
     Ok(done.rows_affected() == 1)
 }
 
+/// Ends every live session of a user (an admin disabled the account).
+pub async fn revoke_all_of_user<'e>(
+    db: impl Db<'e>,
+    user_id: &str,
+    reason: &str,
+    now: i64,
+) -> Result<u64> {
+    let done = sqlx::query(
+        "UPDATE sessions SET revoked_at = $2, revoked_reason = $3 \
+         WHERE user_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(user_id)
+    .bind(now)
+    .bind(reason)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 pub async fn touch<'e>(
     db: impl Db<'e>,
     id: &str,
@@ -153,6 +172,8 @@ pub struct RefreshToken {
     pub session: Session,
     pub expires_at: i64,
     pub rotated_at: Option<i64>,
+    /// The rotation's time in milliseconds, for the leeway.
+    pub rotated_ms: Option<i64>,
     pub successor_hash: Option<String>,
     pub sealed_successor: Option<String>,
     /// When the successor was itself rotated (then the leeway no longer applies).
@@ -161,7 +182,7 @@ pub struct RefreshToken {
 
 pub async fn refresh_by_hash<'e>(db: impl Db<'e>, hash: &str) -> Result<Option<RefreshToken>> {
     let sql = format!(
-        "SELECT {COLUMNS}, r.hash AS r_hash, r.expires_at AS r_expires_at, r.rotated_at AS r_rotated_at, \
+        "SELECT {COLUMNS}, r.hash AS r_hash, r.expires_at AS r_expires_at, r.rotated_at AS r_rotated_at, r.rotated_ms AS r_rotated_ms, \
          r.successor_hash AS r_successor_hash, r.sealed_successor AS r_sealed_successor, \
          n.rotated_at AS n_rotated_at \
          FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id \
@@ -177,6 +198,7 @@ pub async fn refresh_by_hash<'e>(db: impl Db<'e>, hash: &str) -> Result<Option<R
         hash: row.try_get("r_hash")?,
         expires_at: row.try_get("r_expires_at")?,
         rotated_at: row.try_get("r_rotated_at")?,
+        rotated_ms: row.try_get("r_rotated_ms")?,
         successor_hash: opt_text(&row, "r_successor_hash")?,
         sealed_successor: opt_text(&row, "r_sealed_successor")?,
         successor_rotated_at: row.try_get("n_rotated_at")?,
@@ -189,15 +211,16 @@ pub async fn rotate<'e>(
     db: impl Db<'e>,
     hash: &str,
     successor_hash: &str,
-    sealed_successor: &str,
-    now: i64,
+    sealed_successor: Option<&str>,
+    now_ms: i64,
 ) -> Result<bool> {
     let done = sqlx::query(
-        "UPDATE refresh_tokens SET rotated_at = $2, successor_hash = $3, sealed_successor = $4 \
-         WHERE hash = $1 AND rotated_at IS NULL",
+        "UPDATE refresh_tokens SET rotated_at = $2, rotated_ms = $3, successor_hash = $4, \
+         sealed_successor = $5 WHERE hash = $1 AND rotated_at IS NULL",
     )
     .bind(hash)
-    .bind(now)
+    .bind(now_ms.div_euclid(1000))
+    .bind(now_ms)
     .bind(successor_hash)
     .bind(sealed_successor)
     .execute(db)
@@ -205,14 +228,14 @@ pub async fn rotate<'e>(
     Ok(done.rows_affected() == 1)
 }
 
-/// Drops the sealed leeway replies of rotations older than `before`: past
-/// the leeway nobody may have them again.
-pub async fn forget_sealed_successors<'e>(db: impl Db<'e>, before: i64) -> Result<u64> {
+/// Drops the sealed leeway replies of rotations older than `before_ms`:
+/// past the leeway nobody may have them again.
+pub async fn forget_sealed_successors<'e>(db: impl Db<'e>, before_ms: i64) -> Result<u64> {
     let done = sqlx::query(
         "UPDATE refresh_tokens SET sealed_successor = NULL \
-         WHERE sealed_successor IS NOT NULL AND rotated_at < $1",
+         WHERE sealed_successor IS NOT NULL AND rotated_ms < $1",
     )
-    .bind(before)
+    .bind(before_ms)
     .execute(db)
     .await?;
     Ok(done.rows_affected())

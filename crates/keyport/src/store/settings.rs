@@ -34,3 +34,11 @@ pub async fn take<'e>(db: impl Db<'e>, name: &str, expected: &str) -> Result<boo
         .await?;
     Ok(done.rows_affected() == 1)
 }
+
+pub async fn delete<'e>(db: impl Db<'e>, name: &str) -> Result<()> {
+    sqlx::query("DELETE FROM settings WHERE name = $1")
+        .bind(name)
+        .execute(db)
+        .await?;
+    Ok(())
+}

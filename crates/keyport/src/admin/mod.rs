@@ -38,6 +38,9 @@ impl From<crate::domain::Error> for AdminError {
 
 pub type Result<T> = std::result::Result<T, AdminError>;
 
+mod users;
+pub use users::{add_user, disable_user, enable_user, unlock_user};
+
 pub const KNOWN_GRANTS: &[&str] = &[
     DEVICE_CODE_GRANT,
     "refresh_token",
@@ -46,11 +49,11 @@ pub const KNOWN_GRANTS: &[&str] = &[
     "password",
 ];
 
-fn admin_caller() -> Caller {
+pub(crate) fn admin_caller() -> Caller {
     Caller::default()
 }
 
-async fn audit(kp: &Keyport, event: &'static str, detail: Value) -> Result<()> {
+pub(crate) async fn audit(kp: &Keyport, event: &'static str, detail: Value) -> Result<()> {
     let now_ms = kp.clock.now_ms();
     kp.store
         .write(move |c| {
@@ -64,51 +67,6 @@ async fn audit(kp: &Keyport, event: &'static str, detail: Value) -> Result<()> {
         })
         .await?;
     Ok(())
-}
-
-pub async fn add_user(
-    kp: &Keyport,
-    email: &str,
-    name: Option<&str>,
-    password: String,
-) -> Result<Value> {
-    let email = email.trim().to_lowercase();
-    if !email.contains('@') || email.len() > 254 {
-        return Err(AdminError(format!("{email:?} is not an email address")));
-    }
-    if password.chars().count() < 8 {
-        return Err(AdminError(
-            "the password needs at least 8 characters".into(),
-        ));
-    }
-    let phc = kp.password_work(move || hash_password(&password)).await??;
-    let id = crypto::random_id();
-    let now = kp.clock.now();
-    let (id2, email2, name2) = (id.clone(), email.clone(), name.map(str::to_string));
-    kp.store
-        .write(move |c| {
-            Box::pin(async move {
-                let user = NewUser {
-                    id: &id2,
-                    email: &email2,
-                    name: name2.as_deref(),
-                    password_hash: &phc,
-                    is_admin: false,
-                    now,
-                };
-                store::directory::insert_user(c, user).await
-            })
-        })
-        .await
-        .map_err(|e| {
-            if e.is_unique_violation() {
-                AdminError(format!("a user with email {email} exists already"))
-            } else {
-                e.into()
-            }
-        })?;
-    audit(kp, "admin.user_add", json!({ "email": email })).await?;
-    Ok(json!({ "id": id, "email": email, "name": name }))
 }
 
 pub struct NewClient {
@@ -393,7 +351,7 @@ pub async fn seed_demo(kp: &Keyport) -> Result<(String, String)> {
             Box::pin(async move {
                 let user_id = match store::directory::user_by_email(&mut *c, &demo_email).await? {
                     Some(user) => {
-                        sqlx::query("UPDATE users SET password_hash = $1, failed_logins = 0, locked_until = NULL WHERE id = $2")
+                        sqlx::query("UPDATE users SET password_hash = $1, disabled = 0 WHERE id = $2")
                             .bind(&phc)
                             .bind(&user.id)
                             .execute(&mut *c)
@@ -416,6 +374,7 @@ pub async fn seed_demo(kp: &Keyport) -> Result<(String, String)> {
                     }
                 };
                 store::directory::upsert_membership(&mut *c, &ws.id, &user_id, "owner", now).await?;
+                store::lockout::clear(&mut *c, &demo_email).await?;
                 store::clients::save(&mut *c, &client, now, true).await
             })
         })

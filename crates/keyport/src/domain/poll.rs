@@ -1,0 +1,284 @@
+//! RFC 8628 §3.4–3.5: polling the token endpoint with a device code. Tokens
+//! are released exactly once: redemption is a conditional update only one
+//! poll can win. The winning response is kept, sealed under a key only the
+//! device code derives, for the leeway: a CLI whose reply was lost (the
+//! process died after the commit, the connection dropped) polls again and
+//! gets the same tokens, never a second set.
+
+use super::audit::Audit;
+use super::scopes::Scopes;
+use super::tokens::Grant;
+use super::{Error, ErrorCode, Result};
+use crate::crypto::seal::{derive_key, open_with, seal_with};
+use crate::crypto::tokens::{Secret, new_refresh_token};
+use crate::crypto::{self, hash_secret};
+use crate::service::{Caller, Keyport};
+use crate::store::device::{DeviceAuthorization, Status};
+use crate::store::sessions::Session;
+use crate::store::{self, clients::Client};
+use keyport_proto::{DEVICE_CODE_GRANT, TokenResponse};
+
+/// A poll of the token endpoint with a device code.
+#[derive(Debug)]
+pub struct PollRequest {
+    pub device_code: Secret,
+    pub resource: Option<String>,
+    pub scope: Option<String>,
+}
+
+/// Time a poll may come early and still count as on time: network jitter.
+const POLL_TOLERANCE_MS: i64 = 250;
+
+impl Keyport {
+    /// RFC 8628 §3.4: one poll of the token endpoint. A poll of a pending
+    /// code is a single statement (the hot path); the redemption, once per
+    /// login, is a transaction of its own.
+    pub async fn poll_device(
+        &self,
+        client: &Client,
+        poll: PollRequest,
+        caller: &Caller,
+    ) -> Result<TokenResponse> {
+        super::device::ensure_device_grant(client)?;
+        let narrowing = match &poll.scope {
+            Some(text) => Some(
+                Scopes::parse(text)
+                    .ok_or_else(|| Error::oauth(ErrorCode::InvalidScope, "malformed scope"))?,
+            ),
+            None => None,
+        };
+        let code_hash = hash_secret(poll.device_code.expose());
+        let now_ms = self.clock.now_ms();
+        let (client_id, resource, hash) =
+            (client.id.clone(), poll.resource.clone(), code_hash.clone());
+        let polled = self
+            .store
+            .write_one(move |c| {
+                Box::pin(async move {
+                    store::device::poll(
+                        c,
+                        &hash,
+                        &client_id,
+                        resource.as_deref(),
+                        now_ms,
+                        POLL_TOLERANCE_MS,
+                    )
+                    .await
+                })
+            })
+            .await?;
+        let Some((device, slowed)) = polled else {
+            return self.unmatched_poll(client, &poll, &code_hash, now_ms).await;
+        };
+        match device.status {
+            Status::Pending if slowed => Err(Error::oauth(
+                ErrorCode::SlowDown,
+                format!("polled too fast; wait at least {} seconds", device.interval),
+            )),
+            Status::Pending => Err(Error::oauth(
+                ErrorCode::AuthorizationPending,
+                "the user has not approved yet",
+            )),
+            Status::Denied => Err(Error::oauth(
+                ErrorCode::AccessDenied,
+                "the user denied the request",
+            )),
+            Status::Redeemed => Err(Error::invalid_grant("the device code was already used")),
+            Status::Approved => {
+                self.redeem_device(device, narrowing, &poll.device_code, caller)
+                    .await
+            }
+        }
+    }
+
+    /// A poll that matched no live authorization (the rare path): a retry of
+    /// a redemption within the leeway gets the same tokens again; anything
+    /// else is refused with its reason.
+    async fn unmatched_poll(
+        &self,
+        client: &Client,
+        poll: &PollRequest,
+        code_hash: &str,
+        now_ms: i64,
+    ) -> Result<TokenResponse> {
+        let found = store::device::by_device_code_hash(self.store.pool(), code_hash).await?;
+        let now = now_ms.div_euclid(1000);
+        let leeway_ms = self.config.tokens.refresh_leeway * 1000;
+        match found {
+            None => Err(Error::invalid_grant("unknown device code")),
+            Some(d) if d.client_id != client.id => Err(Error::invalid_grant(
+                "the device code belongs to another client",
+            )),
+            Some(d) if d.status == Status::Redeemed => {
+                let same_resource = poll.resource.is_none() || poll.resource == d.resource;
+                let within = d.redeemed_ms.is_some_and(|at| now_ms - at < leeway_ms);
+                match d.sealed_tokens.filter(|_| within && same_resource) {
+                    Some(sealed) => open_sealed_tokens(&poll.device_code, code_hash, &sealed),
+                    None => Err(Error::invalid_grant("the device code was already used")),
+                }
+            }
+            Some(d) if now >= d.expires_at => Err(Error::oauth(
+                ErrorCode::ExpiredToken,
+                "the device code has expired",
+            )),
+            Some(_) => Err(Error::invalid_grant(
+                "the resource differs from the one requested at start",
+            )),
+        }
+    }
+
+    /// Signs the tokens of an approved authorization, then releases them in
+    /// one transaction that re-checks the approver, redeems the code (only
+    /// one poll wins) and stores the session with the sealed response.
+    async fn redeem_device(
+        &self,
+        device: DeviceAuthorization,
+        narrowing: Option<Scopes>,
+        device_code: &Secret,
+        caller: &Caller,
+    ) -> Result<TokenResponse> {
+        let now_ms = self.clock.now_ms();
+        let now = now_ms.div_euclid(1000);
+        let user_id = device.user_id.clone().unwrap_or_default();
+        let user = store::directory::user_by_id(self.store.pool(), &user_id).await?;
+        let mut scope =
+            Scopes::parse(device.granted_scope.as_deref().unwrap_or("")).unwrap_or_default();
+        if let Some(narrow) = narrowing.filter(|n| !n.is_empty()) {
+            if !narrow.is_subset(&scope) {
+                return Err(Error::oauth(
+                    ErrorCode::InvalidScope,
+                    "the scope is wider than what was approved",
+                ));
+            }
+            scope = narrow;
+        }
+        let metadata: super::metadata::DeviceMetadata =
+            serde_json::from_str(&device.metadata).unwrap_or_default();
+        let session = Session {
+            id: crypto::random_id(),
+            user_id: Some(user_id),
+            client_id: device.client_id.clone(),
+            workspace_id: device.workspace_id.clone(),
+            role: device.role.clone(),
+            scope: scope.to_scope_string(),
+            resource: device.resource.clone(),
+            label: metadata.cli_label.clone().or(metadata.dns_name.clone()),
+            metadata: device.metadata.clone(),
+            ip: device.ip.clone(),
+            grant_type: DEVICE_CODE_GRANT.into(),
+            auth_time: device.auth_time,
+            created_at: now,
+            last_used_at: now,
+            revoked_at: None,
+        };
+        let refresh = scope.contains("offline_access").then(new_refresh_token);
+        let refresh_hash = refresh.as_ref().map(Secret::hash);
+        let response = self.mint(Grant {
+            session: session.clone(),
+            refresh,
+            user: user.clone(),
+            id_token: true,
+            scope,
+        })?;
+        let code_hash = device_code.hash();
+        let sealed = (self.config.tokens.refresh_leeway > 0)
+            .then(|| seal_tokens(device_code, &code_hash, &response));
+        let refresh_expires = self.refresh_expiry(now, session.created_at);
+        let email = user.map(|u| u.email);
+        let caller = caller.clone();
+        self.store
+            .write(move |c| {
+                Box::pin(async move {
+                    let released = Release {
+                        device,
+                        session,
+                        refresh_hash,
+                        refresh_expires,
+                        sealed,
+                        email,
+                    };
+                    release(c, released, now_ms, &caller).await
+                })
+            })
+            .await??;
+        Ok(response)
+    }
+}
+
+/// What one redemption writes.
+struct Release {
+    device: DeviceAuthorization,
+    session: Session,
+    refresh_hash: Option<String>,
+    refresh_expires: i64,
+    sealed: Option<String>,
+    email: Option<String>,
+}
+
+/// Inside the write transaction: the approver must still be able to sign
+/// in and still be a member of the workspace; then the code is redeemed
+/// exactly once and the session stored.
+async fn release(
+    c: &mut store::Conn,
+    r: Release,
+    now_ms: i64,
+    caller: &Caller,
+) -> store::Result<Result<()>> {
+    let now = now_ms.div_euclid(1000);
+    let d = &r.device;
+    let user_id = d.user_id.clone().unwrap_or_default();
+    let user = store::directory::user_by_id(&mut *c, &user_id).await?;
+    // A sign-in lockout does not matter here: the approval came before it.
+    let disabled = user.as_ref().is_none_or(|u| u.disabled);
+    // The approver may have been removed from the workspace since.
+    let still_member = match &d.workspace_id {
+        Some(ws) => store::directory::role_in(&mut *c, &user_id, ws)
+            .await?
+            .is_some(),
+        None => true,
+    };
+    if disabled || !still_member {
+        store::device::deny(&mut *c, &d.id, &user_id, now).await?;
+        return Ok(Err(Error::oauth(
+            ErrorCode::AccessDenied,
+            "the approving account can no longer sign in",
+        )));
+    }
+    if !store::device::redeem(&mut *c, &d.id, now_ms, r.sealed.as_deref()).await? {
+        return Ok(Err(Error::invalid_grant(
+            "the device code was already used",
+        )));
+    }
+    store::sessions::insert(&mut *c, &r.session).await?;
+    if let Some(hash) = &r.refresh_hash {
+        store::sessions::insert_refresh(&mut *c, hash, &r.session.id, now, r.refresh_expires)
+            .await?;
+    }
+    Audit::new("token.issue", "success")
+        .actor(r.email.as_deref())
+        .client(&r.session.client_id)
+        .session(&r.session.id)
+        .detail(serde_json::json!({ "grant_type": DEVICE_CODE_GRANT, "scope": r.session.scope }))
+        .record(c, now * 1000, caller)
+        .await?;
+    Ok(Ok(()))
+}
+
+fn leeway_key(device_code: &Secret) -> [u8; 32] {
+    derive_key(device_code.expose().as_bytes(), b"keyport device code leeway")
+}
+
+fn seal_tokens(device_code: &Secret, code_hash: &str, response: &TokenResponse) -> String {
+    let json = serde_json::to_string(response).expect("token response serializes");
+    seal_with(&leeway_key(device_code), json.as_bytes(), code_hash)
+}
+
+fn open_sealed_tokens(
+    device_code: &Secret,
+    code_hash: &str,
+    sealed: &str,
+) -> Result<TokenResponse> {
+    let plain = open_with(&leeway_key(device_code), sealed, code_hash)
+        .map_err(|_| Error::invalid_grant("the device code was already used"))?;
+    serde_json::from_slice(&plain).map_err(|_| Error::internal("sealed token response"))
+}
