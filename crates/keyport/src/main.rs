@@ -378,6 +378,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn run_server(store: &StoreArgs, serve: &ServeArgs) -> anyhow::Result<()> {
+    let descriptors = http::serve::raise_open_file_limit();
     let kp = open(store, serve).await?;
     let listener = tokio::net::TcpListener::bind(kp.config.listen)
         .await
@@ -391,10 +392,16 @@ async fn run_server(store: &StoreArgs, serve: &ServeArgs) -> anyhow::Result<()> 
             "\nDemo data is ready. In another terminal run:\n\n    kp login --issuer {} --client-id kp\n\nand sign in as {email} with password {password}\n",
             kp.config.issuer
         );
-    } else if let Some(link) = pages::setup::setup_link(&kp).await? {
-        show_setup_link(&kp.config.data_dir, &link)?;
+    } else {
+        match pages::setup::setup_link(&kp).await? {
+            Some(link) => show_setup_link(&kp.config.data_dir, &link)?,
+            // A link written at an earlier start is dead now: remove it.
+            None => {
+                let _ = std::fs::remove_file(kp.config.data_dir.join(SETUP_LINK_FILE));
+            }
+        }
     }
-    tracing::info!(issuer = %kp.config.issuer, listen = %kp.config.listen, engine = ?kp.store.engine(), "keyport is ready");
+    tracing::info!(issuer = %kp.config.issuer, listen = %kp.config.listen, engine = ?kp.store.engine(), open_files = descriptors, "keyport is ready");
     let maintenance = kp.spawn_maintenance();
     let store_handle = kp.store.clone();
     http::serve(kp, listener, shutdown_signal()).await?;
@@ -403,6 +410,9 @@ async fn run_server(store: &StoreArgs, serve: &ServeArgs) -> anyhow::Result<()> 
     tracing::info!("keyport stopped");
     Ok(())
 }
+
+/// Where the setup link goes when there is no terminal to print it on.
+const SETUP_LINK_FILE: &str = "setup-link.txt";
 
 /// The setup link is a credential: it goes to the terminal, never into the
 /// logs. Without a terminal (a service manager, a container) it is written
@@ -416,7 +426,7 @@ fn show_setup_link(data_dir: &std::path::Path, link: &str) -> anyhow::Result<()>
         eprintln!("\n{text}");
         return Ok(());
     }
-    let path = data_dir.join("setup-link.txt");
+    let path = data_dir.join(SETUP_LINK_FILE);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]

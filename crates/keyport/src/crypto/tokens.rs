@@ -53,12 +53,13 @@ impl UserCode {
         Self(code)
     }
 
-    /// Accepts what a person types: any case, with or without the dash or
-    /// spaces.
+    /// Accepts what a person types: any case, with or without the dash (or
+    /// an en dash, minus sign or other dash a keyboard or a copy from a
+    /// document puts there) and spaces.
     pub fn parse(input: &str) -> Option<Self> {
         let code: String = input
             .chars()
-            .filter(|c| !matches!(c, '-' | ' ' | '\t'))
+            .filter(|c| !is_dash(*c) && !c.is_whitespace())
             .map(|c| c.to_ascii_uppercase())
             .collect();
         (code.len() == USER_CODE_LEN && code.bytes().all(|b| USER_CODE_ALPHABET.contains(&b)))
@@ -73,6 +74,16 @@ impl UserCode {
     pub fn display(&self) -> String {
         format!("{}-{}", &self.0[..4], &self.0[4..])
     }
+}
+
+/// Dashes a typed user code may hold: the hyphen-minus, Unicode's dash
+/// punctuation (hyphen, non-breaking hyphen, figure dash, en and em dash,
+/// horizontal bar, small and fullwidth hyphen-minus) and the minus sign.
+fn is_dash(c: char) -> bool {
+    matches!(
+        c,
+        '-' | '\u{2010}'..='\u{2015}' | '\u{2212}' | '\u{FE58}' | '\u{FE63}' | '\u{FF0D}'
+    )
 }
 
 /// A device code: 256 random bits.
@@ -129,6 +140,17 @@ mod tests {
             "vowels are not in the alphabet"
         );
         assert_eq!(UserCode::parse("BCDF-GHJ"), None);
+        let expected = UserCode::parse("BCDFGHJK");
+        for typed in [
+            "BCDF\u{2013}GHJK", // en dash
+            "BCDF\u{2014}GHJK", // em dash
+            "BCDF\u{2212}GHJK", // minus sign
+            "BCDF\u{2011}GHJK", // non-breaking hyphen
+            "BCDF\u{FF0D}GHJK", // fullwidth hyphen-minus
+            " bcdf ghjk\u{00A0}",
+        ] {
+            assert_eq!(UserCode::parse(typed), expected, "{typed:?}");
+        }
     }
 
     #[test]

@@ -7,6 +7,10 @@ use crate::crypto::{constant_time_eq, hash_secret};
 use crate::service::Keyport;
 use crate::store::clients::Client;
 
+/// One answer for an unknown client, a wrong secret and a secret sent for a
+/// public client, so the answer tells nothing about which clients exist.
+const AUTHENTICATION_FAILED: &str = "client authentication failed";
+
 /// The credentials a request presented.
 #[derive(Debug, Default)]
 pub struct ClientCredentials {
@@ -27,17 +31,17 @@ impl Keyport {
         let client = self
             .client(id)
             .await?
-            .ok_or_else(|| Error::invalid_client("unknown client"))?;
+            .ok_or_else(|| Error::invalid_client(AUTHENTICATION_FAILED))?;
         match (&client.secret_hash, &creds.secret) {
             (Some(expected), Some(given)) if client.confidential => {
                 if constant_time_eq(expected.as_bytes(), hash_secret(given).as_bytes()) {
                     Ok(client)
                 } else {
-                    Err(Error::invalid_client("client authentication failed"))
+                    Err(Error::invalid_client(AUTHENTICATION_FAILED))
                 }
             }
-            _ if client.confidential => Err(Error::invalid_client("client authentication failed")),
-            (_, Some(_)) => Err(Error::invalid_client("a public client has no secret")),
+            _ if client.confidential => Err(Error::invalid_client(AUTHENTICATION_FAILED)),
+            (_, Some(_)) => Err(Error::invalid_client(AUTHENTICATION_FAILED)),
             (_, None) => Ok(client),
         }
     }

@@ -12,10 +12,11 @@ use serde::Deserialize;
 
 use super::{
     Csrf, checked_form, cookies, csrf_for, csrf_ok, describe_expiry, message, page, read_cookie,
-    read_page_form,
+    read_page_form, with_retry_after,
 };
 use crate::domain::Error;
 use crate::domain::device::{Consent, Decided, PendingRequest};
+use crate::domain::metadata::DeviceMetadata;
 use crate::domain::scopes::Role;
 use crate::domain::signin::SignInError;
 use crate::service::{Caller, Keyport};
@@ -53,8 +54,8 @@ struct WorkspacePage<'a> {
 struct ApprovePage<'a> {
     client_name: &'a str,
     user_code: String,
-    label: Option<String>,
-    client_info: Option<String>,
+    /// What the device said about itself, (what, text): shown apart.
+    reported: Vec<(&'static str, String)>,
     workspace: Option<String>,
     workspace_slug: Option<String>,
     role: Option<String>,
@@ -164,9 +165,9 @@ pub async fn verification_page(
         .await
     {
         Ok(pending) => pending,
-        Err(Error::Throttled { .. }) => {
+        Err(Error::Throttled { retry_after }) => {
             let error = Some("Too many wrong codes. Wait an hour, then try again.");
-            return page(
+            let page = page(
                 StatusCode::TOO_MANY_REQUESTS,
                 EntryPage {
                     email: &user.email,
@@ -176,6 +177,7 @@ pub async fn verification_page(
                 .render(),
                 Some(&csrf),
             );
+            return with_retry_after(page, retry_after);
         }
         Err(Error::OAuth { .. }) => {
             let error =
@@ -243,39 +245,11 @@ fn approve_page(
         .collect();
     let caller_ip = caller.ip_string();
     let network_differs = pending.ip.is_some() && caller_ip.is_some() && pending.ip != caller_ip;
-    let client_info = pending.metadata.client_info.as_ref().map(|i| {
-        format!(
-            "{} {}",
-            i.name.as_deref().unwrap_or(""),
-            i.version.as_deref().unwrap_or("")
-        )
-        .trim()
-        .to_string()
-    });
-    let mut label = pending.metadata.cli_label.clone();
-    if let Some(host) = &pending.metadata.dns_name {
-        label = Some(match label {
-            Some(l) => format!("{l} ({host})"),
-            None => host.clone(),
-        });
-    }
-    if let Some(os) = &pending.metadata.os_type {
-        let os = format!(
-            "{os} {}",
-            pending.metadata.os_version.as_deref().unwrap_or("")
-        )
-        .trim()
-        .to_string();
-        label = Some(match label {
-            Some(l) => format!("{l} · {os}"),
-            None => os,
-        });
-    }
+    let reported = reported_by_device(&pending.metadata);
     let html = ApprovePage {
         client_name: &pending.client.name,
         user_code: pending.user_code.display(),
-        label,
-        client_info,
+        reported,
         workspace: chosen.as_ref().map(|(_, name, _)| name.clone()),
         workspace_slug: chosen.as_ref().map(|(slug, _, _)| slug.clone()),
         role: role.map(|r| r.to_string()),
@@ -288,6 +262,34 @@ fn approve_page(
         request_id: &pending.id,
     };
     page(StatusCode::OK, html.render(), Some(csrf))
+}
+
+/// The device's own account of itself, field by field, for the approval
+/// page (the text was cleaned when the request arrived).
+fn reported_by_device(m: &DeviceMetadata) -> Vec<(&'static str, String)> {
+    let software = m.client_info.as_ref().map(|i| {
+        format!(
+            "{} {}",
+            i.name.as_deref().unwrap_or(""),
+            i.version.as_deref().unwrap_or("")
+        )
+        .trim()
+        .to_string()
+    });
+    let os = m.os_type.as_ref().map(|os| {
+        format!("{os} {}", m.os_version.as_deref().unwrap_or(""))
+            .trim()
+            .to_string()
+    });
+    [
+        ("Device name", m.cli_label.clone()),
+        ("Host name", m.dns_name.clone()),
+        ("Operating system", os),
+        ("Software", software),
+    ]
+    .into_iter()
+    .filter_map(|(what, text)| Some((what, text.filter(|t| !t.is_empty())?)))
+    .collect()
 }
 
 /// `POST /device/sign-in`.
@@ -324,12 +326,15 @@ pub async fn sign_in(
             response
         }
         Err(SignInError::Other(_)) => unavailable(),
-        Err(e @ SignInError::Throttled { .. }) => sign_in_page(
-            StatusCode::TOO_MANY_REQUESTS,
-            &csrf,
-            user_code,
-            &email,
-            Some(e.to_string()),
+        Err(e @ SignInError::Throttled { retry_after }) => with_retry_after(
+            sign_in_page(
+                StatusCode::TOO_MANY_REQUESTS,
+                &csrf,
+                user_code,
+                &email,
+                Some(e.to_string()),
+            ),
+            retry_after,
         ),
         Err(e) => sign_in_page(
             StatusCode::UNAUTHORIZED,

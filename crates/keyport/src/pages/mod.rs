@@ -173,6 +173,14 @@ pub fn page(
     response
 }
 
+/// A 429 page says when to come back (RFC 6585 §4).
+pub fn with_retry_after(mut response: Response, seconds: i64) -> Response {
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    response
+}
+
 #[derive(askama::Template)]
 #[template(path = "message.html")]
 pub struct MessagePage<'a> {
