@@ -351,16 +351,25 @@ pub async fn seed_demo(kp: &Keyport) -> Result<(String, String)> {
             Box::pin(async move {
                 let user_id = match store::directory::user_by_email(&mut *c, &demo_email).await? {
                     Some(user) => {
-                        sqlx::query("UPDATE users SET password_hash = $1, disabled = 0 WHERE id = $2")
-                            .bind(&phc)
-                            .bind(&user.id)
-                            .execute(&mut *c)
-                            .await?;
+                        sqlx::query(
+                            "UPDATE users SET password_hash = $1, disabled = 0 WHERE id = $2",
+                        )
+                        .bind(&phc)
+                        .bind(&user.id)
+                        .execute(&mut *c)
+                        .await?;
                         user.id
                     }
                     None => {
                         let id = crypto::random_id();
-                        let user = NewUser { id: &id, email: &demo_email, name: Some("Demo User"), password_hash: &phc, is_admin: true, now };
+                        let user = NewUser {
+                            id: &id,
+                            email: &demo_email,
+                            name: Some("Demo User"),
+                            password_hash: &phc,
+                            is_admin: true,
+                            now,
+                        };
                         store::directory::insert_user(&mut *c, user).await?;
                         id
                     }
@@ -368,12 +377,17 @@ pub async fn seed_demo(kp: &Keyport) -> Result<(String, String)> {
                 let ws = match store::directory::workspace_by_slug(&mut *c, "demo").await? {
                     Some(ws) => ws,
                     None => {
-                        let ws = Workspace { id: crypto::random_id(), slug: "demo".into(), name: "Demo".into() };
+                        let ws = Workspace {
+                            id: crypto::random_id(),
+                            slug: "demo".into(),
+                            name: "Demo".into(),
+                        };
                         store::directory::insert_workspace(&mut *c, &ws, now).await?;
                         ws
                     }
                 };
-                store::directory::upsert_membership(&mut *c, &ws.id, &user_id, "owner", now).await?;
+                store::directory::upsert_membership(&mut *c, &ws.id, &user_id, "owner", now)
+                    .await?;
                 store::lockout::clear(&mut *c, &demo_email).await?;
                 store::clients::save(&mut *c, &client, now, true).await
             })

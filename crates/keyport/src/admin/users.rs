@@ -107,9 +107,7 @@ pub async fn unlock_user(kp: &Keyport, email: &str) -> Result<Value> {
     let cleared_name = name.clone();
     let cleared = kp
         .store
-        .write(move |c| {
-            Box::pin(async move { store::lockout::clear(c, &cleared_name).await })
-        })
+        .write(move |c| Box::pin(async move { store::lockout::clear(c, &cleared_name).await }))
         .await?;
     audit(kp, "admin.user_unlock", json!({ "email": name })).await?;
     Ok(json!({ "email": name, "unlocked": true, "had_failures": cleared }))

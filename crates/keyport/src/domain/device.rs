@@ -53,7 +53,6 @@ pub enum Decided {
     Denied,
 }
 
-
 impl Keyport {
     /// RFC 8628 §3.1: validates the request strictly and creates a pending
     /// authorization. The client is already authenticated.

@@ -265,7 +265,10 @@ async fn release(
 }
 
 fn leeway_key(device_code: &Secret) -> [u8; 32] {
-    derive_key(device_code.expose().as_bytes(), b"keyport device code leeway")
+    derive_key(
+        device_code.expose().as_bytes(),
+        b"keyport device code leeway",
+    )
 }
 
 fn seal_tokens(device_code: &Secret, code_hash: &str, response: &TokenResponse) -> String {

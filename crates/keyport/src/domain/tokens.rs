@@ -628,7 +628,9 @@ async fn replay_or_revoke(
     if token.session.revoked_at.is_some() {
         return Ok(Err(Error::invalid_grant("the session has ended")));
     }
-    let within_leeway = token.rotated_ms.is_some_and(|at| now_ms - at < leeway * 1000);
+    let within_leeway = token
+        .rotated_ms
+        .is_some_and(|at| now_ms - at < leeway * 1000);
     let latest = within_leeway && token.successor_rotated_at.is_none();
     if let Some(sealed) = token.sealed_successor.filter(|_| latest) {
         return Ok(Ok(Rotation::Replay(sealed)));

@@ -91,8 +91,7 @@ pub async fn json_for_bare_errors(req: Request, next: Next) -> Response {
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    if status == StatusCode::TOO_MANY_REQUESTS && !parts.headers.contains_key(header::RETRY_AFTER)
-    {
+    if status == StatusCode::TOO_MANY_REQUESTS && !parts.headers.contains_key(header::RETRY_AFTER) {
         parts
             .headers
             .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));

@@ -304,7 +304,9 @@ fn refuse_credentials_in_query(query: &str) -> Result<(), Rejection> {
         let key = pair.split_once('=').map_or(pair, |(k, _)| k);
         let key = decode_component(key.as_bytes()).unwrap_or_default();
         if CREDENTIAL_PARAMETERS.contains(&key.as_str()) {
-            return Err(bad(format!("{key} must be sent in the request body, never in the URL")));
+            return Err(bad(format!(
+                "{key} must be sent in the request body, never in the URL"
+            )));
         }
     }
     Ok(())

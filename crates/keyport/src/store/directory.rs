@@ -18,8 +18,7 @@ pub struct User {
     pub disabled: bool,
 }
 
-const USER_COLUMNS: &str =
-    "id, email, name, password_hash, is_admin, disabled";
+const USER_COLUMNS: &str = "id, email, name, password_hash, is_admin, disabled";
 
 fn user(row: &AnyRow) -> Result<User> {
     Ok(User {

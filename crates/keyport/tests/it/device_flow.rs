@@ -9,7 +9,7 @@ use crate::support::*;
 async fn device_login_rotation_and_reuse_detection() {
     let server = TestServer::start().await;
     let start = server
-        .start_device(&[("cli_label", "prod-server-01")])
+        .start_device(&[("cli_label", "prod-server-01"), ("resource", AUDIENCE)])
         .await;
     let device_code = start["device_code"].as_str().unwrap();
     let user_code = start["user_code"].as_str().unwrap();
@@ -65,8 +65,14 @@ async fn device_login_rotation_and_reuse_detection() {
     assert!(refresh1.starts_with("kp_rt_"));
     assert!(tokens["id_token"].is_string(), "openid was granted");
 
-    // Released exactly once.
+    // Released exactly once: a retry within the leeway (its reply was
+    // lost) gets the same tokens, never a second set; later, nothing.
     server.clock.advance_secs(5);
+    let (status, again) = server.poll(device_code).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["refresh_token"], tokens["refresh_token"]);
+    assert_eq!(again["access_token"], tokens["access_token"]);
+    server.clock.advance_secs(30);
     let (status, body) = server.poll(device_code).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"], "invalid_grant");

@@ -9,4 +9,5 @@ mod device_errors;
 mod device_flow;
 mod instances;
 mod pg;
+mod review;
 mod third_party;

@@ -100,6 +100,13 @@ impl TestServer {
     }
 
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let mut server = Self::start_empty(adjust).await;
+        server.seed().await;
+        server
+    }
+
+    /// A server on an empty database: no users, no clients.
+    pub async fn start_empty(adjust: impl FnOnce(&mut Config)) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let data_dir = temp_dir();
@@ -131,7 +138,7 @@ impl TestServer {
             .await
             .unwrap();
         });
-        let mut server = TestServer {
+        TestServer {
             issuer: kp.config.issuer.clone(),
             kp,
             clock,
@@ -143,9 +150,7 @@ impl TestServer {
             rs_secret: String::new(),
             shutdown: Some(tx),
             _schema: database.map(|(_, guard)| guard),
-        };
-        server.seed().await;
-        server
+        }
     }
 
     async fn seed(&mut self) {
@@ -318,9 +323,10 @@ impl TestServer {
             .collect()
     }
 
-    /// A full device login; returns the token response.
+    /// A full device login for the test API's audience (so the resource
+    /// server client may introspect its tokens); returns the token response.
     pub async fn login(&self) -> Value {
-        let start = self.start_device(&[]).await;
+        let start = self.start_device(&[("resource", AUDIENCE)]).await;
         let done = self
             .approve(
                 start["verification_uri_complete"].as_str().unwrap(),
