@@ -5,6 +5,7 @@ mod support;
 
 mod bad_input;
 mod browser;
+mod connections;
 mod device_errors;
 mod device_flow;
 mod instances;

@@ -196,6 +196,13 @@ impl TestServer {
         self.rs_secret = rs["client_secret"].as_str().unwrap().to_string();
     }
 
+    /// Sends the shutdown signal, as SIGTERM does for `keyport serve`.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.issuer)
     }
