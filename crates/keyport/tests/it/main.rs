@@ -4,8 +4,10 @@
 mod support;
 
 mod bad_input;
+mod binary;
 mod browser;
 mod connections;
+mod crash;
 mod device_errors;
 mod device_flow;
 mod instances;
