@@ -151,7 +151,7 @@ async fn expiry_denial_and_foreign_codes() {
 }
 
 #[tokio::test]
-async fn a_locked_approver_gets_access_denied_at_the_next_poll() {
+async fn a_disabled_approver_gets_access_denied_at_the_next_poll() {
     let server = TestServer::start().await;
     let start = server.start_device(&[]).await;
     let done = server
