@@ -246,15 +246,7 @@ async fn metrics_count_token_responses_and_errors() {
     server.login().await;
     let (_, body) = server.poll("unknown-code").await;
     assert_eq!(body["error"], "invalid_grant");
-    let text = server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.metrics_text().await;
     let value = |line: &str| -> u64 {
         text.lines()
             .find(|l| l.starts_with(line))

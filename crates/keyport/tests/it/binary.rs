@@ -61,16 +61,7 @@ impl Server {
     }
 
     pub async fn wait_ready(&self) {
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let ready = http.get(format!("{}/readyz", self.base)).send().await;
-            if ready.is_ok_and(|r| r.status() == StatusCode::OK) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "keyport never became ready");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        wait_ready(&self.base).await;
     }
 
     pub fn log_text(&self) -> String {

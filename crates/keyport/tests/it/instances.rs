@@ -61,20 +61,7 @@ impl Instance {
     }
 
     pub async fn wait_ready(&self) {
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let ready = http.get(format!("{}/readyz", self.base)).send().await;
-            if ready.is_ok_and(|r| r.status() == StatusCode::OK) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "instance {} never became ready",
-                self.base
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_ready(&self.base).await;
     }
 
     pub fn alive(&mut self) -> bool {

@@ -222,14 +222,7 @@ async fn device_text_is_cleaned_and_shown_as_reported_by_the_device() {
     );
     let browser = server.browser();
     let page = browser
-        .get(start["verification_uri_complete"].as_str().unwrap())
-        .await;
-    let page = browser
-        .submit(
-            &page,
-            "/device/sign-in",
-            &[("email", "alice@example.com"), ("password", PASSWORD)],
-        )
+        .sign_in_at(start["verification_uri_complete"].as_str().unwrap())
         .await;
     assert!(page.contains("Reported by the device"), "{page}");
     assert!(page.contains("Known to Keyport"), "{page}");
@@ -295,19 +288,8 @@ async fn a_client_introspects_only_its_own_tokens_and_its_audience() {
     .unwrap();
     let secret = nosy["client_secret"].as_str().unwrap();
     for token in [access, refresh] {
-        let response = server
-            .http
-            .post(server.url("/oauth/introspect"))
-            .basic_auth("nosy", Some(secret))
-            .form(&[("token", token)])
-            .send()
-            .await
-            .unwrap();
-        let (status, body) = json_of(response).await;
-        assert_eq!(
-            (status, body),
-            (StatusCode::OK, serde_json::json!({ "active": false }))
-        );
+        let body = server.introspect_as("nosy", secret, token).await;
+        assert_eq!(body, serde_json::json!({ "active": false }));
     }
     // Its own token it may see.
     let (_, own) = server
@@ -320,15 +302,11 @@ async fn a_client_introspects_only_its_own_tokens_and_its_audience() {
             ],
         )
         .await;
-    let response = server
-        .http
-        .post(server.url("/oauth/introspect"))
-        .basic_auth("nosy", Some(secret))
-        .form(&[("token", own["access_token"].as_str().unwrap())])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(json_of(response).await.1["active"], true);
+    let own = own["access_token"].as_str().unwrap();
+    assert_eq!(
+        server.introspect_as("nosy", secret, own).await["active"],
+        true
+    );
 }
 
 #[tokio::test]
@@ -358,66 +336,53 @@ async fn a_session_ends_at_its_absolute_lifetime_however_often_it_refreshes() {
     );
 }
 
+/// A device start as if from `ip`, through the trusted proxy on loopback.
+async fn start_from(server: &TestServer, ip: &str) -> (StatusCode, Value) {
+    let response = server
+        .http
+        .post(server.url("/oauth/device_authorization"))
+        .header("x-forwarded-for", ip)
+        .form(&[("client_id", CLI)])
+        .send()
+        .await
+        .unwrap();
+    json_of(response).await
+}
+
+async fn behind_proxy(per_ip: i64, per_client: i64) -> TestServer {
+    TestServer::start_with(|c| {
+        c.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+        c.limits.device_starts_per_ip_per_minute = per_ip;
+        c.limits.device_starts_per_client_per_minute = per_client;
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_few_addresses_cannot_use_up_a_public_clients_device_budget() {
-    let server = TestServer::start_with(|c| {
-        c.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
-        c.limits.device_starts_per_ip_per_minute = 6;
-        c.limits.device_starts_per_client_per_minute = 60;
-    })
-    .await;
-    let start_from = |ip: String| {
-        let server = &server;
-        async move {
-            let response = server
-                .http
-                .post(server.url("/oauth/device_authorization"))
-                .header("x-forwarded-for", ip)
-                .form(&[("client_id", CLI)])
-                .send()
-                .await
-                .unwrap();
-            json_of(response).await
-        }
-    };
+    let server = behind_proxy(6, 60).await;
     // Eleven attackers in eleven networks, each just under its own limit.
     for net in 0..11 {
         for _ in 0..6 {
-            let (status, body) = start_from(format!("198.51.{net}.7")).await;
+            let (status, body) = start_from(&server, &format!("198.51.{net}.7")).await;
             assert_eq!(status, StatusCode::OK, "{body}");
         }
     }
-    let (status, body) = start_from("203.0.113.9".into()).await;
+    let (status, body) = start_from(&server, "203.0.113.9").await;
     assert_eq!(status, StatusCode::OK, "a real user still gets in: {body}");
-    // Addresses of one network share that network's budget for the client.
-    let server = TestServer::start_with(|c| {
-        c.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
-        c.limits.device_starts_per_ip_per_minute = 6;
-        c.limits.device_starts_per_client_per_minute = 10;
-    })
-    .await;
-    let start_from = |ip: &'static str| {
-        let server = &server;
-        async move {
-            let response = server
-                .http
-                .post(server.url("/oauth/device_authorization"))
-                .header("x-forwarded-for", ip)
-                .form(&[("client_id", CLI)])
-                .send()
-                .await
-                .unwrap();
-            json_of(response).await
-        }
-    };
+}
+
+#[tokio::test]
+async fn addresses_of_one_network_share_its_budget_for_a_client() {
+    let server = behind_proxy(6, 10).await;
     for ip in ["192.0.2.1", "192.0.2.2"] {
         for _ in 0..5 {
-            assert_eq!(start_from(ip).await.0, StatusCode::OK);
+            assert_eq!(start_from(&server, ip).await.0, StatusCode::OK);
         }
     }
-    let (_, body) = start_from("192.0.2.3").await;
+    let (_, body) = start_from(&server, "192.0.2.3").await;
     assert_eq!(body["error"], "slow_down");
-    assert_eq!(start_from("192.0.3.1").await.0, StatusCode::OK);
+    assert_eq!(start_from(&server, "192.0.3.1").await.0, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -448,14 +413,7 @@ async fn every_429_says_when_to_retry_and_the_metrics_count_it() {
 
     // A user-code throttle on the page (one sign-in).
     let browser = server.browser();
-    let page = browser.get(&server.url("/device")).await;
-    browser
-        .submit(
-            &page,
-            "/device/sign-in",
-            &[("email", "alice@example.com"), ("password", PASSWORD)],
-        )
-        .await;
+    browser.sign_in_at(&server.url("/device")).await;
     browser
         .get(&server.url("/device?user_code=BCDF-GHJK"))
         .await;
@@ -490,15 +448,7 @@ async fn every_429_says_when_to_retry_and_the_metrics_count_it() {
         .unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
 
-    let metrics = server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics_text().await;
     for name in [
         "keyport_user_code_throttled_total",
         "keyport_sign_in_throttled_total",
@@ -551,14 +501,7 @@ async fn user_codes_are_stored_only_as_hashes_and_typed_with_any_dash() {
         }
     }
     let browser = server.browser();
-    let page = browser.get(&server.url("/device")).await;
-    browser
-        .submit(
-            &page,
-            "/device/sign-in",
-            &[("email", "alice@example.com"), ("password", PASSWORD)],
-        )
-        .await;
+    browser.sign_in_at(&server.url("/device")).await;
     let typed = code.replace('-', "\u{2013}").to_lowercase();
     let url =
         reqwest::Url::parse_with_params(&server.url("/device"), &[("user_code", typed)]).unwrap();
@@ -621,26 +564,10 @@ async fn bearer_challenges_405s_and_credentials_in_the_url() {
     assert_eq!(server.table_counts().await, before);
 }
 
-/// A device login that also hands back its device code.
-async fn login_keeping_code(server: &TestServer) -> (String, Value) {
-    let start = server.start_device(&[("resource", AUDIENCE)]).await;
-    let done = server
-        .approve(
-            start["verification_uri_complete"].as_str().unwrap(),
-            "approve",
-        )
-        .await;
-    assert!(done.contains("Device approved"), "{done}");
-    let code = start["device_code"].as_str().unwrap().to_string();
-    let (status, tokens) = server.poll(&code).await;
-    assert_eq!(status, StatusCode::OK, "{tokens}");
-    (code, tokens)
-}
-
 #[tokio::test]
 async fn a_zero_leeway_allows_no_retry() {
     let server = TestServer::start_with(|c| c.tokens.refresh_leeway = 0).await;
-    let (code, tokens) = login_keeping_code(&server).await;
+    let (code, tokens) = server.login_keeping_code().await;
     let (status, again) = server.poll(&code).await;
     assert_eq!(
         (status, again["error"].as_str()),
@@ -667,7 +594,7 @@ async fn a_zero_leeway_allows_no_retry() {
 #[tokio::test]
 async fn a_lost_device_code_reply_can_be_retried_within_the_leeway() {
     let server = TestServer::start().await;
-    let (code, first) = login_keeping_code(&server).await;
+    let (code, first) = server.login_keeping_code().await;
     // The reply was lost; the CLI polls again.
     server.clock.advance_secs(6);
     let (status, retry) = server.poll(&code).await;

@@ -254,11 +254,16 @@ impl TestServer {
         .await
     }
 
+    /// Introspects `token` as the resource-server client.
     pub async fn introspect(&self, token: &str) -> Value {
+        self.introspect_as(RS, &self.rs_secret, token).await
+    }
+
+    pub async fn introspect_as(&self, client: &str, secret: &str, token: &str) -> Value {
         let response = self
             .http
             .post(self.url("/oauth/introspect"))
-            .basic_auth(RS, Some(&self.rs_secret))
+            .basic_auth(client, Some(secret))
             .form(&[("token", token)])
             .send()
             .await
@@ -266,6 +271,12 @@ impl TestServer {
         let (status, body) = json_of(response).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        let response = self.http.get(self.url("/metrics")).send().await.unwrap();
+        response.text().await.unwrap()
     }
 
     pub async fn userinfo(&self, access_token: &str) -> (StatusCode, Value) {
@@ -333,6 +344,11 @@ impl TestServer {
     /// A full device login for the test API's audience (so the resource
     /// server client may introspect its tokens); returns the token response.
     pub async fn login(&self) -> Value {
+        self.login_keeping_code().await.1
+    }
+
+    /// A full device login that also hands back its device code.
+    pub async fn login_keeping_code(&self) -> (String, Value) {
         let start = self.start_device(&[("resource", AUDIENCE)]).await;
         let done = self
             .approve(
@@ -341,9 +357,10 @@ impl TestServer {
             )
             .await;
         assert!(done.contains("Device approved"), "{done}");
-        let (status, tokens) = self.poll(start["device_code"].as_str().unwrap()).await;
+        let code = start["device_code"].as_str().unwrap().to_string();
+        let (status, tokens) = self.poll(&code).await;
         assert_eq!(status, StatusCode::OK, "{tokens}");
-        tokens
+        (code, tokens)
     }
 }
 
@@ -353,6 +370,23 @@ impl Drop for TestServer {
             let _ = tx.send(());
         }
         let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// Waits until `{base}/readyz` answers 200 (at most 20 s).
+pub async fn wait_ready(base: &str) {
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let ready = http.get(format!("{base}/readyz")).send().await;
+        if ready.is_ok_and(|r| r.status() == StatusCode::OK) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{base} never became ready"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
 }
 
@@ -413,6 +447,17 @@ impl Browser {
             .text()
             .await
             .unwrap()
+    }
+
+    /// Opens `url` and signs in there as alice; returns the page after.
+    pub async fn sign_in_at(&self, url: &str) -> String {
+        let page = self.get(url).await;
+        self.submit(
+            &page,
+            "/device/sign-in",
+            &[("email", "alice@example.com"), ("password", PASSWORD)],
+        )
+        .await
     }
 
     /// Submits the form whose action is `action` with its hidden fields plus `fields`.
