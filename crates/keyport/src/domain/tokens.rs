@@ -628,9 +628,9 @@ async fn replay_or_revoke(
     if token.session.revoked_at.is_some() {
         return Ok(Err(Error::invalid_grant("the session has ended")));
     }
-    let within_leeway = token
-        .rotated_ms
-        .is_some_and(|at| now_ms - at < leeway * 1000);
+    // A rotation by an instance on the previous release has no milliseconds.
+    let rotated_ms = token.rotated_ms.or(token.rotated_at.map(|at| at * 1000));
+    let within_leeway = rotated_ms.is_some_and(|at| now_ms - at < leeway * 1000);
     let latest = within_leeway && token.successor_rotated_at.is_none();
     if let Some(sealed) = token.sealed_successor.filter(|_| latest) {
         return Ok(Ok(Rotation::Replay(sealed)));

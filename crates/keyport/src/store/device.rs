@@ -107,9 +107,9 @@ pub struct NewDevice<'a> {
 
 pub async fn insert<'e>(db: impl Db<'e>, d: NewDevice<'_>) -> Result<()> {
     sqlx::query(
-        "INSERT INTO device_authorizations (id, device_code_hash, user_code_hash, client_id, scope, \
-         resource, metadata, ip, created_at, expires_at, poll_interval, status) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending')",
+        "INSERT INTO device_authorizations (id, device_code_hash, user_code_hash, user_code, \
+         client_id, scope, resource, metadata, ip, created_at, expires_at, poll_interval, status) \
+         VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending')",
     )
     .bind(d.id)
     .bind(d.device_code_hash)

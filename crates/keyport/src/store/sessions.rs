@@ -233,7 +233,7 @@ pub async fn rotate<'e>(
 pub async fn forget_sealed_successors<'e>(db: impl Db<'e>, before_ms: i64) -> Result<u64> {
     let done = sqlx::query(
         "UPDATE refresh_tokens SET sealed_successor = NULL \
-         WHERE sealed_successor IS NOT NULL AND rotated_ms < $1",
+         WHERE sealed_successor IS NOT NULL AND COALESCE(rotated_ms, rotated_at * 1000) < $1",
     )
     .bind(before_ms)
     .execute(db)
