@@ -391,7 +391,7 @@ done
 NCONC=$(wc -w <<<"$CONCURRENCY")
 log "approving $((REFRESH_POOL * NCONC)) device logins through /device (one sign-in)"
 if ! taskset -c 1 python3 "$BENCH_DIR/approve.py" --base "$BASE" --email demo@example.com \
-    --password "$PASSWORD" --count $((REFRESH_POOL * NCONC)) \
+    --password="$PASSWORD" --count $((REFRESH_POOL * NCONC)) \
     --refresh-out "$WORK/refresh-all.txt" --access-out "$WORK/access.txt" 2>&1 \
     | tee "$OUT/approve.log" >&2; then
     die "device logins failed (see $OUT/approve.log)"
@@ -422,7 +422,7 @@ done
 # ---- memory kept after password sign-ins (instance A) ------------------------
 log "RSS after 8 sequential browser sign-ins (Argon2id each), instance A"
 taskset -c 1 python3 "$BENCH_DIR/signin_rss.py" --base "$BASE" --pid "$SERVER_PID" \
-    --email demo@example.com --password "$PASSWORD" --count 8 --out "$OUT/signin_rss.json" \
+    --email demo@example.com --password="$PASSWORD" --count 8 --out "$OUT/signin_rss.json" \
     || log "warning: sign-in RSS measurement failed"
 
 # ---- database size, then time-to-ready on the existing database --------------

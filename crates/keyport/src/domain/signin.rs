@@ -14,9 +14,11 @@ use crate::metrics::SecurityEvent;
 use crate::service::{Caller, Keyport};
 use crate::store::{self, directory::User};
 
-/// The form every username is counted and looked up in.
+/// The form every username is counted and looked up in: trimmed, lower
+/// case, and no longer than any email address can be (a sprayed name of
+/// kilobytes is counted by its first 320 characters).
 pub fn normalise_username(name: &str) -> String {
-    name.trim().to_lowercase()
+    name.trim().chars().take(320).collect::<String>().to_lowercase()
 }
 
 /// How long a browser session lasts.
