@@ -18,7 +18,11 @@ use crate::store::{self, directory::User};
 /// case, and no longer than any email address can be (a sprayed name of
 /// kilobytes is counted by its first 320 characters).
 pub fn normalise_username(name: &str) -> String {
-    name.trim().chars().take(320).collect::<String>().to_lowercase()
+    name.trim()
+        .chars()
+        .take(320)
+        .collect::<String>()
+        .to_lowercase()
 }
 
 /// How long a browser session lasts.
