@@ -37,18 +37,58 @@ use tokio::sync::{mpsc, oneshot};
 pub type Conn = AnyConnection;
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// A store failure. Each message already holds its whole cause, so the
+/// variants expose no `source()`: an error chain (`{:#}`) prints every
+/// sentence once.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("database error: {0}")]
-    Db(#[from] sqlx::Error),
+    #[error("database error: {}", describe(.0))]
+    Db(sqlx::Error),
     #[error("database migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(sqlx::migrate::MigrateError),
     #[error("the transaction did not commit: {0}")]
     Commit(String),
     #[error("the store is shut down")]
     Closed,
     #[error("unsupported database URL {0:?}: use sqlite:// or postgres://")]
     UnsupportedUrl(String),
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        Error::Db(e)
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for Error {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        Error::Migrate(e)
+    }
+}
+
+/// sqlx's message for an error, with rustls's terse certificate verdicts
+/// put in the words an operator searches for.
+fn describe(e: &sqlx::Error) -> String {
+    let text = e.to_string();
+    const PLAIN: [(&str, &str); 3] = [
+        (
+            "invalid peer certificate: UnknownIssuer",
+            "the server's certificate is signed by an unknown authority \
+             (name the CA that signed it with sslrootcert=FILE in the URL)",
+        ),
+        (
+            "invalid peer certificate: Expired",
+            "the server's certificate has expired",
+        ),
+        (
+            "invalid peer certificate: BadSignature",
+            "the server's certificate has a bad signature",
+        ),
+    ];
+    PLAIN
+        .iter()
+        .find(|(terse, _)| text.contains(terse))
+        .map_or(text.clone(), |(terse, plain)| text.replace(terse, plain))
 }
 
 impl Error {

@@ -14,3 +14,4 @@ mod instances;
 mod pg;
 mod review;
 mod third_party;
+mod tls;

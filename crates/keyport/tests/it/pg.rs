@@ -9,6 +9,8 @@ pub struct TempPostgres {
     dir: PathBuf,
     bin: PathBuf,
     pub port: u16,
+    /// Extra `-c name=value` settings (TLS).
+    settings: String,
 }
 
 fn postgres_bin() -> PathBuf {
@@ -58,8 +60,35 @@ fn free_port() -> u16 {
 
 impl TempPostgres {
     pub fn start() -> Self {
+        Self::start_with(|_| String::new())
+    }
+
+    /// A server that also speaks TLS with this certificate chain and key
+    /// (PEM); plain connections are still accepted.
+    pub fn start_with_tls(cert_pem: &str, key_pem: &str) -> Self {
+        Self::start_with(|dir| {
+            let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+            std::fs::write(&cert, cert_pem).unwrap();
+            std::fs::write(&key, key_pem).unwrap();
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+            }
+            format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                cert.display(),
+                key.display()
+            )
+        })
+    }
+
+    /// `prepare` writes files into the server's directory (before it is
+    /// handed to the `postgres` user) and returns extra settings.
+    fn start_with(prepare: impl FnOnce(&Path) -> String) -> Self {
         let bin = postgres_bin();
         let dir = super::support::temp_dir();
+        let settings = prepare(&dir);
         if running_as_root() {
             let status = Command::new("chown")
                 .args(["-R", "postgres:postgres"])
@@ -94,6 +123,7 @@ impl TempPostgres {
             dir,
             bin,
             port: free_port(),
+            settings,
         };
         server.resume();
         server
@@ -106,9 +136,10 @@ impl TempPostgres {
     /// Starts (or restarts) the server and waits until it accepts connections.
     pub fn resume(&self) {
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off{}",
             self.port,
-            self.dir.display()
+            self.dir.display(),
+            self.settings
         );
         let status = pg_command(&self.bin, "pg_ctl")
             .args(["-w", "-t", "30", "-l"])
