@@ -58,6 +58,12 @@ enum Command {
     /// Read the audit trail
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Copy the SQLite database consistently, while the server runs
+    Backup {
+        /// The new backup file (must not exist yet)
+        #[arg(long)]
+        to: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -360,6 +366,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let kp = open(&cli.store, &none).await?;
             let done = admin::rotate_keys(&kp).await?;
             print(json, done, |d| format!("new signing keys: {}", d["active"]));
+        }
+        Command::Backup { to } => {
+            let kp = open(&cli.store, &none).await?;
+            if kp.store.engine() == keyport::store::Engine::Postgres {
+                eprintln!(
+                    "error: keyport backup copies the SQLite database; for PostgreSQL use \
+                     pg_dump -Fc (or your platform's point-in-time recovery)"
+                );
+                std::process::exit(2);
+            }
+            let done = admin::backup(&kp, &to).await?;
+            print(json, done, |d| {
+                format!(
+                    "backed up to {} ({} bytes); keep master.key apart from it: the backup needs it",
+                    d["backup"].as_str().unwrap_or(""),
+                    d["bytes"]
+                )
+            });
         }
         Command::Audit(AuditCommand::Export { since }) => {
             let kp = open(&cli.store, &none).await?;

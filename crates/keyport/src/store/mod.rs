@@ -26,6 +26,7 @@ use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -50,6 +51,8 @@ pub enum Error {
     Commit(String),
     #[error("the store is shut down")]
     Closed,
+    #[error("{0}")]
+    Invalid(String),
     #[error("unsupported database URL {0:?}: use sqlite:// or postgres://")]
     UnsupportedUrl(String),
 }
@@ -133,6 +136,10 @@ pub struct Store {
     pool: AnyPool,
     engine: Engine,
     writer: Option<mpsc::Sender<Job>>,
+    /// Why the writer last failed to begin a batch (another process held
+    /// the database's write lock past the busy timeout, say), so its
+    /// waiters learn the cause rather than "shut down".
+    begin_failure: Arc<Mutex<Option<String>>>,
 }
 
 /// Most write jobs the SQLite writer puts into one transaction.
@@ -183,14 +190,19 @@ impl Store {
         .connect_with(options)
         .await?;
         migrator(engine).run(&pool).await?;
+        let begin_failure = Arc::new(Mutex::new(None));
         let writer = match engine {
-            Engine::Sqlite => Some(spawn_writer(pool.acquire().await?.detach())),
+            Engine::Sqlite => Some(spawn_writer(
+                pool.acquire().await?.detach(),
+                begin_failure.clone(),
+            )),
             Engine::Postgres => None,
         };
         Ok(Self {
             pool,
             engine,
             writer,
+            begin_failure,
         })
     }
 
@@ -262,7 +274,26 @@ impl Store {
             .send(Job { run, savepoint })
             .await
             .map_err(|_| Error::Closed)?;
-        result.await.map_err(|_| Error::Closed)?
+        result.await.map_err(|_| {
+            match self.begin_failure.lock().expect("begin failure").clone() {
+                Some(cause) => Error::Commit(cause),
+                None => Error::Closed,
+            }
+        })?
+    }
+
+    /// Writes a consistent copy of a SQLite database to `to`, an empty or
+    /// missing file, while writers carry on (`VACUUM INTO` reads one
+    /// snapshot).
+    pub async fn backup_to(&self, to: &Path) -> Result<()> {
+        let target = to
+            .to_str()
+            .ok_or_else(|| Error::Invalid(format!("{} is not a UTF-8 path", to.display())))?;
+        sqlx::query("VACUUM INTO $1")
+            .bind(target)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// True when the database answers; `/readyz` asks this.
@@ -334,18 +365,22 @@ fn migrator(engine: Engine) -> Migrator {
     }
 }
 
-fn spawn_writer(mut conn: Conn) -> mpsc::Sender<Job> {
+fn spawn_writer(mut conn: Conn, begin_failure: Arc<Mutex<Option<String>>>) -> mpsc::Sender<Job> {
     let (sender, mut jobs) = mpsc::channel::<Job>(4096);
     tokio::spawn(async move {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
-            run_batch(&mut conn, batch.drain(..)).await;
+            run_batch(&mut conn, batch.drain(..), &begin_failure).await;
         }
     });
     sender
 }
 
-async fn run_batch(conn: &mut Conn, batch: impl Iterator<Item = Job>) {
+async fn run_batch(
+    conn: &mut Conn,
+    batch: impl Iterator<Item = Job>,
+    begin_failure: &Mutex<Option<String>>,
+) {
     use futures_util::FutureExt;
     let mut deliveries = Vec::new();
     let mut batch = batch.peekable();
@@ -359,8 +394,9 @@ async fn run_batch(conn: &mut Conn, batch: impl Iterator<Item = Job>) {
         "BEGIN IMMEDIATE"
     };
     if let Err(e) = conn.execute(begin).await {
-        // Dropping the jobs unblocks every waiter with `Error::Closed`.
+        // Dropping the jobs unblocks every waiter, who then reads the cause.
         tracing::error!(error = %e, "could not begin a write batch");
+        *begin_failure.lock().expect("begin failure") = Some(e.to_string());
         drop(batch.collect::<Vec<_>>());
         let _ = conn.execute("ROLLBACK").await;
         return;
