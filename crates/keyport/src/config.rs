@@ -150,6 +150,52 @@ impl Default for TokenSettings {
     }
 }
 
+/// `[retention]`: how long what no rule needs any more is kept, in days.
+/// Housekeeping prunes the rest in small batches.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Retention {
+    /// Audit events older than this are deleted.
+    pub audit_days: i64,
+    /// Ended sessions (revoked, or past their last refresh token's expiry or
+    /// their absolute lifetime) are deleted, with their tokens, this long
+    /// after they ended.
+    pub ended_sessions_days: i64,
+    /// Most rows one housekeeping statement deletes: each batch is a short
+    /// write transaction of its own, so the writer is never held for long.
+    pub batch_size: i64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            audit_days: 400,
+            ended_sessions_days: 30,
+            batch_size: 500,
+        }
+    }
+}
+
+/// `[keys]`: automatic signing-key rotation, in seconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeySettings {
+    /// A signing key is replaced once it has signed this long.
+    pub rotate_after: i64,
+    /// The next key is published in the JWKS this long before it signs
+    /// anything (longer than any JWKS cache).
+    pub publish_ahead: i64,
+}
+
+impl Default for KeySettings {
+    fn default() -> Self {
+        Self {
+            rotate_after: 90 * 86_400,
+            publish_ahead: 86_400,
+        }
+    }
+}
+
 /// A scope in the catalogue and the least role that may be granted it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -195,6 +241,8 @@ pub struct FileConfig {
     pub trusted_proxies: Vec<IpAddr>,
     pub limits: Limits,
     pub tokens: TokenSettings,
+    pub retention: Retention,
+    pub keys: KeySettings,
     pub scopes: Vec<ScopeDef>,
     pub clients: Vec<ClientDecl>,
 }
@@ -210,6 +258,8 @@ pub struct Config {
     pub trusted_proxies: Vec<IpAddr>,
     pub limits: Limits,
     pub tokens: TokenSettings,
+    pub retention: Retention,
+    pub keys: KeySettings,
     pub scopes: Vec<ScopeDef>,
     pub clients: Vec<ClientDecl>,
 }
@@ -257,6 +307,8 @@ impl Config {
             trusted_proxies: file.trusted_proxies,
             limits,
             tokens: file.tokens,
+            retention: file.retention,
+            keys: file.keys,
             scopes: file.scopes,
             clients: file.clients,
         })

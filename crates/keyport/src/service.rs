@@ -18,6 +18,7 @@ use crate::crypto::{self, hash_secret};
 use crate::domain::Error;
 use crate::domain::scopes::Catalogue;
 use crate::domain::tokens::AccessClaims;
+use crate::store::retention::{Cutoffs, Prune};
 use crate::store::{self, Store, clients::Client};
 
 /// Who is calling, for audit records and per-IP limits.
@@ -263,22 +264,63 @@ impl Keyport {
             .map_err(|_| Error::internal("password hashing failed"))
     }
 
-    /// Hourly upkeep: removes device authorizations that expired a day ago
-    /// and the sealed leeway replies (of rotations and of device-code
-    /// redemptions) past the leeway.
-    pub async fn housekeeping(&self) -> Result<(), store::Error> {
+    /// Hourly upkeep: forgets the sealed leeway replies (of rotations and
+    /// of device-code redemptions) past the leeway, then prunes what no rule
+    /// needs any more ([`Prune`]), one bounded batch per write job so the
+    /// writer is never held for long. Returns what it removed.
+    pub async fn housekeeping(&self) -> Result<Vec<(Prune, u64)>, store::Error> {
         let now_ms = self.clock.now_ms();
+        let now = now_ms.div_euclid(1000);
         let leeway_ms = self.config.tokens.refresh_leeway * 1000;
         self.store
             .write(move |c| {
                 Box::pin(async move {
-                    store::device::purge_expired(&mut *c, now_ms / 1000).await?;
                     store::device::forget_sealed_tokens(&mut *c, now_ms - leeway_ms).await?;
                     store::sessions::forget_sealed_successors(c, now_ms - leeway_ms).await?;
                     Ok(())
                 })
             })
-            .await
+            .await?;
+        const DAY: i64 = 86_400;
+        let (retention, tokens) = (&self.config.retention, &self.config.tokens);
+        let kept = retention.ended_sessions_days * DAY;
+        let at = Cutoffs {
+            now,
+            revoked_before: now - kept,
+            idle_before: now - tokens.refresh_token_ttl - kept,
+            created_before: now - tokens.session_max_lifetime - kept,
+            failures_before: now - self.config.limits.lockout_seconds,
+            audit_before_ms: now_ms - retention.audit_days * DAY * 1000,
+        };
+        let limit = retention.batch_size.max(1);
+        let mut removed = Vec::with_capacity(Prune::ALL.len());
+        for what in Prune::ALL {
+            let mut total = 0;
+            loop {
+                let n = self
+                    .store
+                    .write_one(move |c| {
+                        Box::pin(async move { store::retention::prune(c, what, at, limit).await })
+                    })
+                    .await?;
+                total += n;
+                if n < limit as u64 {
+                    break;
+                }
+                // Let the requests queued meanwhile have the writer first.
+                tokio::task::yield_now().await;
+            }
+            removed.push((what, total));
+        }
+        if removed.iter().any(|(_, n)| *n > 0) {
+            let summary: Vec<String> = removed
+                .iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(what, n)| format!("{}={n}", what.name()))
+                .collect();
+            tracing::info!(pruned = %summary.join(" "), "housekeeping");
+        }
+        Ok(removed)
     }
 
     /// Background upkeep: reload keys rotated elsewhere, purge expired codes.

@@ -275,12 +275,3 @@ pub async fn forget_sealed_tokens<'e>(db: impl Db<'e>, before_ms: i64) -> Result
     .await?;
     Ok(done.rows_affected())
 }
-
-/// Removes authorizations that expired more than a day ago.
-pub async fn purge_expired<'e>(db: impl Db<'e>, now: i64) -> Result<u64> {
-    let done = sqlx::query("DELETE FROM device_authorizations WHERE expires_at < $1")
-        .bind(now - 86_400)
-        .execute(db)
-        .await?;
-    Ok(done.rows_affected())
-}

@@ -18,6 +18,7 @@ pub mod directory;
 pub mod keys;
 pub mod limits;
 pub mod lockout;
+pub mod retention;
 pub mod sessions;
 pub mod settings;
 
@@ -311,7 +312,7 @@ impl Store {
 }
 
 fn migrator(engine: Engine) -> Migrator {
-    let files: [(i64, &str, &str); 3] = match engine {
+    let files: [(i64, &str, &str); 4] = match engine {
         Engine::Sqlite => [
             (
                 1,
@@ -327,6 +328,11 @@ fn migrator(engine: Engine) -> Migrator {
                 3,
                 "hardening",
                 include_str!("../../migrations/sqlite/0003_hardening.sql"),
+            ),
+            (
+                4,
+                "retention",
+                include_str!("../../migrations/sqlite/0004_retention.sql"),
             ),
         ],
         Engine::Postgres => [
@@ -344,6 +350,11 @@ fn migrator(engine: Engine) -> Migrator {
                 3,
                 "hardening",
                 include_str!("../../migrations/postgres/0003_hardening.sql"),
+            ),
+            (
+                4,
+                "retention",
+                include_str!("../../migrations/postgres/0004_retention.sql"),
             ),
         ],
     };

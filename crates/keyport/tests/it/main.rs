@@ -13,6 +13,7 @@ mod device_errors;
 mod device_flow;
 mod instances;
 mod pg;
+mod retention;
 mod review;
 mod third_party;
 mod tls;

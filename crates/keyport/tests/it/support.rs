@@ -119,6 +119,8 @@ impl TestServer {
             trusted_proxies: vec![],
             limits: Limits::default(),
             tokens: TokenSettings::default(),
+            retention: Default::default(),
+            keys: Default::default(),
             scopes: vec![],
             clients: vec![],
         };
@@ -194,6 +196,11 @@ impl TestServer {
         .await
         .unwrap();
         self.rs_secret = rs["client_secret"].as_str().unwrap().to_string();
+    }
+
+    /// The server's clock, in unix seconds.
+    pub fn clock_now(&self) -> i64 {
+        keyport::clock::Clock::now(&self.clock)
     }
 
     /// Sends the shutdown signal, as SIGTERM does for `keyport serve`.

@@ -72,6 +72,8 @@ impl Server {
             trusted_proxies: vec![],
             limits,
             tokens,
+            retention: Default::default(),
+            keys: Default::default(),
             scopes: vec![],
             clients: vec![],
         };
