@@ -16,6 +16,7 @@ use crate::crypto::keys::{self, KeySet, KeyUse};
 use crate::crypto::seal::MasterKey;
 use crate::crypto::{self, hash_secret};
 use crate::domain::Error;
+use crate::domain::keys::KeyStep;
 use crate::domain::scopes::Catalogue;
 use crate::domain::tokens::AccessClaims;
 use crate::store::retention::{Cutoffs, Prune};
@@ -158,6 +159,82 @@ impl Keyport {
         }
         self.reload_keys().await?;
         Ok(kids)
+    }
+
+    /// Carries out the signing-key rotation steps that are due
+    /// ([`crate::domain::keys::plan`]): publish the next key ahead of use,
+    /// promote it when the active one has signed for `rotate_after`, retire
+    /// keys whose tokens have all expired. Every instance may call this; each
+    /// step is a conditional write that only one wins, and only the winner
+    /// audits it. Returns the steps this call carried out.
+    pub async fn rotate_keys_if_due(&self) -> Result<Vec<KeyStep>, OpenError> {
+        let now = self.clock.now();
+        let times = store::keys::times(self.store.pool()).await?;
+        let ttl = self.config.tokens.access_token_ttl;
+        let mut done = Vec::new();
+        for step in crate::domain::keys::plan(&times, now, &self.config.keys, ttl) {
+            let won = match &step {
+                KeyStep::PublishNext(key_use) => {
+                    let key = keys::generate(&self.master, *key_use)?;
+                    let detail = serde_json::json!({
+                        "key_use": key_use.as_str(), "kid": key.kid, "automatic": true
+                    });
+                    self.store
+                        .write(move |c| {
+                            Box::pin(async move {
+                                let won = store::keys::publish_next(&mut *c, &key, now).await?;
+                                if won {
+                                    audit_keys(c, "keys.publish_next", detail, now).await?;
+                                }
+                                Ok(won)
+                            })
+                        })
+                        .await?
+                }
+                KeyStep::Promote {
+                    key_use,
+                    active,
+                    next,
+                } => {
+                    let (active, next) = (active.clone(), next.clone());
+                    let detail = serde_json::json!({
+                        "key_use": key_use.as_str(), "from": active, "to": next, "automatic": true
+                    });
+                    self.store
+                        .write(move |c| {
+                            Box::pin(async move {
+                                let won =
+                                    store::keys::promote(&mut *c, &active, &next, now).await?;
+                                if won {
+                                    audit_keys(c, "keys.rotate", detail, now).await?;
+                                }
+                                Ok(won)
+                            })
+                        })
+                        .await?
+                }
+                KeyStep::Retire(kid) => {
+                    let kid = kid.clone();
+                    let detail = serde_json::json!({ "kid": kid });
+                    self.store
+                        .write(move |c| {
+                            Box::pin(async move {
+                                let won = store::keys::retire(&mut *c, &kid).await?;
+                                if won {
+                                    audit_keys(c, "keys.retire", detail, now).await?;
+                                }
+                                Ok(won)
+                            })
+                        })
+                        .await?
+                }
+            };
+            if won {
+                done.push(step);
+            }
+        }
+        self.reload_keys().await?;
+        Ok(done)
     }
 
     async fn sync_config_clients(&self) -> Result<(), OpenError> {
@@ -323,7 +400,8 @@ impl Keyport {
         Ok(removed)
     }
 
-    /// Background upkeep: reload keys rotated elsewhere, purge expired codes.
+    /// Background upkeep: reload keys rotated elsewhere (every 2 s), rotate
+    /// keys when due (every minute), prune storage (hourly).
     pub fn spawn_maintenance(&self) -> tokio::task::JoinHandle<()> {
         let keyport = self.clone();
         tokio::spawn(async move {
@@ -335,6 +413,11 @@ impl Keyport {
                 if let Err(e) = keyport.reload_keys().await {
                     tracing::warn!(error = %e, "signing key reload failed");
                 }
+                if n.is_multiple_of(30)
+                    && let Err(e) = keyport.rotate_keys_if_due().await
+                {
+                    tracing::warn!(error = %e, "signing key rotation failed");
+                }
                 if n.is_multiple_of(1800)
                     && let Err(e) = keyport.housekeeping().await
                 {
@@ -343,4 +426,18 @@ impl Keyport {
             }
         })
     }
+}
+
+/// Records a key rotation step, done by the server itself.
+async fn audit_keys(
+    c: &mut store::Conn,
+    event: &'static str,
+    detail: serde_json::Value,
+    now: i64,
+) -> store::Result<()> {
+    crate::domain::audit::Audit::new(event, "success")
+        .actor(Some("keyport"))
+        .detail(detail)
+        .record(c, now * 1000, &Caller::default())
+        .await
 }

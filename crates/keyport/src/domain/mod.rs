@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod clients;
 pub mod device;
+pub mod keys;
 pub mod metadata;
 pub mod poll;
 pub mod scopes;

@@ -312,7 +312,7 @@ impl Store {
 }
 
 fn migrator(engine: Engine) -> Migrator {
-    let files: [(i64, &str, &str); 4] = match engine {
+    let files: [(i64, &str, &str); 5] = match engine {
         Engine::Sqlite => [
             (
                 1,
@@ -333,6 +333,11 @@ fn migrator(engine: Engine) -> Migrator {
                 4,
                 "retention",
                 include_str!("../../migrations/sqlite/0004_retention.sql"),
+            ),
+            (
+                5,
+                "key rotation",
+                include_str!("../../migrations/sqlite/0005_key_rotation.sql"),
             ),
         ],
         Engine::Postgres => [
@@ -355,6 +360,11 @@ fn migrator(engine: Engine) -> Migrator {
                 4,
                 "retention",
                 include_str!("../../migrations/postgres/0004_retention.sql"),
+            ),
+            (
+                5,
+                "key rotation",
+                include_str!("../../migrations/postgres/0005_key_rotation.sql"),
             ),
         ],
     };

@@ -15,5 +15,6 @@ mod instances;
 mod pg;
 mod retention;
 mod review;
+mod rotation;
 mod third_party;
 mod tls;
