@@ -138,9 +138,9 @@ mod tests {
         let ttl = 900;
         let active = key("a", KeyState::Active, 0, Some(0), None);
         let plan_at = |keys: &[KeyTimes], now| plan(keys, now, &settings, ttl);
-        assert!(plan_at(&[active.clone()], 89 * DAY - 1).is_empty());
+        assert!(plan_at(std::slice::from_ref(&active), 89 * DAY - 1).is_empty());
         assert_eq!(
-            plan_at(&[active.clone()], 89 * DAY),
+            plan_at(std::slice::from_ref(&active), 89 * DAY),
             vec![KeyStep::PublishNext(KeyUse::AccessToken)]
         );
         let next = key("b", KeyState::Next, 89 * DAY, None, None);
