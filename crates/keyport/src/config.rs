@@ -239,6 +239,7 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<String>,
     pub trusted_proxies: Vec<IpAddr>,
+    pub metrics_listen: Option<SocketAddr>,
     pub limits: Limits,
     pub tokens: TokenSettings,
     pub retention: Retention,
@@ -256,6 +257,8 @@ pub struct Config {
     /// The master key as given in `KEYPORT_MASTER_KEY`; else a key file in the data directory.
     pub master_key: Option<String>,
     pub trusted_proxies: Vec<IpAddr>,
+    /// Serve `/metrics` on this address (only), apart from the public listener.
+    pub metrics_listen: Option<SocketAddr>,
     pub limits: Limits,
     pub tokens: TokenSettings,
     pub retention: Retention,
@@ -305,6 +308,7 @@ impl Config {
             database_url: store.database_url.clone().or(file.database_url),
             master_key: master_key_from_env(),
             trusted_proxies: file.trusted_proxies,
+            metrics_listen: file.metrics_listen,
             limits,
             tokens: file.tokens,
             retention: file.retention,

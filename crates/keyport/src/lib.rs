@@ -6,9 +6,9 @@ pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod domain;
-pub mod metrics;
 pub mod service;
 pub mod store;
+pub mod telemetry;
 
 pub use service::{Caller, Keyport};
 pub mod http;

@@ -84,6 +84,7 @@ impl Keyport {
     /// signing keys (creating them on first start) and syncs the clients
     /// declared in the configuration.
     pub async fn open(config: Config, clock: SharedClock) -> Result<Self, OpenError> {
+        crate::telemetry::install();
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| OpenError::DataDir(config.data_dir.display().to_string(), e))?;
         let master = match &config.master_key {
@@ -345,7 +346,7 @@ impl Keyport {
     /// of device-code redemptions) past the leeway, then prunes what no rule
     /// needs any more ([`Prune`]), one bounded batch per write job so the
     /// writer is never held for long. Returns what it removed.
-    pub async fn housekeeping(&self) -> Result<Vec<(Prune, u64)>, store::Error> {
+    pub async fn housekeeping(&self) -> Result<Housekeeping, store::Error> {
         let now_ms = self.clock.now_ms();
         let now = now_ms.div_euclid(1000);
         let leeway_ms = self.config.tokens.refresh_leeway * 1000;
@@ -370,16 +371,22 @@ impl Keyport {
             audit_before_ms: now_ms - retention.audit_days * DAY * 1000,
         };
         let limit = retention.batch_size.max(1);
-        let mut removed = Vec::with_capacity(Prune::ALL.len());
+        let mut report = Housekeeping::default();
         for what in Prune::ALL {
             let mut total = 0;
             loop {
-                let n = self
+                let (n, held) = self
                     .store
                     .write_one(move |c| {
-                        Box::pin(async move { store::retention::prune(c, what, at, limit).await })
+                        Box::pin(async move {
+                            let started = Instant::now();
+                            let n = store::retention::prune(c, what, at, limit).await?;
+                            Ok((n, started.elapsed()))
+                        })
                     })
                     .await?;
+                report.batches += 1;
+                report.longest_batch = report.longest_batch.max(held);
                 total += n;
                 if n < limit as u64 {
                     break;
@@ -387,17 +394,18 @@ impl Keyport {
                 // Let the requests queued meanwhile have the writer first.
                 tokio::task::yield_now().await;
             }
-            removed.push((what, total));
+            report.removed.push((what, total));
         }
-        if removed.iter().any(|(_, n)| *n > 0) {
-            let summary: Vec<String> = removed
+        if report.removed.iter().any(|(_, n)| *n > 0) {
+            let summary: Vec<String> = report
+                .removed
                 .iter()
                 .filter(|(_, n)| *n > 0)
                 .map(|(what, n)| format!("{}={n}", what.name()))
                 .collect();
             tracing::info!(pruned = %summary.join(" "), "housekeeping");
         }
-        Ok(removed)
+        Ok(report)
     }
 
     /// Background upkeep: reload keys rotated elsewhere (every 2 s), rotate
@@ -410,6 +418,7 @@ impl Keyport {
             loop {
                 tick.tick().await;
                 n += 1;
+                crate::telemetry::upkeep();
                 if let Err(e) = keyport.reload_keys().await {
                     tracing::warn!(error = %e, "signing key reload failed");
                 }
@@ -426,6 +435,17 @@ impl Keyport {
             }
         })
     }
+}
+
+/// What one housekeeping run did.
+#[derive(Debug, Default, Clone)]
+pub struct Housekeeping {
+    /// Rows removed, by kind.
+    pub removed: Vec<(Prune, u64)>,
+    /// Batches run (each one write job).
+    pub batches: u64,
+    /// The longest a batch's statement ran inside the write transaction.
+    pub longest_batch: Duration,
 }
 
 /// Records a key rotation step, done by the server itself.

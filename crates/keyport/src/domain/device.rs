@@ -9,10 +9,10 @@ use super::scopes::{Role, Scopes};
 use super::{Error, ErrorCode, Result};
 use crate::crypto::tokens::{UserCode, new_device_code};
 use crate::crypto::{self, hash_secret};
-use crate::metrics::SecurityEvent;
 use crate::service::{Caller, Keyport};
 use crate::store::device::{Approval, DeviceAuthorization, NewDevice, Status};
 use crate::store::{self, Writes, clients::Client, directory::User};
+use crate::telemetry::SecurityEvent;
 use keyport_proto::{DEVICE_CODE_GRANT, DeviceAuthorizationResponse};
 
 /// A device authorization request after parsing.
@@ -221,7 +221,7 @@ impl Keyport {
             for bucket in &buckets {
                 let failures = store::limits::peek(self.store.pool(), bucket, window).await?;
                 if failures >= self.config.limits.user_code_failures_per_hour {
-                    crate::metrics::record(SecurityEvent::UserCodeThrottled);
+                    crate::telemetry::record(SecurityEvent::UserCodeThrottled);
                     return Err(Error::Throttled {
                         retry_after: window + 3600 - now,
                     });

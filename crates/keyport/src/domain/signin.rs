@@ -10,9 +10,9 @@ use argon2::{Algorithm, Argon2, Params, PasswordHash, Version};
 use super::audit::Audit;
 use super::{Error, ErrorCode, Result};
 use crate::crypto::{self, hash_secret};
-use crate::metrics::SecurityEvent;
 use crate::service::{Caller, Keyport};
 use crate::store::{self, directory::User};
+use crate::telemetry::SecurityEvent;
 
 /// The form every username is counted and looked up in: trimmed, lower
 /// case, and no longer than any email address can be (a sprayed name of
@@ -174,7 +174,7 @@ impl Keyport {
             })
             .await?;
         if let Some(retry_after) = throttled {
-            crate::metrics::record(SecurityEvent::SignInThrottled);
+            crate::telemetry::record(SecurityEvent::SignInThrottled);
             return Err(SignInError::Throttled { retry_after });
         }
         let attempt = attempt.ok_or(Error::internal("sign-in attempt not counted"))?;
@@ -223,7 +223,7 @@ impl Keyport {
                     .audit_sign_in_failure(&username, reason, reached, &caller)
                     .await?;
                 if locked {
-                    crate::metrics::record(SecurityEvent::Lockout);
+                    crate::telemetry::record(SecurityEvent::Lockout);
                 }
                 Err(SignInError::Invalid)
             }

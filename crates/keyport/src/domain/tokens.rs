@@ -637,7 +637,7 @@ async fn replay_or_revoke(
     }
     let sid = token.session.id.clone();
     store::sessions::revoke(&mut *c, &sid, "refresh_token_reuse", now).await?;
-    crate::metrics::record(crate::metrics::SecurityEvent::RefreshReuse);
+    crate::telemetry::record(crate::telemetry::SecurityEvent::RefreshReuse);
     Audit::new("token.reuse_detected", "session_revoked")
         .client(&token.session.client_id)
         .session(&sid)

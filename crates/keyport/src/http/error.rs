@@ -110,7 +110,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self.0 {
             Error::OAuth { code, description } => {
-                super::metrics::METRICS.oauth_error(code);
+                crate::telemetry::oauth_error(code.as_str());
                 let status = match code {
                     ErrorCode::InvalidClient | ErrorCode::InvalidToken => StatusCode::UNAUTHORIZED,
                     ErrorCode::MissingTotp | ErrorCode::InvalidTotp => StatusCode::UNAUTHORIZED,

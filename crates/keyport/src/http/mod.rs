@@ -51,8 +51,12 @@ pub fn router(kp: Keyport, draining: Draining) -> Router {
     let health = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics::render))
         .with_state((kp.clone(), draining));
+    // With `metrics_listen` set, /metrics is served there instead.
+    let health = match kp.config.metrics_listen {
+        Some(_) => health,
+        None => health.merge(metrics_router(kp.clone())),
+    };
     Router::new()
         .route(
             "/.well-known/oauth-authorization-server",
@@ -99,6 +103,14 @@ pub fn router(kp: Keyport, draining: Draining) -> Router {
                 "internal error",
             )
         }))
+}
+
+/// `GET /metrics` alone, for the main listener or one of its own.
+pub fn metrics_router(kp: Keyport) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics::render))
+        .layer(middleware::from_fn(metrics::count_responses))
+        .with_state(kp)
 }
 
 async fn not_found() -> Response {

@@ -28,6 +28,14 @@ pub enum GrantType {
 impl GrantType {
     pub const SUPPORTED: &[&str] = &[DEVICE_CODE_GRANT, "refresh_token", "client_credentials"];
 
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantType::DeviceCode => DEVICE_CODE_GRANT,
+            GrantType::RefreshToken => "refresh_token",
+            GrantType::ClientCredentials => "client_credentials",
+        }
+    }
+
     fn parse(text: &str) -> Option<Self> {
         match text {
             DEVICE_CODE_GRANT => Some(GrantType::DeviceCode),
@@ -175,7 +183,7 @@ pub async fn token(
             .await?
         }
     };
-    super::metrics::METRICS.token_issued(grant);
+    crate::telemetry::token_issued(grant.as_str());
     Ok(json_no_store(response))
 }
 

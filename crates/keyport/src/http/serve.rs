@@ -29,8 +29,8 @@ use tower::ServiceExt;
 use super::error::json_error;
 use super::{Draining, router};
 use crate::config::Limits;
-use crate::metrics::{self, SecurityEvent};
 use crate::service::Keyport;
+use crate::telemetry::{self, SecurityEvent};
 
 /// Descriptors kept free for the database, the data directory and logs
 /// when the connection cap is derived from the open-file limit.
@@ -66,6 +66,13 @@ pub async fn serve(
         refusals: Arc::new(AtomicUsize::new(0)),
     };
 
+    if let Some(address) = kp.config.metrics_listen {
+        let metrics = tokio::net::TcpListener::bind(address).await?;
+        let app = super::metrics_router(kp.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(metrics, app).await;
+        });
+    }
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
@@ -147,7 +154,7 @@ impl Server {
     /// Answers a refused connection's first request with 503 (the server is
     /// full) or 429 (this address is), then closes it.
     fn refuse(&self, stream: TcpStream, refusal: Refusal) {
-        metrics::record(SecurityEvent::ConnectionRefused);
+        telemetry::record(SecurityEvent::ConnectionRefused);
         if self.refusals.fetch_add(1, Ordering::SeqCst) >= MAX_REFUSALS_IN_FLIGHT {
             self.refusals.fetch_sub(1, Ordering::SeqCst);
             return;

@@ -422,7 +422,9 @@ async fn run_batch(
         let _ = conn.execute("ROLLBACK").await;
         return;
     }
+    let mut jobs = 0;
     while let Some(job) = batch.next() {
+        jobs += 1;
         // A panicking job must not take the writer (and every later write)
         // down with it: its changes are rolled back and its waiter told.
         let outcome = std::panic::AssertUnwindSafe((job.run)(conn))
@@ -457,7 +459,10 @@ async fn run_batch(
             tracing::error!(error = %e, "a savepoint statement failed");
         }
     }
-    let commit_error = match conn.execute("COMMIT").await {
+    let committing = std::time::Instant::now();
+    let commit = conn.execute("COMMIT").await;
+    crate::telemetry::write_batch(jobs, committing.elapsed());
+    let commit_error = match commit {
         Ok(_) => None,
         Err(e) => {
             let _ = conn.execute("ROLLBACK").await;

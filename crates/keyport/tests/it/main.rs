@@ -12,6 +12,7 @@ mod crash;
 mod device_errors;
 mod device_flow;
 mod instances;
+mod metrics;
 mod pg;
 mod retention;
 mod review;

@@ -141,7 +141,10 @@ async fn keys_rotate_once_across_instances_publishing_ahead_and_retiring_late() 
 
     // Once every token the old keys signed has expired, they go.
     a.clock.advance_secs(15 * 60 + 61);
-    assert_eq!(userinfo_at(&b_base, &old_token).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        userinfo_at(&b_base, &old_token).await,
+        StatusCode::UNAUTHORIZED
+    );
     let steps = rotate_on_both(&a.kp, &b).await;
     assert_eq!(steps.len(), 2, "{steps:?}");
     assert!(steps.iter().all(|s| matches!(s, KeyStep::Retire(_))));

@@ -117,6 +117,7 @@ impl TestServer {
             database_url: None,
             master_key: Some("11".repeat(32)),
             trusted_proxies: vec![],
+            metrics_listen: None,
             limits: Limits::default(),
             tokens: TokenSettings::default(),
             retention: Default::default(),

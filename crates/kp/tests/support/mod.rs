@@ -70,6 +70,7 @@ impl Server {
             database_url: None,
             master_key: Some("11".repeat(32)),
             trusted_proxies: vec![],
+            metrics_listen: None,
             limits,
             tokens,
             retention: Default::default(),
