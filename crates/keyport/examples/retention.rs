@@ -6,7 +6,7 @@
 //! batch; then checks that reuse is still detected inside a token's
 //! lifetime. `bench/retention.sh` runs it; see bench/README.md.
 //!
-//! Usage: retention [ROTATIONS] [CLIS] [INTERVAL_SECS] [DATABASE_URL]
+//! Usage: retention [ROTATIONS] [CLIS] [INTERVAL_SECS] [AUDIT_DAYS] [DATABASE_URL]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,7 +31,8 @@ async fn main() -> anyhow::Result<()> {
     let rotations = arg(1, 1_000_000);
     let clis = arg(2, 2_000) as usize;
     let interval = arg(3, 2 * 3600) as i64;
-    let database_url = args.get(4).cloned();
+    let audit_days = arg(4, 400) as i64;
+    let database_url = args.get(5).cloned();
 
     let data_dir = std::env::temp_dir().join(format!("keyport-retention-{}", std::process::id()));
     std::fs::create_dir_all(&data_dir)?;
@@ -49,7 +50,10 @@ async fn main() -> anyhow::Result<()> {
             ..Limits::default()
         },
         tokens: Default::default(),
-        retention: Default::default(),
+        retention: keyport::config::Retention {
+            audit_days,
+            ..Default::default()
+        },
         keys: Default::default(),
         scopes: vec![],
         clients: vec![],

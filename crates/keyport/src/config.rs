@@ -171,7 +171,7 @@ impl Default for Retention {
         Self {
             audit_days: 400,
             ended_sessions_days: 30,
-            batch_size: 500,
+            batch_size: 100,
         }
     }
 }

@@ -193,10 +193,15 @@ impl Store {
         migrator(engine).run(&pool).await?;
         let begin_failure = Arc::new(Mutex::new(None));
         let writer = match engine {
-            Engine::Sqlite => Some(spawn_writer(
-                pool.acquire().await?.detach(),
-                begin_failure.clone(),
-            )),
+            Engine::Sqlite => {
+                let mut conn = pool.acquire().await?.detach();
+                // The writer touches the indexes of every table, and
+                // housekeeping's deletes land on random pages of large ones:
+                // a 64 MiB page cache (SQLite's default is 2 MiB) keeps them
+                // from going back to the file for every page.
+                conn.execute("PRAGMA cache_size = -65536").await?;
+                Some(spawn_writer(conn, begin_failure.clone()))
+            }
             Engine::Postgres => None,
         };
         Ok(Self {
