@@ -166,3 +166,47 @@ async fn the_wrong_ca_or_host_name_fails_at_once_with_one_clear_line() {
     assert!(ok, "{stderr}");
     let _ = std::fs::remove_dir_all(&files);
 }
+
+#[tokio::test]
+async fn keyport_migrates_the_machines_postgres_over_tls() {
+    // The PostgreSQL every machine of this project runs (Debian's, `ssl = on`).
+    let base = std::env::var("KEYPORT_TEST_DATABASE_URL")
+        .or_else(|_| std::env::var("KEYPORT_PG_URL"))
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schema = format!("kp_tls_{}", &keyport::crypto::random_id()[..12]);
+    sqlx::any::install_default_drivers();
+    let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(&base)
+        .await
+        .expect("the machine's PostgreSQL on 127.0.0.1:5432");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let joiner = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{joiner}sslmode=require&options[search_path]={schema}");
+    let (ok, stderr, _) = migrate(&url);
+    let mut tls = <sqlx::AnyConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    let row = sqlx::query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(&mut tls)
+        .await
+        .unwrap();
+    let encrypted: bool = sqlx::Row::get(&row, "ssl");
+    let tables: i64 = sqlx::Row::get(
+        &sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = '{schema}'"
+        )))
+        .fetch_one(&mut tls)
+        .await
+        .unwrap(),
+        "n",
+    );
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    assert!(ok, "{stderr}");
+    assert!(encrypted, "sslmode=require must encrypt");
+    assert!(tables > 5, "the migrations ran over TLS: {tables} tables");
+}
