@@ -2,12 +2,14 @@
 //! sign-in and the audit trail. Speaks the RFCs' language and knows nothing
 //! of HTTP; gets a store and a clock through [`crate::Keyport`].
 
+pub mod access;
 pub mod audit;
 pub mod clients;
 pub mod device;
 pub mod keys;
 pub mod metadata;
 pub mod poll;
+pub mod refresh;
 pub mod scopes;
 pub mod signin;
 pub mod tokens;

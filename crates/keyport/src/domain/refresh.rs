@@ -1,0 +1,275 @@
+//! RFC 6749 §6 refresh with rotation: exactly one successor per refresh
+//! token, reuse detection that revokes the session (RFC 9700 §4.14), the
+//! leeway in which a concurrent retry of the latest rotation gets the same
+//! pair, the session's absolute lifetime, and the re-check of the user's
+//! standing in the workspace.
+
+use super::audit::Audit;
+use super::scopes::{Role, Scopes};
+use super::tokens::Grant;
+use super::{Error, ErrorCode, Result};
+use crate::crypto::seal::{derive_key, open_with, seal_with};
+use crate::crypto::tokens::{Secret, is_well_formed_refresh_token, new_refresh_token};
+use crate::service::{Caller, Keyport};
+use crate::store::sessions::{RefreshToken, Session};
+use crate::store::{self, clients::Client, directory::User};
+use keyport_proto::TokenResponse;
+
+/// How a refresh request ended inside its transaction.
+enum Rotation {
+    Rotated,
+    /// A concurrent retry within the leeway: the same pair again, sealed
+    /// under a key only the old refresh token derives.
+    Replay(String),
+}
+
+impl Keyport {
+    /// RFC 6749 §6 with rotation. Exactly one successor per refresh token;
+    /// replaying a rotated token revokes the session, except for a retry of
+    /// the session's latest rotation within the leeway, which gets the same
+    /// pair back.
+    pub async fn refresh(
+        &self,
+        client: &Client,
+        presented: &Secret,
+        scope: Option<&str>,
+        caller: &Caller,
+    ) -> Result<TokenResponse> {
+        if !client.grants.iter().any(|g| g == "refresh_token") {
+            return Err(Error::oauth(
+                ErrorCode::UnauthorizedClient,
+                "the refresh grant is not enabled for this client",
+            ));
+        }
+        if !is_well_formed_refresh_token(presented.expose()) {
+            return Err(Error::invalid_grant("invalid refresh token"));
+        }
+        let hash = presented.hash();
+        let token = store::sessions::refresh_by_hash(self.store.pool(), &hash)
+            .await?
+            .ok_or_else(|| Error::invalid_grant("invalid refresh token"))?;
+        if token.session.client_id != client.id {
+            return Err(Error::invalid_grant(
+                "the refresh token belongs to another client",
+            ));
+        }
+        let now_ms = self.clock.now_ms();
+        let now = now_ms.div_euclid(1000);
+        if token.rotated_at.is_some() {
+            // Fast path of a replay: no new tokens to sign.
+            return self.settle_replay(presented, hash, caller).await;
+        }
+        let session_end = token.session.created_at + self.config.tokens.session_max_lifetime;
+        if token.session.revoked_at.is_some() || token.expires_at <= now || session_end <= now {
+            return Err(Error::invalid_grant("the session has ended"));
+        }
+        let (session, user) = self.recheck_membership(&token, caller).await?;
+        let granted = Scopes::parse(&session.scope).unwrap_or_default();
+        let response_scope = match scope.map(Scopes::parse) {
+            None => granted.clone(),
+            Some(None) => return Err(Error::oauth(ErrorCode::InvalidScope, "malformed scope")),
+            Some(Some(asked)) if asked.is_empty() => granted.clone(),
+            Some(Some(asked)) if asked.is_subset(&granted) => asked,
+            Some(Some(_)) => {
+                return Err(Error::oauth(
+                    ErrorCode::InvalidScope,
+                    "the scope is wider than the grant",
+                ));
+            }
+        };
+        let successor = new_refresh_token();
+        let successor_hash = successor.hash();
+        let response = self.mint(Grant {
+            session: session.clone(),
+            refresh: Some(successor),
+            user: user.clone(),
+            id_token: self.config.tokens.id_token_on_refresh,
+            scope: response_scope,
+        })?;
+        let leeway = self.config.tokens.refresh_leeway;
+        // With no leeway there is nothing to hand back, so nothing is kept.
+        let sealed = (leeway > 0).then(|| {
+            seal_with(
+                &leeway_key(presented),
+                serde_json::to_string(&response)
+                    .expect("token response serializes")
+                    .as_bytes(),
+                &hash,
+            )
+        });
+        let successor_expires = self.refresh_expiry(now, session.created_at);
+        let (caller_owned, old_hash) = (caller.clone(), hash.clone());
+        let email = user.as_ref().map(|u| u.email.clone());
+        let outcome = self
+            .store
+            .write(move |c| {
+                Box::pin(async move {
+                    let rotated = store::sessions::rotate(
+                        &mut *c,
+                        &old_hash,
+                        &successor_hash,
+                        sealed.as_deref(),
+                        now_ms,
+                    )
+                    .await?;
+                    if rotated {
+                        store::sessions::insert_refresh(
+                            &mut *c,
+                            &successor_hash,
+                            &session.id,
+                            now,
+                            successor_expires,
+                        )
+                        .await?;
+                        store::sessions::touch(
+                            &mut *c,
+                            &session.id,
+                            now,
+                            &session.scope,
+                            session.role.as_deref(),
+                        )
+                        .await?;
+                        Audit::new("token.refresh", "success")
+                            .actor(email.as_deref())
+                            .client(&session.client_id)
+                            .session(&session.id)
+                            .record(c, now * 1000, &caller_owned)
+                            .await?;
+                        return Ok(Ok(Rotation::Rotated));
+                    }
+                    replay_or_revoke(c, &old_hash, now_ms, leeway, &caller_owned).await
+                })
+            })
+            .await??;
+        match outcome {
+            Rotation::Rotated => Ok(response),
+            Rotation::Replay(sealed) => open_replay(presented, &hash, &sealed),
+        }
+    }
+
+    /// When a refresh token minted `now` for a session created at
+    /// `session_created` expires: its own lifetime, but never past the
+    /// session's absolute lifetime, which no refresh extends.
+    pub(crate) fn refresh_expiry(&self, now: i64, session_created: i64) -> i64 {
+        let tokens = &self.config.tokens;
+        (now + tokens.refresh_token_ttl).min(session_created + tokens.session_max_lifetime)
+    }
+
+    async fn settle_replay(
+        &self,
+        presented: &Secret,
+        hash: String,
+        caller: &Caller,
+    ) -> Result<TokenResponse> {
+        let now_ms = self.clock.now_ms();
+        let leeway = self.config.tokens.refresh_leeway;
+        let (caller, old_hash) = (caller.clone(), hash.clone());
+        let outcome = self
+            .store
+            .write(move |c| {
+                Box::pin(
+                    async move { replay_or_revoke(c, &old_hash, now_ms, leeway, &caller).await },
+                )
+            })
+            .await??;
+        match outcome {
+            Rotation::Replay(sealed) => open_replay(presented, &hash, &sealed),
+            Rotation::Rotated => Err(Error::internal("a replay cannot rotate")),
+        }
+    }
+
+    /// Refresh re-checks the user's standing: scopes the current role no
+    /// longer allows are dropped, and a removed member's session ends.
+    async fn recheck_membership(
+        &self,
+        token: &RefreshToken,
+        caller: &Caller,
+    ) -> Result<(Session, Option<User>)> {
+        let mut session = token.session.clone();
+        let Some(user_id) = session.user_id.clone() else {
+            return Ok((session, None));
+        };
+        let now = self.clock.now();
+        let user = store::directory::user_by_id(self.store.pool(), &user_id).await?;
+        // Only a disabled or removed account ends here: a sign-in lockout
+        // blocks new sign-ins, never sessions already issued.
+        let usable = user.as_ref().is_some_and(|u| !u.disabled);
+        let role = match (&session.workspace_id, usable) {
+            (_, false) => None,
+            (Some(ws), true) => store::directory::role_in(self.store.pool(), &user_id, ws).await?,
+            (None, true) => Some(String::new()),
+        };
+        let Some(role) = role else {
+            let (sid, caller) = (session.id.clone(), caller.clone());
+            self.store
+                .write(move |c| {
+                    Box::pin(async move {
+                        if store::sessions::revoke(&mut *c, &sid, "membership", now).await? {
+                            Audit::new("session.revoke", "membership_ended")
+                                .session(&sid)
+                                .record(c, now * 1000, &caller)
+                                .await?;
+                        }
+                        Ok(())
+                    })
+                })
+                .await?;
+            return Err(Error::invalid_grant("the session has ended"));
+        };
+        if session.workspace_id.is_some() {
+            let role = Role::parse(&role);
+            let (granted, _) = self
+                .catalogue
+                .filter(&Scopes::parse(&session.scope).unwrap_or_default(), role);
+            session.scope = granted.to_scope_string();
+            session.role = role.map(|r| r.as_str().to_string());
+        }
+        Ok((session, user))
+    }
+}
+
+/// Inside the write transaction: a rotated token was presented again.
+async fn replay_or_revoke(
+    c: &mut store::Conn,
+    hash: &str,
+    now_ms: i64,
+    leeway: i64,
+    caller: &Caller,
+) -> store::Result<Result<Rotation>> {
+    let now = now_ms.div_euclid(1000);
+    let Some(token) = store::sessions::refresh_by_hash(&mut *c, hash).await? else {
+        return Ok(Err(Error::invalid_grant("invalid refresh token")));
+    };
+    if token.session.revoked_at.is_some() {
+        return Ok(Err(Error::invalid_grant("the session has ended")));
+    }
+    // A rotation by an instance on the previous release has no milliseconds.
+    let rotated_ms = token.rotated_ms.or(token.rotated_at.map(|at| at * 1000));
+    let within_leeway = rotated_ms.is_some_and(|at| now_ms - at < leeway * 1000);
+    let latest = within_leeway && token.successor_rotated_at.is_none();
+    if let Some(sealed) = token.sealed_successor.filter(|_| latest) {
+        return Ok(Ok(Rotation::Replay(sealed)));
+    }
+    let sid = token.session.id.clone();
+    store::sessions::revoke(&mut *c, &sid, "refresh_token_reuse", now).await?;
+    crate::telemetry::record(crate::telemetry::SecurityEvent::RefreshReuse);
+    Audit::new("token.reuse_detected", "session_revoked")
+        .client(&token.session.client_id)
+        .session(&sid)
+        .actor(token.session.user_id.as_deref())
+        .record(c, now * 1000, caller)
+        .await?;
+    Ok(Err(Error::invalid_grant(
+        "the refresh token was already used; the session is revoked",
+    )))
+}
+
+fn leeway_key(presented: &Secret) -> [u8; 32] {
+    derive_key(presented.expose().as_bytes(), b"keyport refresh leeway")
+}
+
+fn open_replay(presented: &Secret, hash: &str, sealed: &str) -> Result<TokenResponse> {
+    let plain = open_with(&leeway_key(presented), sealed, hash)
+        .map_err(|_| Error::invalid_grant("invalid refresh token"))?;
+    serde_json::from_slice(&plain).map_err(|_| Error::internal("sealed token response"))
+}
