@@ -7,9 +7,8 @@
 
 use super::audit::Audit;
 use super::scopes::Scopes;
-use super::tokens::Grant;
+use super::tokens::{Grant, open_reply, seal_reply};
 use super::{Error, ErrorCode, Result};
-use crate::crypto::seal::{derive_key, open_with, seal_with};
 use crate::crypto::tokens::{Secret, new_refresh_token};
 use crate::crypto::{self, hash_secret};
 use crate::service::{Caller, Keyport};
@@ -83,7 +82,7 @@ impl Keyport {
                 ErrorCode::AccessDenied,
                 "the user denied the request",
             )),
-            Status::Redeemed => Err(Error::invalid_grant("the device code was already used")),
+            Status::Redeemed => Err(already_used()),
             Status::Approved => {
                 self.redeem_device(device, narrowing, &poll.device_code, caller)
                     .await
@@ -113,8 +112,9 @@ impl Keyport {
                 let same_resource = poll.resource.is_none() || poll.resource == d.resource;
                 let within = d.redeemed_ms.is_some_and(|at| now_ms - at < leeway_ms);
                 match d.sealed_tokens.filter(|_| within && same_resource) {
-                    Some(sealed) => open_sealed_tokens(&poll.device_code, code_hash, &sealed),
-                    None => Err(Error::invalid_grant("the device code was already used")),
+                    Some(sealed) => open_reply(&poll.device_code, LEEWAY, code_hash, &sealed)
+                        .unwrap_or_else(|| Err(already_used())),
+                    None => Err(already_used()),
                 }
             }
             Some(d) if now >= d.expires_at => Err(Error::oauth(
@@ -182,7 +182,7 @@ impl Keyport {
         })?;
         let code_hash = device_code.hash();
         let sealed = (self.config.tokens.refresh_leeway > 0)
-            .then(|| seal_tokens(device_code, &code_hash, &response));
+            .then(|| seal_reply(device_code, LEEWAY, &code_hash, &response));
         let refresh_expires = self.refresh_expiry(now, session.created_at);
         let email = user.map(|u| u.email);
         let caller = caller.clone();
@@ -245,9 +245,7 @@ async fn release(
         )));
     }
     if !store::device::redeem(&mut *c, &d.id, now_ms, r.sealed.as_deref()).await? {
-        return Ok(Err(Error::invalid_grant(
-            "the device code was already used",
-        )));
+        return Ok(Err(already_used()));
     }
     store::sessions::insert(&mut *c, &r.session).await?;
     if let Some(hash) = &r.refresh_hash {
@@ -264,24 +262,9 @@ async fn release(
     Ok(Ok(()))
 }
 
-fn leeway_key(device_code: &Secret) -> [u8; 32] {
-    derive_key(
-        device_code.expose().as_bytes(),
-        b"keyport device code leeway",
-    )
+fn already_used() -> Error {
+    Error::invalid_grant("the device code was already used")
 }
 
-fn seal_tokens(device_code: &Secret, code_hash: &str, response: &TokenResponse) -> String {
-    let json = serde_json::to_string(response).expect("token response serializes");
-    seal_with(&leeway_key(device_code), json.as_bytes(), code_hash)
-}
-
-fn open_sealed_tokens(
-    device_code: &Secret,
-    code_hash: &str,
-    sealed: &str,
-) -> Result<TokenResponse> {
-    let plain = open_with(&leeway_key(device_code), sealed, code_hash)
-        .map_err(|_| Error::invalid_grant("the device code was already used"))?;
-    serde_json::from_slice(&plain).map_err(|_| Error::internal("sealed token response"))
-}
+/// What the device-code leeway's sealed replies are derived for.
+const LEEWAY: &[u8] = b"keyport device code leeway";

@@ -6,9 +6,8 @@
 
 use super::audit::Audit;
 use super::scopes::{Role, Scopes};
-use super::tokens::Grant;
+use super::tokens::{Grant, open_reply, seal_reply};
 use super::{Error, ErrorCode, Result};
-use crate::crypto::seal::{derive_key, open_with, seal_with};
 use crate::crypto::tokens::{Secret, is_well_formed_refresh_token, new_refresh_token};
 use crate::service::{Caller, Keyport};
 use crate::store::sessions::{RefreshToken, Session};
@@ -88,15 +87,7 @@ impl Keyport {
         })?;
         let leeway = self.config.tokens.refresh_leeway;
         // With no leeway there is nothing to hand back, so nothing is kept.
-        let sealed = (leeway > 0).then(|| {
-            seal_with(
-                &leeway_key(presented),
-                serde_json::to_string(&response)
-                    .expect("token response serializes")
-                    .as_bytes(),
-                &hash,
-            )
-        });
+        let sealed = (leeway > 0).then(|| seal_reply(presented, LEEWAY, &hash, &response));
         let successor_expires = self.refresh_expiry(now, session.created_at);
         let (caller_owned, old_hash) = (caller.clone(), hash.clone());
         let email = user.as_ref().map(|u| u.email.clone());
@@ -264,12 +255,10 @@ async fn replay_or_revoke(
     )))
 }
 
-fn leeway_key(presented: &Secret) -> [u8; 32] {
-    derive_key(presented.expose().as_bytes(), b"keyport refresh leeway")
-}
+/// What the refresh leeway's sealed replies are derived for.
+const LEEWAY: &[u8] = b"keyport refresh leeway";
 
 fn open_replay(presented: &Secret, hash: &str, sealed: &str) -> Result<TokenResponse> {
-    let plain = open_with(&leeway_key(presented), sealed, hash)
-        .map_err(|_| Error::invalid_grant("invalid refresh token"))?;
-    serde_json::from_slice(&plain).map_err(|_| Error::internal("sealed token response"))
+    open_reply(presented, LEEWAY, hash, sealed)
+        .unwrap_or_else(|| Err(Error::invalid_grant("invalid refresh token")))
 }

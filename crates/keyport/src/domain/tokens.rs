@@ -10,6 +10,7 @@ use super::scopes::Scopes;
 use super::{Error, ErrorCode, Result};
 use crate::crypto;
 use crate::crypto::keys::KeySet;
+use crate::crypto::seal::{derive_key, open_with, seal_with};
 use crate::crypto::tokens::Secret;
 use crate::service::{Caller, Keyport};
 use crate::store::sessions::Session;
@@ -189,4 +190,34 @@ impl Keyport {
             scope,
         })
     }
+}
+
+/// A token response kept for a retry whose reply was lost (a refresh raced
+/// by a second process, a device-code poll whose connection dropped): sealed
+/// under a key derived from the presented secret, so only its holder can
+/// open it, with the secret's stored hash as associated data. `purpose`
+/// keeps the keys of different grants apart.
+pub(super) fn seal_reply(
+    presented: &Secret,
+    purpose: &[u8],
+    hash: &str,
+    response: &TokenResponse,
+) -> String {
+    let json = serde_json::to_string(response).expect("token response serializes");
+    seal_with(&reply_key(presented, purpose), json.as_bytes(), hash)
+}
+
+/// Opens what [`seal_reply`] sealed; `None` when the secret does not open it.
+pub(super) fn open_reply(
+    presented: &Secret,
+    purpose: &[u8],
+    hash: &str,
+    sealed: &str,
+) -> Option<Result<TokenResponse>> {
+    let plain = open_with(&reply_key(presented, purpose), sealed, hash).ok()?;
+    Some(serde_json::from_slice(&plain).map_err(|_| Error::internal("sealed token response")))
+}
+
+fn reply_key(presented: &Secret, purpose: &[u8]) -> [u8; 32] {
+    derive_key(presented.expose().as_bytes(), purpose)
 }

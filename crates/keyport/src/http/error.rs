@@ -59,6 +59,20 @@ pub fn bearer_required() -> Response {
     response
 }
 
+/// 408: the request, or its body, did not arrive in time. The connection
+/// closes, since the rest of the request may still be on its way.
+pub fn request_timeout(description: &str) -> Response {
+    let mut response = json_error(
+        StatusCode::REQUEST_TIMEOUT,
+        ErrorCode::InvalidRequest.as_str(),
+        description,
+    );
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 /// Gives an RFC 6749 §5.2 body to the errors the routing and timeout layers
 /// answer with an empty one (405, 408, 413, …), keeping their headers (a
 /// 405's `Allow`). A 408 also closes the connection: its request may still
@@ -71,25 +85,13 @@ pub async fn json_for_bare_errors(req: Request, next: Next) -> Response {
     {
         return response;
     }
-    let (code, description) = match status {
-        StatusCode::METHOD_NOT_ALLOWED => (ErrorCode::InvalidRequest, "method not allowed"),
-        StatusCode::REQUEST_TIMEOUT => (ErrorCode::InvalidRequest, "the request took too long"),
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            (ErrorCode::InvalidRequest, "the request body is too large")
-        }
-        StatusCode::TOO_MANY_REQUESTS => (ErrorCode::TooManyRequests, "too many requests"),
-        s if s.is_server_error() => (ErrorCode::ServerError, "internal error"),
-        _ => (ErrorCode::InvalidRequest, "the request was refused"),
-    };
     let (mut parts, _) = response.into_parts();
-    let body = json_error(status, code.as_str(), description);
+    let body = match status {
+        StatusCode::REQUEST_TIMEOUT => request_timeout("the request took too long"),
+        _ => bare_error_body(status),
+    };
     for (name, value) in body.headers() {
         parts.headers.insert(name, value.clone());
-    }
-    if status == StatusCode::REQUEST_TIMEOUT {
-        parts
-            .headers
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     if status == StatusCode::TOO_MANY_REQUESTS && !parts.headers.contains_key(header::RETRY_AFTER) {
         parts
@@ -98,6 +100,19 @@ pub async fn json_for_bare_errors(req: Request, next: Next) -> Response {
     }
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, body.into_body())
+}
+
+fn bare_error_body(status: StatusCode) -> Response {
+    let (code, description) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => (ErrorCode::InvalidRequest, "method not allowed"),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            (ErrorCode::InvalidRequest, "the request body is too large")
+        }
+        StatusCode::TOO_MANY_REQUESTS => (ErrorCode::TooManyRequests, "too many requests"),
+        s if s.is_server_error() => (ErrorCode::ServerError, "internal error"),
+        _ => (ErrorCode::InvalidRequest, "the request was refused"),
+    };
+    json_error(status, code.as_str(), description)
 }
 
 pub fn no_store(response: &mut Response) {

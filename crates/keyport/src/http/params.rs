@@ -14,7 +14,7 @@ use base64::engine::general_purpose::STANDARD;
 use keyport_proto::ErrorCode;
 use percent_encoding::percent_decode;
 
-use super::error::{ApiError, json_error};
+use super::error::{ApiError, json_error, request_timeout};
 use crate::crypto::tokens::Secret;
 use crate::domain::Error;
 use crate::domain::clients::ClientCredentials;
@@ -45,18 +45,7 @@ impl IntoResponse for Rejection {
                 ErrorCode::InvalidRequest.as_str(),
                 "the request body is too large",
             ),
-            Rejection::TimedOut => {
-                let mut response = json_error(
-                    StatusCode::REQUEST_TIMEOUT,
-                    ErrorCode::InvalidRequest.as_str(),
-                    "the request body took too long to arrive",
-                );
-                response.headers_mut().insert(
-                    header::CONNECTION,
-                    axum::http::HeaderValue::from_static("close"),
-                );
-                response
-            }
+            Rejection::TimedOut => request_timeout("the request body took too long to arrive"),
             Rejection::Api(e) => e.into_response(),
         }
     }
