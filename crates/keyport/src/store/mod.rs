@@ -22,7 +22,12 @@ pub mod retention;
 pub mod sessions;
 pub mod settings;
 
-use std::borrow::Cow;
+mod migrations;
+mod writer;
+
+use migrations::migrator;
+use writer::{Delivery, Job, RunJob, spawn_writer};
+
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
@@ -31,8 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::{AnyConnection, AnyPool, ConnectOptions, Executor, SqlSafeStr};
+use sqlx::{AnyConnection, AnyPool, ConnectOptions, Executor};
 use tokio::sync::{mpsc, oneshot};
 
 /// A connection inside a write transaction.
@@ -113,23 +117,11 @@ pub enum Engine {
     Postgres,
 }
 
-/// A job for the writer: runs inside the batch's transaction and hands back
-/// whether it succeeded plus how to deliver its result once the batch commits.
-type Delivery = Box<dyn FnOnce(Option<String>) + Send>;
-type RunJob = Box<dyn for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, (bool, Delivery)> + Send>;
-
 /// How many write statements a job makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Writes {
     One,
     Many,
-}
-
-struct Job {
-    run: RunJob,
-    /// Jobs with several writes run in a savepoint, so a failure rolls back
-    /// only their own changes; a single statement is atomic by itself.
-    savepoint: bool,
 }
 
 #[derive(Clone)]
@@ -142,9 +134,6 @@ pub struct Store {
     /// waiters learn the cause rather than "shut down".
     begin_failure: Arc<Mutex<Option<String>>>,
 }
-
-/// Most write jobs the SQLite writer puts into one transaction.
-const MAX_BATCH: usize = 512;
 
 impl Store {
     /// Opens the database named by `url`, or the SQLite file in `data_dir`
@@ -313,170 +302,6 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
-    }
-}
-
-fn migrator(engine: Engine) -> Migrator {
-    let files: [(i64, &str, &str); 5] = match engine {
-        Engine::Sqlite => [
-            (
-                1,
-                "core",
-                include_str!("../../migrations/sqlite/0001_core.sql"),
-            ),
-            (
-                2,
-                "poll in one statement",
-                include_str!("../../migrations/sqlite/0002_poll_in_one_statement.sql"),
-            ),
-            (
-                3,
-                "hardening",
-                include_str!("../../migrations/sqlite/0003_hardening.sql"),
-            ),
-            (
-                4,
-                "retention",
-                include_str!("../../migrations/sqlite/0004_retention.sql"),
-            ),
-            (
-                5,
-                "key rotation",
-                include_str!("../../migrations/sqlite/0005_key_rotation.sql"),
-            ),
-        ],
-        Engine::Postgres => [
-            (
-                1,
-                "core",
-                include_str!("../../migrations/postgres/0001_core.sql"),
-            ),
-            (
-                2,
-                "poll in one statement",
-                include_str!("../../migrations/postgres/0002_poll_in_one_statement.sql"),
-            ),
-            (
-                3,
-                "hardening",
-                include_str!("../../migrations/postgres/0003_hardening.sql"),
-            ),
-            (
-                4,
-                "retention",
-                include_str!("../../migrations/postgres/0004_retention.sql"),
-            ),
-            (
-                5,
-                "key rotation",
-                include_str!("../../migrations/postgres/0005_key_rotation.sql"),
-            ),
-        ],
-    };
-    let migrations = files
-        .into_iter()
-        .map(|(version, name, sql)| {
-            Migration::new(
-                version,
-                Cow::Borrowed(name),
-                MigrationType::Simple,
-                sql.into_sql_str(),
-                false,
-            )
-        })
-        .collect::<Vec<_>>();
-    Migrator {
-        migrations: Cow::Owned(migrations),
-        ..Migrator::DEFAULT
-    }
-}
-
-fn spawn_writer(mut conn: Conn, begin_failure: Arc<Mutex<Option<String>>>) -> mpsc::Sender<Job> {
-    let (sender, mut jobs) = mpsc::channel::<Job>(4096);
-    tokio::spawn(async move {
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
-            run_batch(&mut conn, batch.drain(..), &begin_failure).await;
-        }
-    });
-    sender
-}
-
-async fn run_batch(
-    conn: &mut Conn,
-    batch: impl Iterator<Item = Job>,
-    begin_failure: &Mutex<Option<String>>,
-) {
-    use futures_util::FutureExt;
-    let mut deliveries = Vec::new();
-    let mut batch = batch.peekable();
-    // IMMEDIATE takes the write lock up front, so an admin command writing
-    // from another process makes us wait (busy_timeout) instead of failing.
-    // Statements between jobs travel in one round trip to SQLite's thread.
-    let first_savepoint = batch.peek().is_some_and(|job| job.savepoint);
-    let begin = if first_savepoint {
-        "BEGIN IMMEDIATE; SAVEPOINT job"
-    } else {
-        "BEGIN IMMEDIATE"
-    };
-    if let Err(e) = conn.execute(begin).await {
-        // Dropping the jobs unblocks every waiter, who then reads the cause.
-        tracing::error!(error = %e, "could not begin a write batch");
-        *begin_failure.lock().expect("begin failure") = Some(e.to_string());
-        drop(batch.collect::<Vec<_>>());
-        let _ = conn.execute("ROLLBACK").await;
-        return;
-    }
-    let mut jobs = 0;
-    while let Some(job) = batch.next() {
-        jobs += 1;
-        // A panicking job must not take the writer (and every later write)
-        // down with it: its changes are rolled back and its waiter told.
-        let outcome = std::panic::AssertUnwindSafe((job.run)(conn))
-            .catch_unwind()
-            .await;
-        let ok = match outcome {
-            Ok((ok, deliver)) => {
-                deliveries.push(deliver);
-                ok
-            }
-            Err(_) => {
-                tracing::error!("a write job panicked; its changes are rolled back");
-                false
-            }
-        };
-        let mut between = String::new();
-        if job.savepoint {
-            between.push_str(if ok {
-                "RELEASE job;"
-            } else {
-                "ROLLBACK TO job; RELEASE job;"
-            });
-        }
-        if batch.peek().is_some_and(|next| next.savepoint) {
-            between.push_str(" SAVEPOINT job");
-        }
-        let outcome = match between.is_empty() {
-            true => Ok(Default::default()),
-            false => conn.execute(sqlx::AssertSqlSafe(between)).await,
-        };
-        if let Err(e) = outcome {
-            tracing::error!(error = %e, "a savepoint statement failed");
-        }
-    }
-    let committing = std::time::Instant::now();
-    let commit = conn.execute("COMMIT").await;
-    crate::telemetry::write_batch(jobs, committing.elapsed());
-    let commit_error = match commit {
-        Ok(_) => None,
-        Err(e) => {
-            let _ = conn.execute("ROLLBACK").await;
-            tracing::error!(error = %e, "write batch did not commit");
-            Some(e.to_string())
-        }
-    };
-    for deliver in deliveries {
-        deliver(commit_error.clone());
     }
 }
 
