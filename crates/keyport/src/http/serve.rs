@@ -58,9 +58,15 @@ pub async fn serve(
         limits.max_connections_per_ip,
         kp.config.trusted_proxies.clone(),
     ));
+    let mut refusal_http = http1::Builder::new();
+    refusal_http
+        .timer(TokioTimer::new())
+        .header_read_timeout(REFUSAL_HEAD_TIMEOUT)
+        .keep_alive(false);
     let server = Server {
         app,
         http: http_builder(&limits),
+        refusal_http,
         connections,
         graceful: GracefulShutdown::new(),
         refusals: Arc::new(AtomicUsize::new(0)),
@@ -111,6 +117,8 @@ pub async fn serve(
 struct Server {
     app: Router,
     http: http1::Builder,
+    /// For refused connections: one short-lived request, then close.
+    refusal_http: http1::Builder,
     connections: Arc<Connections>,
     graceful: GracefulShutdown,
     refusals: Arc<AtomicUsize>,
@@ -160,10 +168,7 @@ impl Server {
             return;
         }
         let refusals = self.refusals.clone();
-        let mut http = http1::Builder::new();
-        http.timer(TokioTimer::new())
-            .header_read_timeout(REFUSAL_HEAD_TIMEOUT)
-            .keep_alive(false);
+        let http = self.refusal_http.clone();
         let service = hyper::service::service_fn(move |_req: Request<Incoming>| async move {
             Ok::<_, Infallible>(refusal.response())
         });
