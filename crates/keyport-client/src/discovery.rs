@@ -162,6 +162,7 @@ mod tests {
             introspection_endpoint: None,
             userinfo_endpoint: Some(format!("{issuer}/oauth/userinfo")),
             jwks_uri: None,
+            ..ServerMetadata::default()
         }
     }
 

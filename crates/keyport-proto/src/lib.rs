@@ -9,6 +9,47 @@ use serde::{Deserialize, Serialize};
 /// The RFC 8628 grant type URN.
 pub const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
+/// The OAuth grants Keyport serves, parsed from their RFC names at the edge
+/// (`grant_type` on the token endpoint, `grants` of a client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum GrantType {
+    /// RFC 6749 §4.1 with RFC 7636 PKCE.
+    #[serde(rename = "authorization_code")]
+    AuthorizationCode,
+    /// RFC 8628.
+    #[serde(rename = "urn:ietf:params:oauth:grant-type:device_code")]
+    DeviceCode,
+    /// RFC 6749 §6.
+    #[serde(rename = "refresh_token")]
+    RefreshToken,
+    /// RFC 6749 §4.4.
+    #[serde(rename = "client_credentials")]
+    ClientCredentials,
+}
+
+impl GrantType {
+    /// Every grant, in the order discovery lists them.
+    pub const ALL: [GrantType; 4] = [
+        GrantType::AuthorizationCode,
+        GrantType::DeviceCode,
+        GrantType::RefreshToken,
+        GrantType::ClientCredentials,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantType::AuthorizationCode => "authorization_code",
+            GrantType::DeviceCode => DEVICE_CODE_GRANT,
+            GrantType::RefreshToken => "refresh_token",
+            GrantType::ClientCredentials => "client_credentials",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|g| g.as_str() == text)
+    }
+}
+
 /// Prefix of Keyport refresh tokens (so secret scanners can recognise them).
 pub const REFRESH_TOKEN_PREFIX: &str = "kp_rt_";
 
@@ -36,6 +77,15 @@ pub enum ErrorCode {
     TooManyRequests,
     ServerError,
     TemporarilyUnavailable,
+    /// RFC 6749 §4.1.2.1.
+    UnsupportedResponseType,
+    /// OpenID Connect Core §3.1.2.6 (`prompt=none`).
+    LoginRequired,
+    ConsentRequired,
+    InteractionRequired,
+    /// RFC 7591 §3.2.2.
+    InvalidRedirectUri,
+    InvalidClientMetadata,
 }
 
 impl ErrorCode {
@@ -60,6 +110,12 @@ impl ErrorCode {
             ErrorCode::TooManyRequests => "too_many_requests",
             ErrorCode::ServerError => "server_error",
             ErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
+            ErrorCode::UnsupportedResponseType => "unsupported_response_type",
+            ErrorCode::LoginRequired => "login_required",
+            ErrorCode::ConsentRequired => "consent_required",
+            ErrorCode::InteractionRequired => "interaction_required",
+            ErrorCode::InvalidRedirectUri => "invalid_redirect_uri",
+            ErrorCode::InvalidClientMetadata => "invalid_client_metadata",
         }
     }
 }
@@ -85,10 +141,10 @@ pub struct TokenResponse {
     pub scope: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id_token: Option<String>,
-    /// Absolute expiry of the access token (unix seconds), beside the relative
-    /// `expires_in`, for clients that store tokens.
+    /// Absolute expiry of the access token (RFC 3339, UTC), beside the
+    /// relative `expires_in`, for clients that store tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<i64>,
+    pub expires_at: Option<String>,
 }
 
 /// RFC 8628 §3.2 device authorization response.
@@ -117,9 +173,10 @@ pub struct ClientInfo {
     pub version: Option<String>,
 }
 
-/// The RFC 8414 / OIDC Discovery fields a client needs. Unknown fields are
-/// ignored so the type reads any issuer's document.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The RFC 8414 / OIDC Discovery document. Unknown fields are ignored so the
+/// type reads any issuer's document; Keyport's own is built from it, so it
+/// advertises exactly what the server fills in.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerMetadata {
     pub issuer: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -135,6 +192,44 @@ pub struct ServerMetadata {
     pub userinfo_endpoint: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks_uri: Option<String>,
+    /// RFC 7591 dynamic registration, when the server offers it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration_endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grant_types_supported: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub response_types_supported: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub response_modes_supported: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes_supported: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub code_challenge_methods_supported: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub token_endpoint_auth_methods_supported: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revocation_endpoint_auth_methods_supported: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub introspection_endpoint_auth_methods_supported: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub id_token_signing_alg_values_supported: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access_token_signing_alg_values_supported: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_types_supported: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub claims_supported: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prompt_values_supported: Vec<String>,
+    /// RFC 9207: the authorization response carries `iss`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub authorization_response_iss_parameter_supported: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub client_id_metadata_document_supported: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_parameter_supported: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_documentation: Option<String>,
 }
 
 /// RFC 7662 §2.2 introspection response.

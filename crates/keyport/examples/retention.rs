@@ -55,6 +55,8 @@ async fn main() -> anyhow::Result<()> {
             ..Default::default()
         },
         keys: Default::default(),
+        cimd: Default::default(),
+        registration: Default::default(),
         scopes: vec![],
         clients: vec![],
     };

@@ -91,6 +91,8 @@ pub struct Limits {
     pub shutdown_drain_secs: u64,
     /// After the listener closes, seconds in-flight requests get to finish.
     pub shutdown_grace_secs: u64,
+    /// RFC 7591 registrations per IP address per hour (when registration is on).
+    pub registrations_per_ip_per_hour: i64,
     #[serde(skip)]
     pub enabled: bool,
 }
@@ -114,9 +116,26 @@ impl Default for Limits {
             max_header_bytes: 16 * 1024,
             shutdown_drain_secs: 5,
             shutdown_grace_secs: 30,
+            registrations_per_ip_per_hour: 10,
             enabled: true,
         }
     }
+}
+
+/// `[cimd]`: client ID metadata documents (an `https` URL as `client_id`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Cimd {
+    /// Also fetch `http://127.0.0.1` and `http://[::1]` documents. For tests
+    /// only: it lets a client id reach this machine's own services.
+    pub allow_loopback: bool,
+}
+
+/// `[registration]`: RFC 7591 dynamic client registration, off by default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Registration {
+    pub enabled: bool,
 }
 
 /// `[tokens]`: lifetimes in seconds.
@@ -208,11 +227,14 @@ pub struct ScopeDef {
 }
 
 /// A client declared in the configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientDecl {
     pub id: String,
     pub name: String,
+    /// `public` or `confidential` (the same as `confidential = true`).
+    #[serde(default, rename = "type")]
+    pub kind: Option<ClientKind>,
     #[serde(default)]
     pub confidential: bool,
     /// SHA-256 (base64url) of the secret, for confidential clients; or
@@ -228,6 +250,49 @@ pub struct ClientDecl {
     pub audiences: Vec<String>,
     #[serde(default)]
     pub redirect_uris: Vec<String>,
+    #[serde(default)]
+    pub default_scopes: Vec<String>,
+    #[serde(default)]
+    pub first_party: bool,
+    #[serde(default)]
+    pub access_token_format: Option<String>,
+    #[serde(default)]
+    pub access_token_alg: Option<String>,
+    #[serde(default)]
+    pub access_token_prefix: Option<String>,
+    #[serde(default)]
+    pub refresh_token_prefix: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientKind {
+    Public,
+    Confidential,
+}
+
+impl ClientDecl {
+    pub fn is_confidential(&self) -> bool {
+        self.confidential || self.kind == Some(ClientKind::Confidential)
+    }
+
+    pub fn spec(&self) -> crate::domain::clients::ClientSpec {
+        crate::domain::clients::ClientSpec {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            confidential: self.is_confidential(),
+            grants: self.grants.clone(),
+            scopes: self.scopes.clone(),
+            default_scopes: self.default_scopes.clone(),
+            audiences: self.audiences.clone(),
+            redirect_uris: self.redirect_uris.clone(),
+            first_party: self.first_party,
+            access_token_format: self.access_token_format.clone(),
+            access_token_alg: self.access_token_alg.clone(),
+            access_token_prefix: self.access_token_prefix.clone(),
+            refresh_token_prefix: self.refresh_token_prefix.clone(),
+        }
+    }
 }
 
 /// The file's shape.
@@ -244,6 +309,8 @@ pub struct FileConfig {
     pub tokens: TokenSettings,
     pub retention: Retention,
     pub keys: KeySettings,
+    pub cimd: Cimd,
+    pub registration: Registration,
     pub scopes: Vec<ScopeDef>,
     pub clients: Vec<ClientDecl>,
 }
@@ -263,6 +330,8 @@ pub struct Config {
     pub tokens: TokenSettings,
     pub retention: Retention,
     pub keys: KeySettings,
+    pub cimd: Cimd,
+    pub registration: Registration,
     pub scopes: Vec<ScopeDef>,
     pub clients: Vec<ClientDecl>,
 }
@@ -313,6 +382,8 @@ impl Config {
             tokens: file.tokens,
             retention: file.retention,
             keys: file.keys,
+            cimd: file.cimd,
+            registration: file.registration,
             scopes: file.scopes,
             clients: file.clients,
         })

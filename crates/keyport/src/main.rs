@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use keyport::admin::{self, NewClient};
+use keyport::admin;
 use keyport::clock::SystemClock;
 use keyport::config::{Config, ServeArgs, StoreArgs};
+use keyport::domain::clients::ClientSpec;
 use keyport::{Keyport, http, pages};
 use serde_json::Value;
 
@@ -126,9 +127,28 @@ struct ClientAdd {
     /// Allowed resource / audience URL (repeatable)
     #[arg(long = "audience")]
     audiences: Vec<String>,
-    /// Redirect URI for the authorization code flow (repeatable)
+    /// Redirect URI for the authorization code flow (repeatable); a
+    /// loopback one (http://127.0.0.1/…) matches on any port
     #[arg(long = "redirect-uri")]
     redirect_uris: Vec<String>,
+    /// Scope granted when a request names none (repeatable); default: all allowed scopes
+    #[arg(long = "default-scope")]
+    default_scopes: Vec<String>,
+    /// Skip the consent page (the operator's own apps)
+    #[arg(long)]
+    first_party: bool,
+    /// Access token format: jwt (default) or opaque
+    #[arg(long)]
+    access_token_format: Option<String>,
+    /// JWT access token algorithm: EdDSA (default), ES256 or RS256
+    #[arg(long)]
+    access_token_alg: Option<String>,
+    /// Prefix of opaque access tokens (default kp_at_)
+    #[arg(long)]
+    access_token_prefix: Option<String>,
+    /// Prefix of refresh tokens (default kp_rt_)
+    #[arg(long)]
+    refresh_token_prefix: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -291,14 +311,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Client(ClientCommand::Add(add)) => {
             let kp = open(&cli.store, &none).await?;
-            let new = NewClient {
+            let new = ClientSpec {
                 id: add.id,
                 name: add.name,
                 confidential: add.confidential,
                 grants: add.grants,
                 scopes: add.scopes,
+                default_scopes: add.default_scopes,
                 audiences: add.audiences,
                 redirect_uris: add.redirect_uris,
+                first_party: add.first_party,
+                access_token_format: add.access_token_format,
+                access_token_alg: add.access_token_alg,
+                access_token_prefix: add.access_token_prefix,
+                refresh_token_prefix: add.refresh_token_prefix,
             };
             let client = admin::add_client(&kp, new).await?;
             print(json, client, |c| match c["client_secret"].as_str() {

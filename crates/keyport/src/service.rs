@@ -16,11 +16,12 @@ use crate::crypto::keys::{self, KeySet, KeyUse};
 use crate::crypto::seal::MasterKey;
 use crate::crypto::{self, hash_secret};
 use crate::domain::Error;
+use crate::domain::clients::Client;
 use crate::domain::keys::KeyStep;
 use crate::domain::scopes::Catalogue;
 use crate::domain::tokens::AccessClaims;
 use crate::store::retention::{Cutoffs, Prune};
-use crate::store::{self, Store, clients::Client};
+use crate::store::{self, Store};
 
 /// Who is calling, for audit records and per-IP limits.
 #[derive(Debug, Clone, Default)]
@@ -251,7 +252,7 @@ impl Keyport {
                     })?;
                     Some(hash_secret(&secret))
                 }
-                (None, None) if decl.confidential => {
+                (None, None) if decl.is_confidential() => {
                     return Err(OpenError::ConfigClient(
                         decl.id.clone(),
                         "a confidential client needs secret_hash or secret_env".into(),
@@ -259,17 +260,11 @@ impl Keyport {
                 }
                 (None, None) => None,
             };
-            let client = Client {
-                id: decl.id.clone(),
-                name: decl.name.clone(),
-                confidential: decl.confidential,
-                secret_hash,
-                grants: decl.grants.clone(),
-                scopes: decl.scopes.clone(),
-                audiences: decl.audiences.clone(),
-                redirect_uris: decl.redirect_uris.clone(),
-                source: "config".into(),
-            };
+            let mut client = decl
+                .spec()
+                .build("config")
+                .map_err(|why| OpenError::ConfigClient(decl.id.clone(), why))?;
+            client.secret_hash = secret_hash;
             let now = self.clock.now();
             self.store
                 .write(move |c| {

@@ -8,13 +8,13 @@ use serde_json::{Value, json};
 use crate::crypto::tokens::new_client_secret;
 use crate::crypto::{self};
 use crate::domain::audit::Audit;
+use crate::domain::clients::{Client, ClientSpec};
 use crate::domain::scopes::Role;
 use crate::domain::signin::hash_password;
 use crate::service::{Caller, Keyport};
-use crate::store::clients::Client;
 use crate::store::directory::{NewUser, Workspace};
 use crate::store::{self};
-use keyport_proto::DEVICE_CODE_GRANT;
+use keyport_proto::GrantType;
 
 /// An admin command's failure, worded for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -41,14 +41,6 @@ pub type Result<T> = std::result::Result<T, AdminError>;
 mod users;
 pub use users::{add_user, disable_user, enable_user, unlock_user};
 
-pub const KNOWN_GRANTS: &[&str] = &[
-    DEVICE_CODE_GRANT,
-    "refresh_token",
-    "client_credentials",
-    "authorization_code",
-    "password",
-];
-
 pub(crate) fn admin_caller() -> Caller {
     Caller::default()
 }
@@ -69,64 +61,13 @@ pub(crate) async fn audit(kp: &Keyport, event: &'static str, detail: Value) -> R
     Ok(())
 }
 
-pub struct NewClient {
-    pub id: String,
-    pub name: String,
-    pub confidential: bool,
-    pub grants: Vec<String>,
-    pub scopes: Vec<String>,
-    pub audiences: Vec<String>,
-    pub redirect_uris: Vec<String>,
-}
-
-pub async fn add_client(kp: &Keyport, new: NewClient) -> Result<Value> {
-    if let Some(unknown) = new
-        .grants
-        .iter()
-        .find(|g| !KNOWN_GRANTS.contains(&g.as_str()))
-    {
-        return Err(AdminError(format!(
-            "unknown grant {unknown:?}; known grants: {}",
-            KNOWN_GRANTS.join(", ")
-        )));
-    }
-    if new.grants.iter().any(|g| g == "client_credentials") && !new.confidential {
-        return Err(AdminError(
-            "client_credentials needs a confidential client".into(),
-        ));
-    }
-    for audience in &new.audiences {
-        if url::Url::parse(audience).is_err() {
-            return Err(AdminError(format!(
-                "audience {audience:?} is not an absolute URL"
-            )));
-        }
-    }
-    let secret = new.confidential.then(new_client_secret);
-    let scopes = if new.scopes.is_empty() {
-        vec![
-            "openid".into(),
-            "profile".into(),
-            "email".into(),
-            "offline_access".into(),
-        ]
-    } else {
-        new.scopes
-            .iter()
-            .flat_map(|s| s.split_whitespace().map(str::to_string))
-            .collect()
-    };
-    let client = Client {
-        id: new.id.clone(),
-        name: new.name.clone(),
-        confidential: new.confidential,
-        secret_hash: secret.as_ref().map(|s| s.hash()),
-        grants: new.grants.clone(),
-        scopes,
-        audiences: new.audiences.clone(),
-        redirect_uris: new.redirect_uris.clone(),
-        source: "admin".into(),
-    };
+/// `keyport client add`: the client's settings, checked by
+/// [`ClientSpec::build`], and a secret printed once for a confidential one.
+pub async fn add_client(kp: &Keyport, new: ClientSpec) -> Result<Value> {
+    let id = new.id.clone();
+    let mut client = new.build("admin").map_err(AdminError)?;
+    let secret = client.confidential.then(new_client_secret);
+    client.secret_hash = secret.as_ref().map(|s| s.hash());
     let now = kp.clock.now();
     let saved = client.clone();
     kp.store
@@ -134,7 +75,7 @@ pub async fn add_client(kp: &Keyport, new: NewClient) -> Result<Value> {
         .await
         .map_err(|e| {
             if e.is_unique_violation() {
-                AdminError(format!("a client with id {} exists already", new.id))
+                AdminError(format!("a client with id {id} exists already"))
             } else {
                 e.into()
             }
@@ -152,7 +93,10 @@ fn client_json(c: &Client) -> Value {
     json!({
         "client_id": c.id, "name": c.name,
         "type": if c.confidential { "confidential" } else { "public" },
-        "grants": c.grants, "scopes": c.scopes, "audiences": c.audiences, "redirect_uris": c.redirect_uris,
+        "grants": c.grants, "scopes": c.scopes, "default_scopes": c.default_scopes,
+        "first_party": c.first_party, "access_token_format": c.access_token_format.as_str(),
+        "access_token_alg": c.access_token_alg.as_str(),
+        "access_token_prefix": c.access_token_prefix, "refresh_token_prefix": c.refresh_token_prefix, "audiences": c.audiences, "redirect_uris": c.redirect_uris,
     })
 }
 
@@ -358,18 +302,24 @@ pub async fn seed_demo(kp: &Keyport) -> Result<(String, String)> {
         let p = password.clone();
         kp.password_work(move || hash_password(&p)).await??
     };
-    let scopes: Vec<String> = kp.catalogue.names();
-    let client = Client {
+    let mut client = ClientSpec {
         id: "kp".into(),
         name: "kp (Keyport CLI)".into(),
-        confidential: false,
-        secret_hash: None,
-        grants: vec![DEVICE_CODE_GRANT.into(), "refresh_token".into()],
-        scopes,
-        audiences: vec![],
-        redirect_uris: vec![],
-        source: "demo".into(),
-    };
+        grants: [
+            GrantType::DeviceCode,
+            GrantType::AuthorizationCode,
+            GrantType::RefreshToken,
+        ]
+        .map(|g| g.as_str().to_string())
+        .to_vec(),
+        scopes: kp.catalogue.names(),
+        // `kp login --web` listens on a loopback port of its choosing.
+        redirect_uris: vec!["http://127.0.0.1/callback".into()],
+        ..ClientSpec::default()
+    }
+    .build("demo")
+    .map_err(AdminError)?;
+    client.source = "demo".into();
     let demo_email = email.clone();
     kp.store
         .write(move |c| {

@@ -207,6 +207,11 @@ impl KeySet {
         })
     }
 
+    /// The JWS algorithms access tokens are signed with.
+    pub fn access_algs(&self) -> Vec<String> {
+        vec![alg_name(self.access.alg).to_string()]
+    }
+
     pub fn jwks_json(&self) -> &str {
         &self.jwks_json
     }

@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 
 use super::audit::Audit;
+use super::clients::Client;
 use super::metadata::DeviceMetadata;
 use super::scopes::{Role, Scopes};
 use super::{Error, ErrorCode, Result};
@@ -11,9 +12,9 @@ use crate::crypto::tokens::{UserCode, new_device_code};
 use crate::crypto::{self, hash_secret};
 use crate::service::{Caller, Keyport};
 use crate::store::device::{Approval, DeviceAuthorization, NewDevice, Status};
-use crate::store::{self, Writes, clients::Client, directory::User};
+use crate::store::{self, Writes, directory::User};
 use crate::telemetry::SecurityEvent;
-use keyport_proto::{DEVICE_CODE_GRANT, DeviceAuthorizationResponse};
+use keyport_proto::{DeviceAuthorizationResponse, GrantType};
 
 /// A device authorization request after parsing.
 #[derive(Debug, Clone, Default)]
@@ -168,13 +169,17 @@ impl Keyport {
     /// allow-list when the request names none.
     pub(crate) fn requested_scopes(&self, client: &Client, scope: Option<&str>) -> Result<Scopes> {
         let allowed = Scopes::from_list(&client.scopes);
+        let defaults = match client.default_scopes.is_empty() {
+            true => allowed.clone(),
+            false => Scopes::from_list(&client.default_scopes),
+        };
         let requested = match scope {
-            None => return Ok(allowed),
+            None => return Ok(defaults),
             Some(text) => Scopes::parse(text)
                 .ok_or_else(|| Error::oauth(ErrorCode::InvalidScope, "malformed scope"))?,
         };
         if requested.is_empty() {
-            return Ok(allowed);
+            return Ok(defaults);
         }
         if let Some(outside) = requested.iter().find(|s| !allowed.contains(s)) {
             return Err(Error::oauth(
@@ -386,13 +391,7 @@ impl Keyport {
 
 /// Start and poll both need the client to have the device grant.
 pub(super) fn ensure_device_grant(client: &Client) -> Result<()> {
-    if client.grants.iter().any(|g| g == DEVICE_CODE_GRANT) {
-        return Ok(());
-    }
-    Err(Error::oauth(
-        ErrorCode::UnauthorizedClient,
-        "the device grant is not enabled for this client",
-    ))
+    client.require(GrantType::DeviceCode)
 }
 
 fn guess_buckets(user: &User, browser_session: Option<&str>, caller: &Caller) -> Vec<String> {

@@ -5,14 +5,15 @@
 //! standing in the workspace.
 
 use super::audit::Audit;
+use super::clients::Client;
 use super::scopes::{Role, Scopes};
 use super::tokens::{Grant, open_reply, seal_reply};
 use super::{Error, ErrorCode, Result};
 use crate::crypto::tokens::{Secret, is_well_formed_refresh_token, new_refresh_token};
 use crate::service::{Caller, Keyport};
 use crate::store::sessions::{RefreshToken, Session};
-use crate::store::{self, clients::Client, directory::User};
-use keyport_proto::TokenResponse;
+use crate::store::{self, directory::User};
+use keyport_proto::{GrantType, TokenResponse};
 
 /// How a refresh request ended inside its transaction.
 enum Rotation {
@@ -34,13 +35,8 @@ impl Keyport {
         scope: Option<&str>,
         caller: &Caller,
     ) -> Result<TokenResponse> {
-        if !client.grants.iter().any(|g| g == "refresh_token") {
-            return Err(Error::oauth(
-                ErrorCode::UnauthorizedClient,
-                "the refresh grant is not enabled for this client",
-            ));
-        }
-        if !is_well_formed_refresh_token(presented.expose()) {
+        client.require(GrantType::RefreshToken)?;
+        if !is_well_formed_refresh_token(presented.expose(), &client.refresh_token_prefix) {
             return Err(Error::invalid_grant("invalid refresh token"));
         }
         let hash = presented.hash();
@@ -76,15 +72,20 @@ impl Keyport {
                 ));
             }
         };
-        let successor = new_refresh_token();
+        let successor = new_refresh_token(&client.refresh_token_prefix);
         let successor_hash = successor.hash();
-        let response = self.mint(Grant {
-            session: session.clone(),
-            refresh: Some(successor),
-            user: user.clone(),
-            id_token: self.config.tokens.id_token_on_refresh,
-            scope: response_scope,
-        })?;
+        let minted = self.mint(
+            client,
+            Grant {
+                session: session.clone(),
+                refresh: Some(successor),
+                user: user.clone(),
+                id_token: self.config.tokens.id_token_on_refresh,
+                nonce: None,
+                scope: response_scope,
+            },
+        )?;
+        let (response, opaque) = (minted.response, minted.opaque);
         let leeway = self.config.tokens.refresh_leeway;
         // With no leeway there is nothing to hand back, so nothing is kept.
         let sealed = (leeway > 0).then(|| seal_reply(presented, LEEWAY, &hash, &response));
@@ -120,6 +121,9 @@ impl Keyport {
                             session.role.as_deref(),
                         )
                         .await?;
+                        if let Some(record) = &opaque {
+                            store::sessions::insert_opaque(&mut *c, record).await?;
+                        }
                         Audit::new("token.refresh", "success")
                             .actor(email.as_deref())
                             .client(&session.client_id)

@@ -205,13 +205,15 @@ impl Params {
                 }
                 Ok(ClientCredentials {
                     client_id: Some(id.clone()),
-                    secret: Some(secret.clone()),
+                    secret: Some(Secret::new(secret.clone())),
                     via_basic: true,
                 })
             }
             None => Ok(ClientCredentials {
                 client_id: self.get("client_id").map(str::to_string),
-                secret: self.get("client_secret").map(str::to_string),
+                secret: self
+                    .get("client_secret")
+                    .map(|s| Secret::new(s.to_string())),
                 via_basic: false,
             }),
         }

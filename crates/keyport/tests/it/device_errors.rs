@@ -111,7 +111,7 @@ async fn expiry_denial_and_foreign_codes() {
     assert_eq!(body["error"], "invalid_grant");
     keyport::admin::add_client(
         &server.kp,
-        keyport::admin::NewClient {
+        keyport::domain::clients::ClientSpec {
             id: "other-cli".into(),
             name: "Other".into(),
             confidential: false,
@@ -119,6 +119,7 @@ async fn expiry_denial_and_foreign_codes() {
             scopes: vec![],
             audiences: vec![],
             redirect_uris: vec![],
+            ..Default::default()
         },
     )
     .await
@@ -277,6 +278,7 @@ async fn clients_declared_in_the_config_file_work() {
             ],
             audiences: vec!["https://api.acme.com".into()],
             redirect_uris: vec![],
+            ..Default::default()
         });
         c.scopes.push(keyport::config::ScopeDef {
             name: "projects:write".into(),

@@ -274,7 +274,7 @@ async fn a_client_introspects_only_its_own_tokens_and_its_audience() {
     // A confidential client with no audience sees nothing of the CLI's.
     let nosy = keyport::admin::add_client(
         &server.kp,
-        keyport::admin::NewClient {
+        keyport::domain::clients::ClientSpec {
             id: "nosy".into(),
             name: "Nosy".into(),
             confidential: true,
@@ -282,6 +282,7 @@ async fn a_client_introspects_only_its_own_tokens_and_its_audience() {
             scopes: vec!["agents:read".into()],
             audiences: vec![],
             redirect_uris: vec![],
+            ..Default::default()
         },
     )
     .await
