@@ -21,16 +21,19 @@ pub enum SecurityEvent {
     Lockout,
     /// A rotated refresh token presented again: its session was revoked.
     RefreshReuse,
+    /// A redeemed authorization code presented again: what it issued was revoked.
+    CodeReuse,
     /// A connection refused because the server or its address was at its cap.
     ConnectionRefused,
 }
 
 impl SecurityEvent {
-    pub const ALL: [SecurityEvent; 5] = [
+    pub const ALL: [SecurityEvent; 6] = [
         SecurityEvent::UserCodeThrottled,
         SecurityEvent::SignInThrottled,
         SecurityEvent::Lockout,
         SecurityEvent::RefreshReuse,
+        SecurityEvent::CodeReuse,
         SecurityEvent::ConnectionRefused,
     ];
 
@@ -41,6 +44,7 @@ impl SecurityEvent {
             SecurityEvent::SignInThrottled => "keyport_sign_in_throttled_total",
             SecurityEvent::Lockout => "keyport_lockouts_total",
             SecurityEvent::RefreshReuse => "keyport_refresh_token_reuse_total",
+            SecurityEvent::CodeReuse => "keyport_authorization_code_reuse_total",
             SecurityEvent::ConnectionRefused => "keyport_connections_refused_total",
         }
     }
@@ -54,6 +58,9 @@ impl SecurityEvent {
             SecurityEvent::Lockout => "Usernames locked after repeated failed sign-ins.",
             SecurityEvent::RefreshReuse => {
                 "Rotated refresh tokens presented again (the session was revoked)."
+            }
+            SecurityEvent::CodeReuse => {
+                "Redeemed authorization codes presented again (their session was revoked)."
             }
             SecurityEvent::ConnectionRefused => {
                 "Connections refused at the total or per-address cap."

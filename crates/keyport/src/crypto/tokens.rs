@@ -3,8 +3,6 @@
 
 use std::fmt;
 
-use keyport_proto::REFRESH_TOKEN_PREFIX;
-
 /// RFC 8628 §6.1: a user code alphabet without vowels (so no words) and
 /// without look-alike characters.
 pub const USER_CODE_ALPHABET: &[u8; 20] = b"BCDFGHJKLMNPQRSTVWXZ";
@@ -93,8 +91,14 @@ pub fn new_device_code() -> Secret {
 
 /// `kp_rt_` + 256 random bits + a CRC32 checksum, so secret scanners can
 /// recognise a leaked token and tell it from random noise.
-pub fn new_refresh_token() -> Secret {
-    Secret(with_checksum(REFRESH_TOKEN_PREFIX))
+pub fn new_refresh_token(prefix: &str) -> Secret {
+    Secret(with_checksum(prefix))
+}
+
+/// An opaque access token (a client set to `opaque`), checksummed like a
+/// refresh token.
+pub fn new_opaque_access_token(prefix: &str) -> Secret {
+    Secret(with_checksum(prefix))
 }
 
 /// A confidential client's secret, shown once.
@@ -110,8 +114,13 @@ fn with_checksum(prefix: &str) -> String {
 
 /// True when the token has Keyport's refresh-token shape and checksum; lets
 /// the token endpoint turn away garbage without a database read.
-pub fn is_well_formed_refresh_token(token: &str) -> bool {
-    token.starts_with(REFRESH_TOKEN_PREFIX) && checksum_ok(token)
+pub fn is_well_formed_refresh_token(token: &str, prefix: &str) -> bool {
+    token.starts_with(prefix) && checksum_ok(token)
+}
+
+/// True for a checksummed opaque token of any prefix (JWTs have dots).
+pub fn is_opaque_token(token: &str) -> bool {
+    !token.contains('.') && checksum_ok(token)
 }
 
 fn checksum_ok(token: &str) -> bool {
@@ -125,6 +134,7 @@ fn checksum_ok(token: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use keyport_proto::REFRESH_TOKEN_PREFIX;
 
     #[test]
     fn user_codes_use_the_alphabet_and_parse_loosely() {
@@ -155,13 +165,22 @@ mod tests {
 
     #[test]
     fn refresh_tokens_carry_a_checksum() {
-        let token = new_refresh_token();
+        let token = new_refresh_token(REFRESH_TOKEN_PREFIX);
         assert!(token.expose().starts_with("kp_rt_"));
-        assert!(is_well_formed_refresh_token(token.expose()));
+        assert!(is_well_formed_refresh_token(
+            token.expose(),
+            REFRESH_TOKEN_PREFIX
+        ));
         let mut tampered = token.expose().to_string();
         tampered.replace_range(8..9, if &tampered[8..9] == "A" { "B" } else { "A" });
-        assert!(!is_well_formed_refresh_token(&tampered));
-        assert!(!is_well_formed_refresh_token("kp_rt_é"));
+        assert!(!is_well_formed_refresh_token(
+            &tampered,
+            REFRESH_TOKEN_PREFIX
+        ));
+        assert!(!is_well_formed_refresh_token(
+            "kp_rt_é",
+            REFRESH_TOKEN_PREFIX
+        ));
         assert_eq!(format!("{token:?}"), "[redacted]");
     }
 }

@@ -5,12 +5,14 @@
 use std::sync::Arc;
 
 use super::audit::Audit;
+use super::clients::Client;
 use super::scopes::Scopes;
 use super::tokens::AccessClaims;
 use super::{Error, ErrorCode, Result};
-use crate::crypto::tokens::{Secret, is_well_formed_refresh_token};
+use crate::crypto::hash_secret;
+use crate::crypto::tokens::{Secret, is_opaque_token, is_well_formed_refresh_token};
 use crate::service::{Caller, Keyport};
-use crate::store::{self, clients::Client};
+use crate::store;
 use keyport_proto::{Introspection, Userinfo};
 
 impl Keyport {
@@ -19,7 +21,7 @@ impl Keyport {
     /// another client's token is refused and stays valid.
     pub async fn revoke(&self, client: &Client, token: &Secret, caller: &Caller) -> Result<()> {
         let now = self.clock.now();
-        if is_well_formed_refresh_token(token.expose()) {
+        if is_well_formed_refresh_token(token.expose(), &client.refresh_token_prefix) {
             let Some(found) =
                 store::sessions::refresh_by_hash(self.store.pool(), &token.hash()).await?
             else {
@@ -96,6 +98,13 @@ impl Keyport {
         };
         let claims = match self.verified_claims(token) {
             Some(claims) => claims,
+            None if is_opaque_token(token) => {
+                let stored = store::sessions::opaque_claims(self.store.pool(), &hash_secret(token))
+                    .await?
+                    .ok_or_else(invalid)?;
+                let claims: AccessClaims = serde_json::from_str(&stored).map_err(|_| invalid())?;
+                Arc::new(claims)
+            }
             None => {
                 let claims: AccessClaims = self
                     .keys()
@@ -156,7 +165,7 @@ impl Keyport {
     /// client's refresh token, answers `{"active": false}` and nothing more.
     pub async fn introspect(&self, client: &Client, token: &Secret) -> Result<Introspection> {
         let inactive = Introspection::default();
-        if is_well_formed_refresh_token(token.expose()) {
+        if is_well_formed_refresh_token(token.expose(), &client.refresh_token_prefix) {
             let Some(found) =
                 store::sessions::refresh_by_hash(self.store.pool(), &token.hash()).await?
             else {

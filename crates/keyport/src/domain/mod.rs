@@ -4,11 +4,16 @@
 
 pub mod access;
 pub mod audit;
+pub mod authorize;
 pub mod clients;
+pub mod code;
 pub mod device;
+pub mod discovery;
 pub mod keys;
 pub mod metadata;
+pub mod pkce;
 pub mod poll;
+pub mod redirect;
 pub mod refresh;
 pub mod scopes;
 pub mod signin;

@@ -6,15 +6,16 @@
 //! gets the same tokens, never a second set.
 
 use super::audit::Audit;
+use super::clients::Client;
 use super::scopes::Scopes;
 use super::tokens::{Grant, open_reply, seal_reply};
 use super::{Error, ErrorCode, Result};
 use crate::crypto::tokens::{Secret, new_refresh_token};
 use crate::crypto::{self, hash_secret};
 use crate::service::{Caller, Keyport};
+use crate::store;
 use crate::store::device::{DeviceAuthorization, Status};
 use crate::store::sessions::Session;
-use crate::store::{self, clients::Client};
 use keyport_proto::{DEVICE_CODE_GRANT, TokenResponse};
 
 /// A poll of the token endpoint with a device code.
@@ -84,7 +85,7 @@ impl Keyport {
             )),
             Status::Redeemed => Err(already_used()),
             Status::Approved => {
-                self.redeem_device(device, narrowing, &poll.device_code, caller)
+                self.redeem_device(client, device, narrowing, &poll.device_code, caller)
                     .await
             }
         }
@@ -132,6 +133,7 @@ impl Keyport {
     /// one poll wins) and stores the session with the sealed response.
     async fn redeem_device(
         &self,
+        client: &Client,
         device: DeviceAuthorization,
         narrowing: Option<Scopes>,
         device_code: &Secret,
@@ -171,15 +173,23 @@ impl Keyport {
             last_used_at: now,
             revoked_at: None,
         };
-        let refresh = scope.contains("offline_access").then(new_refresh_token);
+        let refresh = scope
+            .contains("offline_access")
+            .then(|| new_refresh_token(&client.refresh_token_prefix));
         let refresh_hash = refresh.as_ref().map(Secret::hash);
-        let response = self.mint(Grant {
-            session: session.clone(),
-            refresh,
-            user: user.clone(),
-            id_token: true,
-            scope,
-        })?;
+        let minted = self.mint(
+            client,
+            Grant {
+                session: session.clone(),
+                refresh,
+                user: user.clone(),
+                id_token: true,
+                nonce: None,
+                scope,
+            },
+        )?;
+        let response = minted.response;
+        let opaque = minted.opaque;
         let code_hash = device_code.hash();
         let sealed = (self.config.tokens.refresh_leeway > 0)
             .then(|| seal_reply(device_code, LEEWAY, &code_hash, &response));
@@ -196,6 +206,7 @@ impl Keyport {
                         refresh_expires,
                         sealed,
                         email,
+                        opaque,
                     };
                     release(c, released, now_ms, &caller).await
                 })
@@ -213,6 +224,7 @@ struct Release {
     refresh_expires: i64,
     sealed: Option<String>,
     email: Option<String>,
+    opaque: Option<super::tokens::OpaqueAccessToken>,
 }
 
 /// Inside the write transaction: the approver must still be able to sign
@@ -251,6 +263,9 @@ async fn release(
     if let Some(hash) = &r.refresh_hash {
         store::sessions::insert_refresh(&mut *c, hash, &r.session.id, now, r.refresh_expires)
             .await?;
+    }
+    if let Some(record) = &r.opaque {
+        store::sessions::insert_opaque(&mut *c, record).await?;
     }
     Audit::new("token.issue", "success")
         .actor(r.email.as_deref())

@@ -6,16 +6,18 @@
 use serde::{Deserialize, Serialize};
 
 use super::audit::Audit;
+use super::clients::AccessTokenFormat;
+use super::clients::Client;
 use super::scopes::Scopes;
 use super::{Error, ErrorCode, Result};
 use crate::crypto;
 use crate::crypto::keys::KeySet;
 use crate::crypto::seal::{derive_key, open_with, seal_with};
-use crate::crypto::tokens::Secret;
+use crate::crypto::tokens::{Secret, new_opaque_access_token};
 use crate::service::{Caller, Keyport};
 use crate::store::sessions::Session;
-use crate::store::{clients::Client, directory::User};
-use keyport_proto::TokenResponse;
+use crate::store::{self, directory::User};
+use keyport_proto::{GrantType, TokenResponse};
 
 /// Claims of a Keyport access token (RFC 9068 §2.2 plus workspace and role).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,6 +49,8 @@ struct IdClaims<'a> {
     iat: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     auth_time: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nonce: Option<&'a str>,
     at_hash: String,
     sid: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -63,14 +67,32 @@ pub struct Grant {
     pub refresh: Option<Secret>,
     pub user: Option<User>,
     pub id_token: bool,
+    /// OIDC `nonce` from the authorization request, into the ID token.
+    pub nonce: Option<String>,
     /// The scope of this response (a request may narrow the session's).
     pub scope: Scopes,
 }
 
+/// A signed token response, and for an opaque access token the row that
+/// makes it valid (the grant's transaction stores it with the session).
+pub struct Minted {
+    pub response: TokenResponse,
+    pub opaque: Option<OpaqueAccessToken>,
+}
+
+/// What the store keeps of an opaque access token.
+#[derive(Debug, Clone)]
+pub struct OpaqueAccessToken {
+    pub token_hash: String,
+    pub session_id: Option<String>,
+    pub client_id: String,
+    pub claims: AccessClaims,
+}
+
 impl Keyport {
-    /// Signs the access token (and ID token when `openid` was granted) for a
-    /// session.
-    pub(crate) fn mint(&self, grant: Grant) -> Result<TokenResponse> {
+    /// Signs the access token (a JWT, or an opaque token as the client
+    /// chose) and the ID token when `openid` was granted.
+    pub(crate) fn mint(&self, client: &Client, grant: Grant) -> Result<Minted> {
         let keys = self.keys();
         let now = self.clock.now();
         let ttl = self.config.tokens.access_token_ttl;
@@ -96,7 +118,19 @@ impl Keyport {
             workspace: session.workspace_id.clone(),
             role: session.role.clone(),
         };
-        let access_token = keys.sign_access_token(&claims);
+        let (access_token, opaque) = match client.access_token_format {
+            AccessTokenFormat::Jwt => (keys.sign_access_token(&claims), None),
+            AccessTokenFormat::Opaque => {
+                let token = new_opaque_access_token(&client.access_token_prefix);
+                let record = OpaqueAccessToken {
+                    token_hash: token.hash(),
+                    session_id: claims.sid.clone(),
+                    client_id: claims.client_id.clone(),
+                    claims,
+                };
+                (token.expose().to_string(), Some(record))
+            }
+        };
         let id_token = match (
             &grant.user,
             grant.id_token && grant.scope.contains("openid"),
@@ -109,6 +143,7 @@ impl Keyport {
                     exp: now + ttl,
                     iat: now,
                     auth_time: session.auth_time,
+                    nonce: grant.nonce.as_deref(),
                     at_hash: KeySet::at_hash(&access_token),
                     sid: &session.id,
                     email: grant.scope.contains("email").then_some(user.email.as_str()),
@@ -122,15 +157,16 @@ impl Keyport {
             ),
             _ => None,
         };
-        Ok(TokenResponse {
+        let response = TokenResponse {
             access_token,
             token_type: "Bearer".into(),
             expires_in: ttl as u64,
             refresh_token: grant.refresh.map(|r| r.expose().to_string()),
             scope,
             id_token,
-            expires_at: Some(now + ttl),
-        })
+            expires_at: Some(rfc3339(now + ttl)),
+        };
+        Ok(Minted { response, opaque })
     }
 
     /// RFC 6749 §4.4 for confidential clients: no user, no session, no
@@ -142,10 +178,11 @@ impl Keyport {
         resource: Option<&str>,
         caller: &Caller,
     ) -> Result<TokenResponse> {
-        if !client.confidential || !client.grants.iter().any(|g| g == "client_credentials") {
+        client.require(GrantType::ClientCredentials)?;
+        if !client.confidential {
             return Err(Error::oauth(
                 ErrorCode::UnauthorizedClient,
-                "client credentials are not enabled for this client",
+                "client credentials need a confidential client",
             ));
         }
         let mut scope = self.requested_scopes(client, scope)?;
@@ -163,33 +200,53 @@ impl Keyport {
             label: None,
             metadata: "{}".into(),
             ip: caller.ip_string(),
-            grant_type: "client_credentials".into(),
+            grant_type: GrantType::ClientCredentials.as_str().into(),
             auth_time: None,
             created_at: now,
             last_used_at: now,
             revoked_at: None,
         };
-        let (client_id, caller_owned, scope_text) =
-            (client.id.clone(), caller.clone(), session.scope.clone());
+        let scope_text = session.scope.clone();
+        let minted = self.mint(
+            client,
+            Grant {
+                session,
+                refresh: None,
+                user: None,
+                id_token: false,
+                nonce: None,
+                scope,
+            },
+        )?;
+        let (client_id, caller_owned, opaque) =
+            (client.id.clone(), caller.clone(), minted.opaque.clone());
         self.store
             .write(move |c| {
                 Box::pin(async move {
+                    if let Some(record) = &opaque {
+                        store::sessions::insert_opaque(&mut *c, record).await?;
+                    }
                     Audit::new("token.issue", "success")
                         .client(&client_id)
-                        .detail(serde_json::json!({ "grant_type": "client_credentials", "scope": scope_text }))
+                        .detail(serde_json::json!({ "grant_type": GrantType::ClientCredentials.as_str(), "scope": scope_text }))
                         .record(c, now * 1000, &caller_owned)
                         .await
                 })
             })
             .await?;
-        self.mint(Grant {
-            session,
-            refresh: None,
-            user: None,
-            id_token: false,
-            scope,
-        })
+        Ok(minted.response)
     }
+}
+
+/// `2026-03-30T10:00:00Z`: the absolute expiry seed 001's clients read.
+pub fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
 }
 
 /// A token response kept for a retry whose reply was lost (a refresh raced

@@ -75,6 +75,14 @@ pub fn router(kp: Keyport, draining: Draining) -> Router {
             "/oauth/userinfo",
             get(oauth::userinfo).post(oauth::userinfo),
         )
+        .route(
+            "/oauth/authorize",
+            get(pages::authorize::authorize).post(pages::authorize::decide),
+        )
+        .route(
+            "/signin",
+            get(pages::authorize::sign_in_page).post(pages::device::sign_in),
+        )
         .route("/device", get(pages::device::verification_page))
         .route("/device/sign-in", post(pages::device::sign_in))
         .route("/device/decision", post(pages::device::decision))
@@ -177,7 +185,7 @@ async fn https_only(State(kp): State<Keyport>, req: Request, next: Next) -> Resp
     next.run(req).await
 }
 
-const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; \
+pub(crate) const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; \
                    frame-ancestors 'none'; base-uri 'none'";
 
 async fn security_headers(State(kp): State<Keyport>, req: Request, next: Next) -> Response {
@@ -199,9 +207,12 @@ async fn security_headers(State(kp): State<Keyport>, req: Request, next: Next) -
         HeaderValue::from_static("no-referrer"),
     );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
+    // A page that may redirect a posted form elsewhere sets its own.
+    if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        );
+    }
     response
 }

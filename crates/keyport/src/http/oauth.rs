@@ -6,45 +6,18 @@ use axum::Extension;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use keyport_proto::{ClientInfo, DEVICE_CODE_GRANT, ErrorCode};
+use keyport_proto::{ClientInfo, ErrorCode, GrantType};
 use serde_json::json;
 
 use super::error::{ApiError, bearer_required, no_store};
 use super::params::{Params, bearer_token};
+use crate::crypto::tokens::Secret;
 use crate::domain::Error;
+use crate::domain::code::CodeExchange;
 use crate::domain::device::StartRequest;
 use crate::domain::metadata::DeviceMetadata;
 use crate::domain::poll::PollRequest;
 use crate::service::{Caller, Keyport};
-
-/// The grant types the token endpoint serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GrantType {
-    DeviceCode,
-    RefreshToken,
-    ClientCredentials,
-}
-
-impl GrantType {
-    pub const SUPPORTED: &[&str] = &[DEVICE_CODE_GRANT, "refresh_token", "client_credentials"];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            GrantType::DeviceCode => DEVICE_CODE_GRANT,
-            GrantType::RefreshToken => "refresh_token",
-            GrantType::ClientCredentials => "client_credentials",
-        }
-    }
-
-    fn parse(text: &str) -> Option<Self> {
-        match text {
-            DEVICE_CODE_GRANT => Some(GrantType::DeviceCode),
-            "refresh_token" => Some(GrantType::RefreshToken),
-            "client_credentials" => Some(GrantType::ClientCredentials),
-            _ => None,
-        }
-    }
-}
 
 fn json_no_store(value: impl serde::Serialize) -> Response {
     let mut response = axum::Json(value).into_response();
@@ -53,33 +26,7 @@ fn json_no_store(value: impl serde::Serialize) -> Response {
 }
 
 pub async fn metadata(State(kp): State<Keyport>) -> Response {
-    let iss = &kp.config.issuer;
-    let mut response = axum::Json(json!({
-        "issuer": iss,
-        "authorization_endpoint": format!("{iss}/oauth/authorize"),
-        "token_endpoint": format!("{iss}/oauth/token"),
-        "device_authorization_endpoint": format!("{iss}/oauth/device_authorization"),
-        "revocation_endpoint": format!("{iss}/oauth/revoke"),
-        "introspection_endpoint": format!("{iss}/oauth/introspect"),
-        "userinfo_endpoint": format!("{iss}/oauth/userinfo"),
-        "jwks_uri": format!("{iss}/oauth/jwks"),
-        "grant_types_supported": GrantType::SUPPORTED,
-        "response_types_supported": ["code"],
-        "response_modes_supported": ["query"],
-        "scopes_supported": kp.catalogue.names(),
-        "code_challenge_methods_supported": ["S256"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
-        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
-        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "id_token_signing_alg_values_supported": ["RS256"],
-        "access_token_signing_alg_values_supported": ["EdDSA"],
-        "subject_types_supported": ["public"],
-        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "email", "email_verified", "name", "sid", "workspace", "role"],
-        "authorization_response_iss_parameter_supported": true,
-        "request_parameter_supported": false,
-        "service_documentation": format!("{iss}/device"),
-    }))
-    .into_response();
+    let mut response = axum::Json(kp.discovery()).into_response();
     response.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=300"),
@@ -172,6 +119,16 @@ pub async fn token(
             let token = params.secret("refresh_token")?;
             kp.refresh(&client, &token, params.get("scope"), &caller)
                 .await?
+        }
+        GrantType::AuthorizationCode => {
+            let exchange = CodeExchange {
+                code: params.secret("code")?,
+                redirect_uri: params.get("redirect_uri").map(str::to_string),
+                code_verifier: params
+                    .get("code_verifier")
+                    .map(|v| Secret::new(v.to_string())),
+            };
+            kp.exchange_code(&client, exchange, &caller).await?
         }
         GrantType::ClientCredentials => {
             kp.client_credentials(

@@ -24,12 +24,15 @@ use crate::store::{self, directory::User};
 
 #[derive(Template)]
 #[template(path = "signin.html")]
-struct SignInPage<'a> {
-    action: &'a str,
-    csrf: &'a str,
-    user_code: Option<String>,
-    email: &'a str,
-    error: Option<String>,
+pub(super) struct SignInPage<'a> {
+    pub action: &'a str,
+    pub csrf: &'a str,
+    pub user_code: Option<String>,
+    /// Where to go once signed in (an authorization request).
+    pub next: Option<String>,
+    pub client_name: Option<&'a str>,
+    pub email: &'a str,
+    pub error: Option<String>,
 }
 
 #[derive(Template)]
@@ -76,7 +79,7 @@ pub struct DeviceQuery {
 }
 
 /// The signed-in user, if the session cookie names a live session.
-async fn current_user(
+pub(super) async fn current_user(
     kp: &Keyport,
     headers: &HeaderMap,
 ) -> Result<Option<(User, i64, String)>, Error> {
@@ -96,12 +99,25 @@ fn sign_in_page(
     email: &str,
     error: Option<String>,
 ) -> Response {
+    sign_in_with_next(status, csrf, user_code, None, email, error)
+}
+
+fn sign_in_with_next(
+    status: StatusCode,
+    csrf: &Csrf,
+    user_code: Option<String>,
+    next: Option<String>,
+    email: &str,
+    error: Option<String>,
+) -> Response {
     page(
         status,
         SignInPage {
             action: "/device/sign-in",
             csrf: &csrf.token,
             user_code,
+            next,
+            client_name: None,
             email,
             error,
         }
@@ -305,7 +321,14 @@ pub async fn sign_in(
         Err(page) => return page,
     };
     let user_code = form.get(PENDING_CODE_FIELD).map(str::to_string);
+    let next = form
+        .get("next")
+        .filter(|n| super::is_local_path(n))
+        .map(str::to_string);
     let email = form.get("email").unwrap_or("").to_string();
+    let sign_in_page = |status, csrf: &Csrf, user_code, email: &str, error| {
+        sign_in_with_next(status, csrf, user_code, next.clone(), email, error)
+    };
     if !csrf_ok(&kp, &headers, form.get("csrf_token")) {
         let error = Some("Your session expired. Please sign in again.".to_string());
         return sign_in_page(StatusCode::FORBIDDEN, &csrf, user_code, &email, error);
@@ -313,9 +336,10 @@ pub async fn sign_in(
     let password = form.get("password").unwrap_or("");
     match kp.sign_in(&email, password, &caller).await {
         Ok(session) => {
-            let target = match &user_code {
-                Some(code) => format!("/device?user_code={}", url_encode(code)),
-                None => "/device".to_string(),
+            let target = match (&next, &user_code) {
+                (Some(next), _) => next.clone(),
+                (None, Some(code)) => format!("/device?user_code={}", url_encode(code)),
+                (None, None) => "/device".to_string(),
             };
             let names = cookies(&kp);
             let mut response = Redirect::to(&target).into_response();

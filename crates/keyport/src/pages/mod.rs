@@ -2,6 +2,7 @@
 //! verification page and first-run setup. They work without JavaScript,
 //! label every input and carry a CSRF token in every form.
 
+pub mod authorize;
 pub mod device;
 pub mod setup;
 
@@ -11,6 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
 use crate::crypto::{self, constant_time_eq};
+use crate::domain::Error;
 use crate::http::params::{Params, read_form};
 use crate::service::Keyport;
 
@@ -123,6 +125,16 @@ fn issuer_origin(kp: &Keyport) -> String {
         .unwrap_or_default()
 }
 
+/// A path on this server, safe to redirect to after sign-in: no scheme, no
+/// host, no `//` or `/\` that a browser would read as another host.
+pub fn is_local_path(next: &str) -> bool {
+    next.starts_with('/')
+        && !next.starts_with("//")
+        && !next.starts_with("/\\")
+        && !next.chars().any(|c| c.is_control())
+        && next.len() <= 8 * 1024
+}
+
 /// Reads a posted form; a body that is no form becomes the "Bad request" page.
 pub async fn read_page_form(body: Body) -> Result<Params, Response> {
     read_form(body).await.map_err(|_| {
@@ -171,6 +183,49 @@ pub fn page(
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+/// The one mapping from a domain error to a page, as `http::error` is for
+/// the JSON API: a refusal explains itself, a throttle says when to come
+/// back, and a storage failure asks the user to retry.
+pub fn error_page(e: &Error) -> Response {
+    match e {
+        Error::OAuth { description, .. } => message(
+            StatusCode::BAD_REQUEST,
+            "Nothing changed",
+            vec![description.to_string()],
+        ),
+        Error::Throttled { retry_after } => with_retry_after(
+            message(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many attempts",
+                vec!["Wait a while, then try again.".into()],
+            ),
+            *retry_after,
+        ),
+        Error::Store(_) => message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Try again shortly",
+            vec!["Keyport cannot reach its database right now.".into()],
+        ),
+        Error::Internal(what) => {
+            tracing::error!(what, "internal error");
+            message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong",
+                vec!["Keyport could not finish this request.".into()],
+            )
+        }
+    }
+}
+
+/// The pages' Content Security Policy, with `form-action` also admitting
+/// `target` (where a posted form may end up after redirects).
+pub fn csp_with_form_action(target: &str) -> String {
+    crate::http::CSP.replace(
+        "form-action 'self'",
+        &format!("form-action 'self' {target}"),
+    )
 }
 
 /// A 429 page says when to come back (RFC 6585 §4).

@@ -9,7 +9,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use super::Engine;
 
 pub(super) fn migrator(engine: Engine) -> Migrator {
-    let files: [(i64, &str, &str); 5] = match engine {
+    let files: [(i64, &str, &str); 6] = match engine {
         Engine::Sqlite => [
             (
                 1,
@@ -35,6 +35,11 @@ pub(super) fn migrator(engine: Engine) -> Migrator {
                 5,
                 "key rotation",
                 include_str!("../../migrations/sqlite/0005_key_rotation.sql"),
+            ),
+            (
+                6,
+                "authorization code",
+                include_str!("../../migrations/sqlite/0006_authorization_code.sql"),
             ),
         ],
         Engine::Postgres => [
@@ -62,6 +67,11 @@ pub(super) fn migrator(engine: Engine) -> Migrator {
                 5,
                 "key rotation",
                 include_str!("../../migrations/postgres/0005_key_rotation.sql"),
+            ),
+            (
+                6,
+                "authorization code",
+                include_str!("../../migrations/postgres/0006_authorization_code.sql"),
             ),
         ],
     };

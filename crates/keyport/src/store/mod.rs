@@ -13,6 +13,7 @@
 pub mod audit;
 pub mod browser;
 pub mod clients;
+pub mod codes;
 pub mod device;
 pub mod directory;
 pub mod keys;

@@ -300,3 +300,32 @@ pub async fn access_state<'e>(
         user,
     })
 }
+
+/// Stores an opaque access token (its hash and the claims it stands for).
+pub async fn insert_opaque<'e>(
+    db: impl Db<'e>,
+    token: &crate::domain::tokens::OpaqueAccessToken,
+) -> Result<()> {
+    let claims = serde_json::to_string(&token.claims).expect("access claims serialize");
+    sqlx::query(
+        "INSERT INTO access_tokens (token_hash, session_id, client_id, claims, expires_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&token.token_hash)
+    .bind(&token.session_id)
+    .bind(&token.client_id)
+    .bind(claims)
+    .bind(token.claims.exp)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// The claims of an opaque access token, by its hash.
+pub async fn opaque_claims<'e>(db: impl Db<'e>, token_hash: &str) -> Result<Option<String>> {
+    let row = sqlx::query("SELECT claims FROM access_tokens WHERE token_hash = $1")
+        .bind(token_hash)
+        .fetch_optional(db)
+        .await?;
+    Ok(row.map(|r| r.try_get("claims")).transpose()?)
+}

@@ -7,6 +7,7 @@ mod backup;
 mod bad_input;
 mod binary;
 mod browser;
+mod code_flow;
 mod connections;
 mod crash;
 mod device_errors;
