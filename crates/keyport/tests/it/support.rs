@@ -1,9 +1,9 @@
 //! `TestServer`: the real Keyport on 127.0.0.1:0 with a fresh SQLite file
-//! and a clock the test moves, driven over real HTTP.
+//! and a clock the test moves, driven over real HTTP. The hosted pages are
+//! driven by `keyport-testkit`'s `Browser`, signed in as alice.
 
 #![allow(dead_code)]
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -15,7 +15,11 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+pub use keyport_testkit::{Browser, form_fields, json_of};
+
 pub const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+/// The seeded user's sign-in.
+pub const EMAIL: &str = "alice@example.com";
 pub const PASSWORD: &str = "correct horse battery staple";
 pub const CLI: &str = "test-cli";
 pub const RS: &str = "test-rs";
@@ -158,13 +162,11 @@ impl TestServer {
 
     async fn seed(&mut self) {
         let kp = &self.kp;
-        admin::add_user(kp, "alice@example.com", Some("Alice"), PASSWORD.into())
+        admin::add_user(kp, EMAIL, Some("Alice"), PASSWORD.into())
             .await
             .unwrap();
         admin::add_workspace(kp, "acme", "Acme").await.unwrap();
-        admin::add_member(kp, "acme", "alice@example.com", "admin")
-            .await
-            .unwrap();
+        admin::add_member(kp, "acme", EMAIL, "admin").await.unwrap();
         admin::add_client(
             kp,
             NewClient {
@@ -298,9 +300,10 @@ impl TestServer {
         json_of(response).await
     }
 
-    /// A browser (cookie jar, following redirects) for the hosted pages.
+    /// A browser (cookie jar, following redirects) for the hosted pages,
+    /// signing in as alice.
     pub fn browser(&self) -> Browser {
-        Browser::new(&self.issuer)
+        Browser::new(&self.issuer, EMAIL, PASSWORD)
     }
 
     /// Signs in as alice through the page's forms and approves (or denies).
@@ -398,126 +401,8 @@ pub async fn wait_ready(base: &str) {
     }
 }
 
-pub async fn json_of(response: reqwest::Response) -> (StatusCode, Value) {
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    let body = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or(Value::String(text))
-    };
-    (status, body)
-}
-
 /// Signs in as alice on the server at `base` and approves (or denies) the
 /// device request behind `verification_uri_complete`.
 pub async fn approve_at(base: &str, verification_uri_complete: &str, decision: &str) -> String {
-    let browser = Browser::new(base);
-    let page = browser.get(verification_uri_complete).await;
-    let page = browser
-        .submit(
-            &page,
-            "/device/sign-in",
-            &[("email", "alice@example.com"), ("password", PASSWORD)],
-        )
-        .await;
-    assert!(
-        page.contains("Approve"),
-        "no approval form after sign-in:\n{page}"
-    );
-    browser
-        .submit(&page, "/device/decision", &[("decision", decision)])
-        .await
-}
-
-pub struct Browser {
-    pub http: reqwest::Client,
-    base: String,
-}
-
-impl Browser {
-    pub fn new(base: &str) -> Self {
-        Browser {
-            http: reqwest::Client::builder()
-                .cookie_store(true)
-                .build()
-                .unwrap(),
-            base: base.to_string(),
-        }
-    }
-
-    pub async fn get(&self, url: &str) -> String {
-        self.http
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    }
-
-    /// Opens `url` and signs in there as alice; returns the page after.
-    pub async fn sign_in_at(&self, url: &str) -> String {
-        let page = self.get(url).await;
-        self.submit(
-            &page,
-            "/device/sign-in",
-            &[("email", "alice@example.com"), ("password", PASSWORD)],
-        )
-        .await
-    }
-
-    /// Submits the form whose action is `action` with its hidden fields plus `fields`.
-    pub async fn submit(&self, page: &str, action: &str, fields: &[(&str, &str)]) -> String {
-        let mut form = form_fields(page, action);
-        for (k, v) in fields {
-            form.insert(k.to_string(), v.to_string());
-        }
-        self.http
-            .post(format!("{}{action}", self.base))
-            .form(&form)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    }
-}
-
-/// The `name="…" value="…"` inputs of the form posting to `action`.
-pub fn form_fields(page: &str, action: &str) -> HashMap<String, String> {
-    let start = page
-        .find(&format!("action=\"{action}\""))
-        .unwrap_or_else(|| panic!("no form for {action} in:\n{page}"));
-    let end = page[start..]
-        .find("</form>")
-        .map_or(page.len(), |i| start + i);
-    let form = &page[start..end];
-    let mut fields = HashMap::new();
-    for input in form.split("<input").skip(1) {
-        let tag = &input[..input.find('>').unwrap_or(input.len())];
-        if let (Some(name), Some(value)) = (attr(tag, "name"), attr(tag, "value")) {
-            fields.insert(name, html_unescape(&value));
-        }
-    }
-    fields
-}
-
-fn attr(tag: &str, name: &str) -> Option<String> {
-    let key = format!("{name}=\"");
-    let start = tag.find(&key)? + key.len();
-    let end = tag[start..].find('"')? + start;
-    Some(tag[start..end].to_string())
-}
-
-fn html_unescape(text: &str) -> String {
-    text.replace("&#x2d;", "-")
-        .replace("&#45;", "-")
-        .replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
+    keyport_testkit::decide_device(base, verification_uri_complete, EMAIL, PASSWORD, decision).await
 }

@@ -1,4 +1,4 @@
-//! The real Keyport server in-process for kp's end-to-end tests, the browser that approves on its pages, and kp run as a subprocess.
+//! The real Keyport server in-process for kp's end-to-end tests, approval on its pages through `keyport-testkit`, and kp run as a subprocess.
 //!
 //! A small equivalent of `crates/keyport/tests/it/support.rs` (which cannot
 //! be imported from here), on the system clock because kp reads the real one.
@@ -6,7 +6,6 @@
 #[cfg(all(target_os = "linux", feature = "keyring"))]
 mod secret_service;
 
-use std::collections::HashMap;
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,6 +18,7 @@ use keyport::Keyport;
 use keyport::admin::{self, NewClient};
 use keyport::clock::SystemClock;
 use keyport::config::{Config, Limits, TokenSettings};
+use keyport_testkit::{decide_device, json_of};
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -135,10 +135,7 @@ impl Server {
             .send()
             .await
             .unwrap();
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, body)
+        json_of(response).await
     }
 
     /// The live (not revoked) CLI sessions, as `keyport sessions list` shows them.
@@ -161,28 +158,14 @@ impl Server {
     /// Signs in as alice through the hosted page's forms and approves, as a
     /// user who opened `verification_uri_complete` would.
     pub async fn approve(&self, verification_uri_complete: &str) {
-        let browser = Browser {
-            http: reqwest::Client::builder()
-                .cookie_store(true)
-                .build()
-                .unwrap(),
-            base: self.issuer.clone(),
-        };
-        let page = browser.get(verification_uri_complete).await;
-        let page = browser
-            .submit(
-                &page,
-                "/device/sign-in",
-                &[("email", EMAIL), ("password", PASSWORD)],
-            )
-            .await;
-        assert!(
-            page.contains("Approve"),
-            "no approval form after sign-in:\n{page}"
-        );
-        let done = browser
-            .submit(&page, "/device/decision", &[("decision", "approve")])
-            .await;
+        let done = decide_device(
+            &self.issuer,
+            verification_uri_complete,
+            EMAIL,
+            PASSWORD,
+            "approve",
+        )
+        .await;
         assert!(done.contains("Device approved"), "{done}");
     }
 }
@@ -193,72 +176,6 @@ impl Drop for Server {
             let _ = tx.send(());
         }
     }
-}
-
-struct Browser {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Browser {
-    async fn get(&self, url: &str) -> String {
-        let response = self.http.get(url).send().await.unwrap();
-        assert!(response.status().is_success(), "GET {url}: {response:?}");
-        response.text().await.unwrap()
-    }
-
-    /// Submits the form whose action is `action` with its hidden fields
-    /// (csrf_token, request_id, …) plus `fields`.
-    async fn submit(&self, page: &str, action: &str, fields: &[(&str, &str)]) -> String {
-        let mut form = form_fields(page, action);
-        for (k, v) in fields {
-            form.insert(k.to_string(), v.to_string());
-        }
-        self.http
-            .post(format!("{}{action}", self.base))
-            .form(&form)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    }
-}
-
-/// The `name="…" value="…"` inputs of the form posting to `action`.
-fn form_fields(page: &str, action: &str) -> HashMap<String, String> {
-    let start = page
-        .find(&format!("action=\"{action}\""))
-        .unwrap_or_else(|| panic!("no form for {action} in:\n{page}"));
-    let end = page[start..]
-        .find("</form>")
-        .map_or(page.len(), |i| start + i);
-    let mut fields = HashMap::new();
-    for input in page[start..end].split("<input").skip(1) {
-        let tag = &input[..input.find('>').unwrap_or(input.len())];
-        if let (Some(name), Some(value)) = (attr(tag, "name"), attr(tag, "value")) {
-            fields.insert(name, html_unescape(&value));
-        }
-    }
-    fields
-}
-
-fn attr(tag: &str, name: &str) -> Option<String> {
-    let key = format!("{name}=\"");
-    let start = tag.find(&key)? + key.len();
-    let end = tag[start..].find('"')? + start;
-    Some(tag[start..end].to_string())
-}
-
-fn html_unescape(text: &str) -> String {
-    text.replace("&#x2d;", "-")
-        .replace("&#45;", "-")
-        .replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
 }
 
 /// One user's kp: its own config dir (and HOME), nothing inherited from the
