@@ -100,6 +100,22 @@ enum UserCommand {
 enum ClientCommand {
     /// Register a client; a confidential client's secret is printed once
     Add(ClientAdd),
+    /// Client secrets
+    #[command(subcommand)]
+    Secret(SecretCommand),
+}
+
+#[derive(Subcommand)]
+enum SecretCommand {
+    /// Give a confidential client a new secret (printed once); the old one
+    /// keeps working for the grace period
+    Rotate {
+        #[arg(long)]
+        id: String,
+        /// Hours the old secret keeps working
+        #[arg(long, default_value_t = 24)]
+        grace_hours: i64,
+    },
 }
 
 #[derive(Args)]
@@ -306,6 +322,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 format!(
                     "cleared failed sign-ins of {}",
                     d["email"].as_str().unwrap_or("")
+                )
+            });
+        }
+        Command::Client(ClientCommand::Secret(SecretCommand::Rotate { id, grace_hours })) => {
+            let kp = open(&cli.store, &none).await?;
+            let rotated = admin::rotate_client_secret(&kp, &id, grace_hours * 3600).await?;
+            print(json, rotated, |r| {
+                format!(
+                    "new client secret for {} (shown once, store it now): {}\nthe old secret works until {}",
+                    r["client_id"].as_str().unwrap_or(""),
+                    r["client_secret"].as_str().unwrap_or(""),
+                    r["previous_secret_expires_at"].as_str().unwrap_or("")
                 )
             });
         }

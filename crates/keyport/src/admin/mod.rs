@@ -89,6 +89,52 @@ pub async fn add_client(kp: &Keyport, new: ClientSpec) -> Result<Value> {
     Ok(out)
 }
 
+/// `keyport client secret rotate`: a new secret, printed once; the old one
+/// keeps working for `grace` seconds so deployments can switch over.
+pub async fn rotate_client_secret(kp: &Keyport, id: &str, grace: i64) -> Result<Value> {
+    let client = kp
+        .client(id)
+        .await?
+        .ok_or_else(|| AdminError(format!("no client {id}")))?;
+    if !client.confidential {
+        return Err(AdminError(format!(
+            "{id} is a public client: it has no secret"
+        )));
+    }
+    if client.source == "config" {
+        return Err(AdminError(format!(
+            "{id} is declared in the configuration file: change its secret there"
+        )));
+    }
+    if grace < 0 {
+        return Err(AdminError("the grace period cannot be negative".into()));
+    }
+    let secret = new_client_secret();
+    let until = kp.clock.now() + grace;
+    let (owned_id, hash) = (id.to_string(), secret.hash());
+    let rotated = kp
+        .store
+        .write(move |c| {
+            Box::pin(async move { store::clients::rotate_secret(c, &owned_id, &hash, until).await })
+        })
+        .await?;
+    if !rotated {
+        return Err(AdminError(format!("{id} has no secret to rotate")));
+    }
+    kp.forget_client(id);
+    audit(
+        kp,
+        "admin.client_secret_rotate",
+        json!({ "client_id": id, "grace_seconds": grace }),
+    )
+    .await?;
+    Ok(json!({
+        "client_id": id,
+        "client_secret": secret.expose(),
+        "previous_secret_expires_at": crate::domain::tokens::rfc3339(until),
+    }))
+}
+
 fn client_json(c: &Client) -> Value {
     json!({
         "client_id": c.id, "name": c.name,

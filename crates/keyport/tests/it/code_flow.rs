@@ -685,3 +685,36 @@ async fn opaque_tokens_and_prefixes_are_per_client() {
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn a_rotated_secret_keeps_working_for_its_grace_period() {
+    let server = TestServer::start().await;
+    let old = server.rs_secret.clone();
+    let rotated = keyport::admin::rotate_client_secret(&server.kp, RS, 3600)
+        .await
+        .unwrap();
+    let new = rotated["client_secret"].as_str().unwrap().to_string();
+    assert_ne!(new, old);
+    let grant = |secret: String| {
+        let server = &server;
+        async move {
+            let response = server
+                .http
+                .post(server.url("/oauth/token"))
+                .basic_auth(RS, Some(secret))
+                .form(&[("grant_type", "client_credentials")])
+                .send()
+                .await
+                .unwrap();
+            response.status()
+        }
+    };
+    assert_eq!(grant(old.clone()).await, StatusCode::OK);
+    assert_eq!(grant(new.clone()).await, StatusCode::OK);
+    server.clock.advance_secs(3601);
+    assert_eq!(grant(old).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(grant(new).await, StatusCode::OK);
+    // A public client has no secret to rotate.
+    let refused = keyport::admin::rotate_client_secret(&server.kp, CLI, 60).await;
+    assert!(refused.is_err());
+}
