@@ -128,14 +128,15 @@ mod tests {
         });
         assert_eq!(known.oauth_code(), Some(ErrorCode::SlowDown));
 
+        // Another vendor's code, which Keyport does not define.
         let unknown = Error::from_response(ErrorResponse {
-            error: "consent_required".into(),
+            error: "mfa_required".into(),
             error_description: Some("ask the admin".into()),
         });
         assert_eq!(unknown.oauth_code(), None);
         assert_eq!(
             unknown.to_string(),
-            "the issuer answered consent_required: ask the admin"
+            "the issuer answered mfa_required: ask the admin"
         );
     }
 
