@@ -3,19 +3,17 @@
 use std::future::Future;
 use std::time::Duration;
 
-use base64::Engine;
 use keyport_proto::{
-    ClientInfo, DEVICE_CODE_GRANT, DeviceAuthorizationResponse, ErrorCode, ServerMetadata,
-    TokenResponse,
+    ClientInfo, DEVICE_CODE_GRANT, DeviceAuthorizationResponse, ErrorCode, TokenResponse,
 };
 use tokio::time::Instant;
 
 use crate::discovery::Issuer;
 use crate::error::{Error, Result, printable};
-use crate::http::{check_transport, get_with_bearer, post_form};
-use crate::secret::{AccessToken, DeviceCode};
+use crate::grant::Grant;
+use crate::http::{check_transport, post_form};
+use crate::secret::DeviceCode;
 use crate::store::Credentials;
-use crate::unix_now;
 
 /// RFC 8628 §3.5: each `slow_down` adds five seconds to the interval.
 const SLOW_DOWN_STEP: Duration = Duration::from_secs(5);
@@ -66,11 +64,7 @@ pub struct PollOptions {
 /// A started device login: show [`DeviceLogin::user_code`] and
 /// [`DeviceLogin::verification_uri`] to the user, then [`DeviceLogin::poll`].
 pub struct DeviceLogin {
-    http: reqwest::Client,
-    metadata: ServerMetadata,
-    client_id: String,
-    scope: String,
-    resource: Option<String>,
+    grant: Grant,
     device_code: DeviceCode,
     user_code: String,
     verification_uri: String,
@@ -83,8 +77,8 @@ pub struct DeviceLogin {
 impl std::fmt::Debug for DeviceLogin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DeviceLogin")
-            .field("issuer", &self.metadata.issuer)
-            .field("client_id", &self.client_id)
+            .field("issuer", &self.grant.metadata.issuer)
+            .field("client_id", &self.grant.client_id)
             .field("user_code", &self.user_code)
             .field("verification_uri", &self.verification_uri)
             .field("interval", &self.interval)
@@ -160,11 +154,13 @@ impl DeviceLogin {
             .transpose()?;
         let expires_in = Duration::from_secs(response.expires_in);
         Ok(Self {
-            http: issuer.http().clone(),
-            metadata: issuer.metadata().clone(),
-            client_id: request.client_id.clone(),
-            scope,
-            resource: request.resource.clone(),
+            grant: Grant {
+                http: issuer.http().clone(),
+                metadata: issuer.metadata().clone(),
+                client_id: request.client_id.clone(),
+                scope,
+                resource: request.resource.clone(),
+            },
             device_code: DeviceCode::new(response.device_code),
             user_code: response.user_code,
             verification_uri,
@@ -204,91 +200,16 @@ impl DeviceLogin {
     pub async fn poll(&self, options: &PollOptions) -> Result<Credentials> {
         let interval = options.interval_override.unwrap_or(self.interval);
         let tokens = wait_for_approval(interval, self.deadline, || self.poll_once()).await?;
-        self.credentials_from(tokens).await
+        self.grant.credentials_from(tokens).await
     }
 
     async fn poll_once(&self) -> Result<TokenResponse> {
-        let mut form = vec![
+        let form = [
             ("grant_type", DEVICE_CODE_GRANT),
             ("device_code", self.device_code.secret()),
-            ("client_id", &self.client_id),
         ];
-        if let Some(resource) = &self.resource {
-            form.push(("resource", resource));
-        }
-        post_form(&self.http, &self.metadata.token_endpoint, &form).await
+        self.grant.token_request(&form).await
     }
-
-    async fn credentials_from(&self, tokens: TokenResponse) -> Result<Credentials> {
-        let id_token = tokens.id_token.clone();
-        let mut credentials = Credentials {
-            issuer: self.metadata.issuer.clone(),
-            client_id: self.client_id.clone(),
-            access_token: AccessToken::new(String::new()),
-            refresh_token: None,
-            expires_at: 0,
-            scope: self.scope.clone(),
-            resource: self.resource.clone(),
-            token_endpoint: self.metadata.token_endpoint.clone(),
-            revocation_endpoint: self.metadata.revocation_endpoint.clone(),
-            userinfo_endpoint: self.metadata.userinfo_endpoint.clone(),
-            subject: None,
-            email: None,
-        };
-        credentials.apply(tokens, unix_now())?;
-        self.identify(&mut credentials, id_token.as_deref()).await;
-        Ok(credentials)
-    }
-
-    /// Learns who logged in, for "Logged in as …". Userinfo is asked first
-    /// because the issuer vouches for it on every call; the ID token's
-    /// claims are the fallback for issuers without userinfo. Failure here
-    /// does not fail the login: the tokens are good either way.
-    async fn identify(&self, credentials: &mut Credentials, id_token: Option<&str>) {
-        if let Some(endpoint) = &credentials.userinfo_endpoint
-            && let Ok(info) = get_with_bearer::<keyport_proto::Userinfo>(
-                &self.http,
-                endpoint,
-                &credentials.access_token,
-            )
-            .await
-        {
-            credentials.subject = Some(info.sub);
-            credentials.email = info.email;
-            return;
-        }
-        if let Some(claims) = id_token.and_then(|t| id_token_claims(t, credentials)) {
-            credentials.subject = claims.sub;
-            credentials.email = claims.email;
-        }
-    }
-}
-
-#[derive(serde::Deserialize)]
-struct IdTokenClaims {
-    iss: String,
-    #[serde(default)]
-    aud: serde_json::Value,
-    sub: Option<String>,
-    email: Option<String>,
-}
-
-/// Reads an ID token's claims without checking its signature, which OIDC
-/// Core §3.1.3.7 allows for a token received straight from the token
-/// endpoint over TLS; `iss` and `aud` are still checked. Only used to name
-/// the user, never to authorize anything.
-fn id_token_claims(id_token: &str, credentials: &Credentials) -> Option<IdTokenClaims> {
-    let payload = id_token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
-    let claims: IdTokenClaims = serde_json::from_slice(&bytes).ok()?;
-    let audience_ok = match &claims.aud {
-        serde_json::Value::String(aud) => *aud == credentials.client_id,
-        serde_json::Value::Array(auds) => auds.iter().any(|a| *a == *credentials.client_id),
-        _ => false,
-    };
-    (claims.iss == credentials.issuer && audience_ok).then_some(claims)
 }
 
 /// The RFC 8628 §3.5 polling loop, apart from HTTP so it can be tested with
@@ -442,33 +363,5 @@ mod tests {
             Some(ErrorCode::InvalidGrant)
         );
         assert_eq!(times, [5]);
-    }
-
-    fn jwt(claims: serde_json::Value) -> String {
-        let b64 = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
-        format!(
-            "{}.{}.sig",
-            b64(br#"{"alg":"RS256"}"#),
-            b64(claims.to_string().as_bytes())
-        )
-    }
-
-    #[test]
-    fn id_token_names_the_user_only_when_it_is_for_us() {
-        let credentials = crate::store::sample_credentials("https://auth.example.com", 0);
-        let ours = jwt(serde_json::json!({
-            "iss": "https://auth.example.com", "aud": ["kp"], "sub": "u1", "email": "a@example.com"
-        }));
-        let claims = id_token_claims(&ours, &credentials).unwrap();
-        assert_eq!(claims.sub.as_deref(), Some("u1"));
-        assert_eq!(claims.email.as_deref(), Some("a@example.com"));
-
-        let foreign =
-            jwt(serde_json::json!({"iss": "https://evil.example", "aud": "kp", "sub": "u1"}));
-        assert!(id_token_claims(&foreign, &credentials).is_none());
-        let other_client =
-            jwt(serde_json::json!({"iss": "https://auth.example.com", "aud": "x", "sub": "u1"}));
-        assert!(id_token_claims(&other_client, &credentials).is_none());
-        assert!(id_token_claims("garbage", &credentials).is_none());
     }
 }

@@ -34,6 +34,7 @@
 mod device;
 mod discovery;
 mod error;
+mod grant;
 mod http;
 #[cfg(feature = "keyring")]
 mod keyring_store;
