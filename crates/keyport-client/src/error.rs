@@ -2,10 +2,12 @@
 //!
 //! RFC 6749 §5.2 error responses become [`Error::OAuth`], except the few a
 //! caller must tell apart without string matching: the end of a session
-//! (`invalid_grant` on refresh, RFC 6749 §5.2 / RFC 9700 §4.14) and the two
-//! final answers of RFC 8628 §3.5 polling.
+//! (`invalid_grant` on refresh, RFC 6749 §5.2 / RFC 9700 §4.14), the two
+//! final answers of RFC 8628 §3.5 polling, and the refusals of a browser's
+//! redirect (a wrong `state`, a wrong RFC 9207 `iss`, no answer in time).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use keyport_proto::{ErrorCode, ErrorResponse};
 
@@ -21,12 +23,36 @@ pub enum Error {
         error: String,
         description: Option<String>,
     },
-    /// RFC 8628 §3.5 `access_denied`: the user refused the login.
+    /// `access_denied`: the user refused the login, at RFC 8628 §3.5 polling
+    /// or in an RFC 6749 §4.1.2.1 error redirect.
     #[error("the login was denied")]
     AccessDenied,
     /// RFC 8628 §3.5 `expired_token`, or `expires_in` ran out while polling.
     #[error("the one-time code expired before the login was approved")]
     ExpiredToken,
+    /// The browser came back with a `state` other than the one this login
+    /// sent (RFC 6749 §10.12): a redirect meant for another login, or forged.
+    #[error("the browser came back from a login other than this one (state mismatch)")]
+    StateMismatch,
+    /// The authorization response names another issuer than the one the
+    /// login went to, or none though the issuer promised one (RFC 9207
+    /// §2.4): the code may belong to another server (a mix-up attack), so
+    /// it is not exchanged.
+    #[error(
+        "the authorization response came from {}, not {expected} (RFC 9207 issuer mismatch)",
+        actual.as_deref().map_or_else(|| "an unnamed issuer".to_owned(), |a| format!("{a:?}"))
+    )]
+    IssuerMismatch {
+        expected: String,
+        actual: Option<String>,
+    },
+    /// No browser came back to the loopback redirect in time.
+    #[error("the browser did not come back within {} s", after.as_secs())]
+    LoginTimedOut { after: Duration },
+    /// The loopback listener for the browser's redirect (RFC 8252 §7.3)
+    /// could not be opened or failed.
+    #[error("cannot listen on 127.0.0.1 for the browser's redirect")]
+    Loopback(#[source] std::io::Error),
     /// No credentials are stored for the issuer.
     #[error("not logged in")]
     NotLoggedIn,

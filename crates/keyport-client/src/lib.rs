@@ -24,6 +24,27 @@
 //! # }
 //! ```
 //!
+//! A CLI on a machine with a browser can use the authorization code flow
+//! instead (RFC 6749 §4.1 with PKCE, redirected to 127.0.0.1 as RFC 8252
+//! §7.3 describes); the credentials are the same:
+//!
+//! ```no_run
+//! # async fn example(issuer: keyport_client::Issuer) -> keyport_client::Result<()> {
+//! use keyport_client::{WebLogin, WebLoginRequest};
+//!
+//! let login = issuer
+//!     .start_web_login(&WebLoginRequest {
+//!         client_id: "mycli".into(),
+//!         scopes: vec!["openid".into(), "offline_access".into()],
+//!         resource: None,
+//!     })
+//!     .await?;
+//! eprintln!("Sign in at {}", login.authorization_url()); // or open it in a browser
+//! let credentials = login.finish(WebLogin::DEFAULT_TIMEOUT).await?;
+//! # let _ = credentials; Ok(())
+//! # }
+//! ```
+//!
 //! No global state: every call takes the issuer, store and HTTP client it uses.
 //!
 //! With the `keyring` feature, [`KeyringStore`] keeps refresh tokens in the
@@ -38,9 +59,12 @@ mod grant;
 mod http;
 #[cfg(feature = "keyring")]
 mod keyring_store;
+mod loopback;
+mod pkce;
 mod secret;
 mod session;
 mod store;
+mod web;
 
 pub use device::{DeviceLogin, DeviceLoginRequest, DeviceMetadata, PollOptions};
 pub use discovery::Issuer;
@@ -50,6 +74,7 @@ pub use keyport_proto::{ClientInfo, ServerMetadata, Userinfo};
 pub use secret::{AccessToken, DeviceCode, RefreshToken};
 pub use session::{REFRESH_MARGIN_SECS, Revocation, Session};
 pub use store::{Credentials, FileStore, StoreLock, TokenStore, config_dir};
+pub use web::{WebLogin, WebLoginRequest};
 
 /// The credential store API [`KeyringStore::with_keyring`] takes, for
 /// other keyrings and in-memory test doubles.

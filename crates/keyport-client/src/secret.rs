@@ -44,6 +44,15 @@ secret!(
     /// The RFC 8628 `device_code`, which the client alone must know while polling.
     DeviceCode
 );
+secret!(
+    /// An RFC 6749 §4.1.2 authorization code, good for one exchange.
+    AuthorizationCode
+);
+secret!(
+    /// The RFC 7636 `code_verifier` that only the client that started the
+    /// login knows; the issuer saw only its hash.
+    CodeVerifier
+);
 
 #[cfg(test)]
 mod tests {
