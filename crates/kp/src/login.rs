@@ -1,15 +1,17 @@
-//! `kp login`: the RFC 8628 device flow at the terminal, shown the way gh shows it.
+//! `kp login`: the RFC 8628 device flow at the terminal, shown the way gh shows it, or with `--web` the authorization code flow with PKCE in a browser on this machine (RFC 8252 loopback redirect).
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use keyport_client::{
-    ClientInfo, DeviceLoginRequest, DeviceMetadata, Issuer, PollOptions, Session,
+    ClientInfo, Credentials, DeviceLoginRequest, DeviceMetadata, Issuer, PollOptions, Session,
+    WebLogin, WebLoginRequest,
 };
 use qrcode::QrCode;
 use qrcode::render::unicode::Dense1x2;
 
+use crate::browser::{self, BrowserEnv};
 use crate::context::{Context, Interrupted, StatusReport, print_json, who};
 
 const DEFAULT_SCOPES: &[&str] = &["openid", "profile", "email", "offline_access"];
@@ -29,30 +31,82 @@ pub struct LoginArgs {
     #[arg(long, value_name = "URL")]
     resource: Option<String>,
 
-    /// A name for this device on the approval page [default: the hostname]
+    /// A name for this device on the device flow's approval page
+    /// [default: the hostname]
     #[arg(long, value_name = "TEXT")]
     label: Option<String>,
 
-    /// Print the URL but do not open a browser
+    /// Print the URL but do not open a browser (device flow)
     #[arg(long)]
     no_browser: bool,
+
+    /// Sign in in a browser on this machine instead of entering a code: the
+    /// authorization code flow with PKCE, the browser returning to kp on
+    /// 127.0.0.1 (RFC 8252). Falls back to the device flow when no browser
+    /// can be opened (over SSH, no display, or $BROWSER fails). Not with
+    /// --no-browser, which asks for the device flow
+    #[arg(long, conflicts_with = "no_browser")]
+    web: bool,
 }
 
 pub async fn run(context: &Context, issuer: &str, args: LoginArgs) -> anyhow::Result<ExitCode> {
     context.refuse_with_env_token("log in")?;
     let store = context.store()?;
     let issuer = Issuer::discover(issuer).await?;
+    let env = BrowserEnv::current();
 
+    let credentials = if args.web {
+        match env.unavailable() {
+            Some(reason) => {
+                eprintln!(
+                    "! Cannot open a browser ({reason}); logging in with a one-time code instead"
+                );
+                device_login(&issuer, &args, &env, false).await?
+            }
+            None => match web_login(&issuer, &args, &env).await? {
+                Ok(credentials) => credentials,
+                Err(reason) => {
+                    eprintln!(
+                        "! Could not open a browser ({reason}); logging in with a one-time code instead"
+                    );
+                    device_login(&issuer, &args, &env, false).await?
+                }
+            },
+        }
+    } else {
+        let open_browser = !args.no_browser && env.unavailable().is_none();
+        device_login(&issuer, &args, &env, open_browser).await?
+    };
+
+    Session::login(store.clone(), credentials.clone()).await?;
+    match who(&credentials) {
+        Some(user) => eprintln!("✓ Logged in to {} as {user}", credentials.issuer),
+        None => eprintln!("✓ Logged in to {}", credentials.issuer),
+    }
+    if context.json {
+        print_json(&StatusReport::logged_in(&credentials, store.kind()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// RFC 8628: shows the code and URL, opens the browser when asked to, and
+/// polls until the user approves.
+async fn device_login(
+    issuer: &Issuer,
+    args: &LoginArgs,
+    env: &BrowserEnv,
+    open_browser: bool,
+) -> anyhow::Result<Credentials> {
     let mut device = DeviceMetadata::detect();
-    device.cli_label = args.label.or_else(|| device.dns_name.clone());
+    device.cli_label = args.label.clone().or_else(|| device.dns_name.clone());
     device.client_info = Some(ClientInfo {
         name: Some("kp".into()),
         version: Some(env!("CARGO_PKG_VERSION").into()),
     });
     let request = DeviceLoginRequest {
-        client_id: args.client_id,
+        client_id: args.client_id.clone(),
         scopes: scopes_from_args(&args.scopes),
-        resource: args.resource,
+        resource: args.resource.clone(),
         device,
     };
     let login = issuer.start_device_login(&request).await?;
@@ -65,12 +119,8 @@ pub async fn run(context: &Context, issuer: &str, args: LoginArgs) -> anyhow::Re
     if let Some(qr) = qr_code(url) {
         eprintln!("{qr}");
     }
-    if should_open_browser(args.no_browser, &BrowserEnv::current()) {
-        let target = url.to_owned();
-        let opened = tokio::task::spawn_blocking(move || webbrowser::open(&target)).await?;
-        if let Err(error) = opened {
-            eprintln!("! Could not open a browser ({error}); open the URL above yourself");
-        }
+    if open_browser && let Err(error) = browser::open(url, env).await {
+        eprintln!("! Could not open a browser ({error}); open the URL above yourself");
     }
 
     let spinner = spinner("Waiting for you to approve in the browser…");
@@ -83,17 +133,46 @@ pub async fn run(context: &Context, issuer: &str, args: LoginArgs) -> anyhow::Re
         }
     };
     spinner.finish_and_clear();
-    let credentials = polled?;
+    Ok(polled?)
+}
 
-    Session::login(store.clone(), credentials.clone()).await?;
-    match who(&credentials) {
-        Some(user) => eprintln!("✓ Logged in to {} as {user}", credentials.issuer),
-        None => eprintln!("✓ Logged in to {}", credentials.issuer),
-    }
-    if context.json {
-        print_json(&StatusReport::logged_in(&credentials, store.kind()))?;
-    }
-    Ok(ExitCode::SUCCESS)
+/// RFC 6749 §4.1 with PKCE: opens the authorization URL and waits for the
+/// browser to come back to the loopback listener. `Ok(Err(reason))` when
+/// no browser could be opened, for the caller to fall back on the device
+/// flow; the listener is closed by then.
+async fn web_login(
+    issuer: &Issuer,
+    args: &LoginArgs,
+    env: &BrowserEnv,
+) -> anyhow::Result<Result<Credentials, String>> {
+    let request = WebLoginRequest {
+        client_id: args.client_id.clone(),
+        scopes: scopes_from_args(&args.scopes),
+        resource: args.resource.clone(),
+    };
+    let login = issuer.start_web_login(&request).await?;
+    let url = login.authorization_url().to_owned();
+    eprintln!("Opening this URL in your browser to sign in: {url}");
+
+    // The browser may come back before its opener has finished (a browser
+    // named in $BROWSER keeps running), so both are awaited together.
+    let finishing = login.finish(WebLogin::DEFAULT_TIMEOUT);
+    let opening = browser::open(&url, env);
+    tokio::pin!(finishing, opening);
+    let mut opened = false;
+    let spinner = spinner("Waiting for you to sign in in the browser…");
+    let outcome = loop {
+        tokio::select! {
+            result = &mut opening, if !opened => match result {
+                Ok(()) => opened = true,
+                Err(reason) => break Ok(Err(reason)),
+            },
+            finished = &mut finishing => break finished.map(Ok).map_err(Into::into),
+            Ok(()) = tokio::signal::ctrl_c() => break Err(Interrupted.into()),
+        }
+    };
+    spinner.finish_and_clear();
+    outcome
 }
 
 /// Each `--scope` may itself be a space-separated list (as the wire format
@@ -133,35 +212,6 @@ fn spinner(message: &'static str) -> ProgressBar {
     spinner
 }
 
-/// The parts of the environment that decide whether a browser can be opened.
-#[derive(Debug, Default)]
-struct BrowserEnv {
-    /// `$BROWSER` names the command to use, which works without a display
-    /// (tests point it at a script).
-    browser_set: bool,
-    ssh: bool,
-    display: bool,
-}
-
-impl BrowserEnv {
-    fn current() -> Self {
-        let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
-        Self {
-            browser_set: set("BROWSER"),
-            ssh: set("SSH_CONNECTION"),
-            display: set("DISPLAY") || set("WAYLAND_DISPLAY"),
-        }
-    }
-}
-
-/// Over SSH the browser would open on the wrong machine, and on a Linux box
-/// without a display webbrowser falls back to a text browser that takes
-/// over the terminal we are polling from (Azure/azure-cli#21112).
-fn should_open_browser(no_browser: bool, env: &BrowserEnv) -> bool {
-    let needs_display = cfg!(all(unix, not(target_os = "macos")));
-    !no_browser && !env.ssh && (env.display || env.browser_set || !needs_display)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,33 +230,6 @@ mod tests {
     fn scopes_may_repeat_and_be_space_separated() {
         let scopes = scopes_from_args(&owned(&["openid email", "agents:read", "email", "a,b"]));
         assert_eq!(scopes, ["openid", "email", "agents:read", "a,b"]);
-    }
-
-    #[test]
-    fn browser_opens_only_where_it_can_reach_the_user() {
-        let desktop = BrowserEnv {
-            display: true,
-            ..Default::default()
-        };
-        assert!(should_open_browser(false, &desktop));
-        assert!(!should_open_browser(true, &desktop));
-
-        let over_ssh = BrowserEnv {
-            display: true,
-            ssh: true,
-            browser_set: true,
-        };
-        assert!(!should_open_browser(false, &over_ssh));
-
-        let headless = BrowserEnv::default();
-        let scripted = BrowserEnv {
-            browser_set: true,
-            ..Default::default()
-        };
-        if cfg!(target_os = "linux") {
-            assert!(!should_open_browser(false, &headless));
-        }
-        assert!(should_open_browser(false, &scripted));
     }
 
     #[test]

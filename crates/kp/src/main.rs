@@ -1,9 +1,14 @@
 //! kp: log in to any RFC 8414 + RFC 8628 issuer from the terminal, built on `keyport-client`.
 //!
+//! `kp login` uses the device flow; `kp login --web` the authorization code
+//! flow with PKCE and a loopback redirect, falling back to the device flow
+//! when no browser can be opened. Both store the same credentials.
+//!
 //! Human text goes to stderr and data to stdout, so `$(kp token)` works.
 //! Exit codes follow gh: 0 ok, 1 error, 2 usage, 4 not logged in, 130 interrupted;
 //! `kp status` answers "logged out" with 1.
 
+mod browser;
 mod context;
 mod login;
 mod logout;
@@ -30,7 +35,7 @@ Exit codes:
 #[command(
     name = "kp",
     version,
-    about = "Log in to an OAuth 2.0 device-flow issuer from the terminal",
+    about = "Log in to an OAuth 2.0 issuer from the terminal, with a one-time code or the browser",
     after_help = EXIT_CODES
 )]
 struct Cli {
@@ -59,7 +64,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Log in through the browser with the device flow (RFC 8628)
+    /// Log in with a one-time code approved in a browser (RFC 8628 device
+    /// flow), or with --web in a browser on this machine (authorization code
+    /// flow with PKCE)
     Login(login::LoginArgs),
     /// Show whether you are logged in (exit 1 when not)
     Status,
@@ -152,6 +159,14 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn web_and_no_browser_together_are_a_usage_error() {
+        let error = Cli::try_parse_from(["kp", "login", "--web", "--no-browser"]).unwrap_err();
+        assert_eq!(error.kind(), clap::error::ErrorKind::ArgumentConflict);
+        assert_eq!(error.exit_code(), 2);
+        assert!(Cli::try_parse_from(["kp", "login", "--web"]).is_ok());
     }
 
     #[test]
