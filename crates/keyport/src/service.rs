@@ -39,6 +39,11 @@ impl Caller {
 pub struct Keyport(Arc<Inner>);
 
 const CLIENT_CACHE_TTL: Duration = Duration::from_secs(1);
+/// How long a fetched client metadata document is trusted.
+const METADATA_CACHE_TTL: Duration = Duration::from_secs(300);
+/// How long a document that could not be fetched or was refused is not
+/// fetched again (a flood of requests naming it costs one fetch).
+const METADATA_FAILURE_TTL: Duration = Duration::from_secs(30);
 /// Most entries a cache holds before it starts over (bounds memory).
 const CACHE_LIMIT: usize = 4096;
 
@@ -51,6 +56,9 @@ pub struct Inner {
     keys: RwLock<Arc<KeySet>>,
     /// Clients read in the last second: every token request names one.
     clients: Mutex<HashMap<String, (Instant, Option<Client>)>>,
+    /// Clients described by metadata documents, by URL, for
+    /// [`METADATA_CACHE_TTL`] (a failed fetch for less).
+    metadata_clients: Mutex<HashMap<String, (Instant, Duration, Option<Client>)>>,
     /// Access tokens whose signature was already checked, by SHA-256 of the
     /// whole token. A CLI presents the same token for its whole life; expiry
     /// and revocation are still checked on every use.
@@ -114,6 +122,7 @@ impl Keyport {
             catalogue,
             keys: RwLock::new(Arc::new(key_set)),
             clients: Mutex::new(HashMap::new()),
+            metadata_clients: Mutex::new(HashMap::new()),
             verified: Mutex::new(HashMap::new()),
             password_hashing: Semaphore::new(hashes),
             config,
@@ -278,6 +287,9 @@ impl Keyport {
     /// The client with this id, read at most once a second per instance (a
     /// client changed elsewhere is seen within a second).
     pub async fn client(&self, id: &str) -> Result<Option<Client>, store::Error> {
+        if crate::domain::cimd::is_metadata_url(id, self.config.cimd.allow_loopback) {
+            return Ok(self.metadata_client(id).await);
+        }
         let cached = self.clients.lock().expect("cache lock").get(id).cloned();
         if let Some((_, client)) = cached.filter(|(at, _)| at.elapsed() < CLIENT_CACHE_TTL) {
             return Ok(client);
@@ -299,6 +311,41 @@ impl Keyport {
     }
 
     /// Drops a cached client after this instance changed it.
+    /// The client a metadata document describes: fetched with the SSRF
+    /// guard, checked, and cached.
+    async fn metadata_client(&self, url: &str) -> Option<Client> {
+        let cached = self
+            .metadata_clients
+            .lock()
+            .expect("cache lock")
+            .get(url)
+            .cloned();
+        if let Some((_, _, client)) = cached.filter(|(at, ttl, _)| at.elapsed() < *ttl) {
+            return client;
+        }
+        let parsed = url::Url::parse(url).ok()?;
+        let fetched = crate::fetch::fetch_document(&parsed, self.config.cimd.allow_loopback).await;
+        let client = match fetched {
+            Ok(body) => crate::domain::cimd::client_from_document(url, &body)
+                .inspect_err(|why| tracing::info!(why, "client metadata document refused"))
+                .ok(),
+            Err(e) => {
+                tracing::info!(error = %e, "client metadata document not fetched");
+                None
+            }
+        };
+        let ttl = match client {
+            Some(_) => METADATA_CACHE_TTL,
+            None => METADATA_FAILURE_TTL,
+        };
+        let mut cache = self.metadata_clients.lock().expect("cache lock");
+        if cache.len() >= CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(url.to_string(), (Instant::now(), ttl, client.clone()));
+        client
+    }
+
     pub fn forget_client(&self, id: &str) {
         self.clients.lock().expect("cache lock").remove(id);
     }

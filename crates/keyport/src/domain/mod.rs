@@ -5,6 +5,7 @@
 pub mod access;
 pub mod audit;
 pub mod authorize;
+pub mod cimd;
 pub mod clients;
 pub mod code;
 pub mod device;
@@ -15,6 +16,7 @@ pub mod pkce;
 pub mod poll;
 pub mod redirect;
 pub mod refresh;
+pub mod registration;
 pub mod scopes;
 pub mod signin;
 pub mod tokens;

@@ -57,7 +57,13 @@ pub fn router(kp: Keyport, draining: Draining) -> Router {
         Some(_) => health,
         None => health.merge(metrics_router(kp.clone())),
     };
+    // RFC 7591 registration exists only when it is turned on.
+    let registration = match kp.config.registration.enabled {
+        true => Router::new().route("/oauth/register", post(oauth::register)),
+        false => Router::new(),
+    };
     Router::new()
+        .merge(registration)
         .route(
             "/.well-known/oauth-authorization-server",
             get(oauth::metadata),

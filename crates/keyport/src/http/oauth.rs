@@ -17,6 +17,7 @@ use crate::domain::code::CodeExchange;
 use crate::domain::device::StartRequest;
 use crate::domain::metadata::DeviceMetadata;
 use crate::domain::poll::PollRequest;
+use crate::domain::registration::RegistrationRequest;
 use crate::service::{Caller, Keyport};
 
 fn json_no_store(value: impl serde::Serialize) -> Response {
@@ -142,6 +143,35 @@ pub async fn token(
     };
     crate::telemetry::token_issued(grant.as_str());
     Ok(json_no_store(response))
+}
+
+/// RFC 7591 §3: a JSON body of client metadata; 201 with the credentials.
+pub async fn register(
+    State(kp): State<Keyport>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !json {
+        return Err(ApiError::bad_request(
+            "send the client metadata as application/json",
+        ));
+    }
+    let bytes = super::params::read_json_body(body).await?;
+    let request: RegistrationRequest = serde_json::from_slice(&bytes).map_err(|_| {
+        ApiError(Error::oauth(
+            ErrorCode::InvalidClientMetadata,
+            "the body is not a client metadata object",
+        ))
+    })?;
+    let registered = kp.register_client(request, &caller).await?;
+    let mut response = (axum::http::StatusCode::CREATED, axum::Json(registered)).into_response();
+    no_store(&mut response);
+    Ok(response)
 }
 
 /// RFC 7009 §2: 200 for revoked and unknown tokens alike.

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod agents;
 mod backup;
 mod bad_input;
 mod binary;
@@ -14,6 +15,7 @@ mod device_errors;
 mod device_flow;
 mod instances;
 mod metrics;
+mod oidc_clients;
 mod pg;
 mod retention;
 mod review;
