@@ -282,8 +282,8 @@ impl Keyport {
             &client,
             redirect_uri,
             p,
-            || self.requested_scopes(&client, p.scope.as_deref()),
-            || self.check_resource(&client, p.resource.as_deref()),
+            || client.requested_scopes(p.scope.as_deref()),
+            || client.check_resource(p.resource.as_deref()),
         )
         .map_err(Refusal::Redirect))
     }

@@ -5,7 +5,8 @@
 
 use std::collections::BTreeSet;
 
-use super::{Error, Result};
+use super::scopes::Scopes;
+use super::{Error, ErrorCode, Result};
 use crate::crypto::constant_time_eq;
 use crate::crypto::tokens::Secret;
 use crate::service::Keyport;
@@ -65,6 +66,47 @@ impl Client {
 
     pub fn allows(&self, grant: GrantType) -> bool {
         self.grants.contains(&grant)
+    }
+
+    /// The scopes asked for, within the client's allow-list; its default
+    /// scopes (all of the allow-list when it sets none) when the request
+    /// names none.
+    pub fn requested_scopes(&self, scope: Option<&str>) -> Result<Scopes> {
+        let allowed = Scopes::from_list(&self.scopes);
+        let defaults = match self.default_scopes.is_empty() {
+            true => allowed.clone(),
+            false => Scopes::from_list(&self.default_scopes),
+        };
+        let requested = match scope {
+            None => return Ok(defaults),
+            Some(text) => Scopes::parse(text)
+                .ok_or_else(|| Error::oauth(ErrorCode::InvalidScope, "malformed scope"))?,
+        };
+        if requested.is_empty() {
+            return Ok(defaults);
+        }
+        if let Some(outside) = requested.iter().find(|s| !allowed.contains(s)) {
+            return Err(Error::oauth(
+                ErrorCode::InvalidScope,
+                format!("scope {outside} is not allowed for this client"),
+            ));
+        }
+        Ok(requested)
+    }
+
+    /// RFC 8707: the one resource must be one of the client's audiences.
+    pub fn check_resource(&self, resource: Option<&str>) -> Result<Option<String>> {
+        let Some(resource) = resource else {
+            return Ok(None);
+        };
+        let absolute = url::Url::parse(resource).is_ok_and(|u| u.fragment().is_none());
+        if !absolute || !self.audiences.iter().any(|a| a == resource) {
+            return Err(Error::oauth(
+                ErrorCode::InvalidTarget,
+                "the resource is not an audience of this client",
+            ));
+        }
+        Ok(Some(resource.to_string()))
     }
 
     /// The refusal for a grant this client may not use.
@@ -304,6 +346,28 @@ impl Keyport {
 mod tests {
     use super::*;
     use crate::crypto::hash_secret;
+
+    #[test]
+    fn a_request_without_scope_gets_the_default_scopes() {
+        let mut client = Client::new("c", "C", false, BTreeSet::new());
+        client.scopes = vec!["openid".into(), "email".into(), "agents:read".into()];
+        let cases = [
+            (vec![], None, Ok("agents:read email openid")),
+            (vec!["openid"], None, Ok("openid")),
+            (vec!["openid"], Some(""), Ok("openid")),
+            (vec!["openid"], Some("email"), Ok("email")),
+            (vec![], Some("audit:read"), Err(())),
+            (vec![], Some("bad\u{7}"), Err(())),
+        ];
+        for (defaults, asked, expected) in cases {
+            client.default_scopes = defaults.iter().map(|s| s.to_string()).collect();
+            let got = client
+                .requested_scopes(asked)
+                .map(|s| s.to_scope_string())
+                .map_err(|_| ());
+            assert_eq!(got, expected.map(str::to_string), "{defaults:?} {asked:?}");
+        }
+    }
 
     #[test]
     fn the_previous_secret_works_only_during_its_grace_period() {

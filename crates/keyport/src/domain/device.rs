@@ -64,8 +64,8 @@ impl Keyport {
         caller: &Caller,
     ) -> Result<DeviceAuthorizationResponse> {
         ensure_device_grant(client)?;
-        let scope = self.requested_scopes(client, request.scope.as_deref())?;
-        let resource = self.check_resource(client, request.resource.as_deref())?;
+        let scope = client.requested_scopes(request.scope.as_deref())?;
+        let resource = client.check_resource(request.resource.as_deref())?;
         let metadata = request.metadata.cleaned();
         let metadata = serde_json::to_string(&metadata).expect("metadata serializes");
         let limits = self.config.limits.clone();
@@ -163,50 +163,6 @@ impl Keyport {
             }
         }
         Err(Error::internal("could not draw a unique user code"))
-    }
-
-    /// The scopes asked for, within the client's allow-list; all of its
-    /// allow-list when the request names none.
-    pub(crate) fn requested_scopes(&self, client: &Client, scope: Option<&str>) -> Result<Scopes> {
-        let allowed = Scopes::from_list(&client.scopes);
-        let defaults = match client.default_scopes.is_empty() {
-            true => allowed.clone(),
-            false => Scopes::from_list(&client.default_scopes),
-        };
-        let requested = match scope {
-            None => return Ok(defaults),
-            Some(text) => Scopes::parse(text)
-                .ok_or_else(|| Error::oauth(ErrorCode::InvalidScope, "malformed scope"))?,
-        };
-        if requested.is_empty() {
-            return Ok(defaults);
-        }
-        if let Some(outside) = requested.iter().find(|s| !allowed.contains(s)) {
-            return Err(Error::oauth(
-                ErrorCode::InvalidScope,
-                format!("scope {outside} is not allowed for this client"),
-            ));
-        }
-        Ok(requested)
-    }
-
-    /// RFC 8707: the one resource must be one of the client's audiences.
-    pub(crate) fn check_resource(
-        &self,
-        client: &Client,
-        resource: Option<&str>,
-    ) -> Result<Option<String>> {
-        let Some(resource) = resource else {
-            return Ok(None);
-        };
-        let absolute = url::Url::parse(resource).is_ok_and(|u| u.fragment().is_none());
-        if !absolute || !client.audiences.iter().any(|a| a == resource) {
-            return Err(Error::oauth(
-                ErrorCode::InvalidTarget,
-                "the resource is not an audience of this client",
-            ));
-        }
-        Ok(Some(resource.to_string()))
     }
 
     /// Finds the pending authorization behind a user code, for a signed-in

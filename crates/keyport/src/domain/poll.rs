@@ -70,24 +70,12 @@ impl Keyport {
         let Some((device, slowed)) = polled else {
             return self.unmatched_poll(client, &poll, &code_hash, now_ms).await;
         };
-        match device.status {
-            Status::Pending if slowed => Err(Error::oauth(
-                ErrorCode::SlowDown,
-                format!("polled too fast; wait at least {} seconds", device.interval),
-            )),
-            Status::Pending => Err(Error::oauth(
-                ErrorCode::AuthorizationPending,
-                "the user has not approved yet",
-            )),
-            Status::Denied => Err(Error::oauth(
-                ErrorCode::AccessDenied,
-                "the user denied the request",
-            )),
-            Status::Redeemed => Err(already_used()),
-            Status::Approved => {
+        match decide_poll(&device, slowed) {
+            PollDecision::Redeem => {
                 self.redeem_device(client, device, narrowing, &poll.device_code, caller)
                     .await
             }
+            PollDecision::Refuse(error) => Err(error),
         }
     }
 
@@ -102,29 +90,17 @@ impl Keyport {
         now_ms: i64,
     ) -> Result<TokenResponse> {
         let found = store::device::by_device_code_hash(self.store.pool(), code_hash).await?;
-        let now = now_ms.div_euclid(1000);
         let leeway_ms = self.config.tokens.refresh_leeway * 1000;
-        match found {
-            None => Err(Error::invalid_grant("unknown device code")),
-            Some(d) if d.client_id != client.id => Err(Error::invalid_grant(
-                "the device code belongs to another client",
-            )),
-            Some(d) if d.status == Status::Redeemed => {
-                let same_resource = poll.resource.is_none() || poll.resource == d.resource;
-                let within = d.redeemed_ms.is_some_and(|at| now_ms - at < leeway_ms);
-                match d.sealed_tokens.filter(|_| within && same_resource) {
-                    Some(sealed) => open_reply(&poll.device_code, LEEWAY, code_hash, &sealed)
-                        .unwrap_or_else(|| Err(already_used())),
-                    None => Err(already_used()),
-                }
-            }
-            Some(d) if now >= d.expires_at => Err(Error::oauth(
-                ErrorCode::ExpiredToken,
-                "the device code has expired",
-            )),
-            Some(_) => Err(Error::invalid_grant(
-                "the resource differs from the one requested at start",
-            )),
+        match decide_unmatched(
+            found.as_ref(),
+            &client.id,
+            poll.resource.as_deref(),
+            now_ms,
+            leeway_ms,
+        ) {
+            Unmatched::Replay(sealed) => open_reply(&poll.device_code, LEEWAY, code_hash, &sealed)
+                .unwrap_or_else(|| Err(already_used())),
+            Unmatched::Refuse(error) => Err(error),
         }
     }
 
@@ -277,9 +253,168 @@ async fn release(
     Ok(Ok(()))
 }
 
+/// What a poll that matched a live authorization gets.
+#[derive(Debug)]
+pub enum PollDecision {
+    /// Approved: sign the tokens and release them once.
+    Redeem,
+    Refuse(Error),
+}
+
+/// RFC 8628 §3.5, for the row the poll statement returned (`slowed` when
+/// it came faster than the interval).
+pub fn decide_poll(device: &DeviceAuthorization, slowed: bool) -> PollDecision {
+    let refuse = |code, description: String| PollDecision::Refuse(Error::oauth(code, description));
+    match device.status {
+        Status::Pending if slowed => refuse(
+            ErrorCode::SlowDown,
+            format!("polled too fast; wait at least {} seconds", device.interval),
+        ),
+        Status::Pending => refuse(
+            ErrorCode::AuthorizationPending,
+            "the user has not approved yet".into(),
+        ),
+        Status::Denied => refuse(
+            ErrorCode::AccessDenied,
+            "the user denied the request".into(),
+        ),
+        Status::Redeemed => PollDecision::Refuse(already_used()),
+        Status::Approved => PollDecision::Redeem,
+    }
+}
+
+/// What a poll that matched no live authorization gets.
+#[derive(Debug)]
+pub enum Unmatched {
+    /// A retry of a redemption within the leeway: the same sealed tokens.
+    Replay(String),
+    Refuse(Error),
+}
+
+/// The reason a poll matched nothing, from the row its code names (if any).
+pub fn decide_unmatched(
+    found: Option<&DeviceAuthorization>,
+    client_id: &str,
+    resource: Option<&str>,
+    now_ms: i64,
+    leeway_ms: i64,
+) -> Unmatched {
+    let now = now_ms.div_euclid(1000);
+    match found {
+        None => Unmatched::Refuse(Error::invalid_grant("unknown device code")),
+        Some(d) if d.client_id != client_id => Unmatched::Refuse(Error::invalid_grant(
+            "the device code belongs to another client",
+        )),
+        Some(d) if d.status == Status::Redeemed => {
+            let same_resource = resource.is_none() || resource == d.resource.as_deref();
+            let within = d.redeemed_ms.is_some_and(|at| now_ms - at < leeway_ms);
+            match &d.sealed_tokens {
+                Some(sealed) if within && same_resource => Unmatched::Replay(sealed.clone()),
+                _ => Unmatched::Refuse(already_used()),
+            }
+        }
+        Some(d) if now >= d.expires_at => Unmatched::Refuse(Error::oauth(
+            ErrorCode::ExpiredToken,
+            "the device code has expired",
+        )),
+        Some(_) => Unmatched::Refuse(Error::invalid_grant(
+            "the resource differs from the one requested at start",
+        )),
+    }
+}
+
 fn already_used() -> Error {
     Error::invalid_grant("the device code was already used")
 }
 
 /// What the device-code leeway's sealed replies are derived for.
 const LEEWAY: &[u8] = b"keyport device code leeway";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device(status: Status) -> DeviceAuthorization {
+        DeviceAuthorization {
+            id: "d".into(),
+            client_id: "cli".into(),
+            scope: "openid".into(),
+            resource: Some("https://api".into()),
+            metadata: "{}".into(),
+            ip: None,
+            created_at: 0,
+            expires_at: 900,
+            interval: 5,
+            last_poll_ms: None,
+            status,
+            user_id: None,
+            workspace_id: None,
+            role: None,
+            granted_scope: None,
+            auth_time: None,
+            redeemed_ms: Some(100_000),
+            sealed_tokens: Some("sealed".into()),
+        }
+    }
+
+    fn code(e: &Error) -> &'static str {
+        match e {
+            Error::OAuth { code, .. } => code.as_str(),
+            _ => "other",
+        }
+    }
+
+    #[test]
+    fn each_status_answers_as_rfc_8628_says() {
+        let cases = [
+            (Status::Pending, false, "authorization_pending"),
+            (Status::Pending, true, "slow_down"),
+            (Status::Denied, false, "access_denied"),
+            (Status::Redeemed, false, "invalid_grant"),
+            (Status::Approved, false, "redeem"),
+        ];
+        for (status, slowed, expected) in cases {
+            let got = match decide_poll(&device(status), slowed) {
+                PollDecision::Redeem => "redeem",
+                PollDecision::Refuse(e) => code(&e),
+            };
+            assert_eq!(got, expected, "{status:?} slowed={slowed}");
+        }
+    }
+
+    #[test]
+    fn an_unmatched_poll_is_a_replay_only_inside_the_leeway() {
+        let redeemed = device(Status::Redeemed);
+        let pending = device(Status::Pending);
+        let api = Some("https://api");
+        let cases = [
+            (None, "cli", None, 100_500, "invalid_grant"),
+            (Some(&redeemed), "other", None, 100_500, "invalid_grant"),
+            (Some(&redeemed), "cli", None, 100_500, "replay"),
+            (Some(&redeemed), "cli", api, 100_500, "replay"),
+            (
+                Some(&redeemed),
+                "cli",
+                Some("https://elsewhere"),
+                100_500,
+                "invalid_grant",
+            ),
+            (Some(&redeemed), "cli", None, 130_000, "invalid_grant"),
+            (Some(&pending), "cli", None, 900_000, "expired_token"),
+            (
+                Some(&pending),
+                "cli",
+                Some("https://elsewhere"),
+                10_000,
+                "invalid_grant",
+            ),
+        ];
+        for (found, client, resource, now_ms, expected) in cases {
+            let got = match decide_unmatched(found, client, resource, now_ms, 30_000) {
+                Unmatched::Replay(_) => "replay",
+                Unmatched::Refuse(e) => code(&e),
+            };
+            assert_eq!(got, expected, "{client} {resource:?} at {now_ms}");
+        }
+    }
+}

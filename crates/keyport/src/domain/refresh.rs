@@ -40,38 +40,22 @@ impl Keyport {
             return Err(Error::invalid_grant("invalid refresh token"));
         }
         let hash = presented.hash();
-        let token = store::sessions::refresh_by_hash(self.store.pool(), &hash)
-            .await?
-            .ok_or_else(|| Error::invalid_grant("invalid refresh token"))?;
-        if token.session.client_id != client.id {
-            return Err(Error::invalid_grant(
-                "the refresh token belongs to another client",
-            ));
-        }
+        let token = store::sessions::refresh_by_hash(self.store.pool(), &hash).await?;
         let now_ms = self.clock.now_ms();
         let now = now_ms.div_euclid(1000);
-        if token.rotated_at.is_some() {
+        let rules = RefreshRules {
+            session_max_lifetime: self.config.tokens.session_max_lifetime,
+            leeway_secs: self.config.tokens.refresh_leeway,
+        };
+        let token = match decide(token.as_ref(), &client.id, now, &rules) {
+            RefreshDecision::Refuse(why) => return Err(Error::invalid_grant(why)),
             // Fast path of a replay: no new tokens to sign.
-            return self.settle_replay(presented, hash, caller).await;
-        }
-        let session_end = token.session.created_at + self.config.tokens.session_max_lifetime;
-        if token.session.revoked_at.is_some() || token.expires_at <= now || session_end <= now {
-            return Err(Error::invalid_grant("the session has ended"));
-        }
+            RefreshDecision::Settle => return self.settle_replay(presented, hash, caller).await,
+            RefreshDecision::Rotate => token.expect("a token to rotate was read"),
+        };
         let (session, user) = self.recheck_membership(&token, caller).await?;
         let granted = Scopes::parse(&session.scope).unwrap_or_default();
-        let response_scope = match scope.map(Scopes::parse) {
-            None => granted.clone(),
-            Some(None) => return Err(Error::oauth(ErrorCode::InvalidScope, "malformed scope")),
-            Some(Some(asked)) if asked.is_empty() => granted.clone(),
-            Some(Some(asked)) if asked.is_subset(&granted) => asked,
-            Some(Some(_)) => {
-                return Err(Error::oauth(
-                    ErrorCode::InvalidScope,
-                    "the scope is wider than the grant",
-                ));
-            }
-        };
+        let response_scope = narrowed(&granted, scope)?;
         let successor = new_refresh_token(&client.refresh_token_prefix);
         let successor_hash = successor.hash();
         let minted = self.mint(
@@ -232,19 +216,12 @@ async fn replay_or_revoke(
     caller: &Caller,
 ) -> store::Result<Result<Rotation>> {
     let now = now_ms.div_euclid(1000);
-    let Some(token) = store::sessions::refresh_by_hash(&mut *c, hash).await? else {
-        return Ok(Err(Error::invalid_grant("invalid refresh token")));
+    let token = store::sessions::refresh_by_hash(&mut *c, hash).await?;
+    let token = match decide_replay(token.as_ref(), now_ms, leeway) {
+        ReplayDecision::Refuse(why) => return Ok(Err(Error::invalid_grant(why))),
+        ReplayDecision::SameReply(sealed) => return Ok(Ok(Rotation::Replay(sealed))),
+        ReplayDecision::RevokeSession => token.expect("a token to revoke was read"),
     };
-    if token.session.revoked_at.is_some() {
-        return Ok(Err(Error::invalid_grant("the session has ended")));
-    }
-    // A rotation by an instance on the previous release has no milliseconds.
-    let rotated_ms = token.rotated_ms.or(token.rotated_at.map(|at| at * 1000));
-    let within_leeway = rotated_ms.is_some_and(|at| now_ms - at < leeway * 1000);
-    let latest = within_leeway && token.successor_rotated_at.is_none();
-    if let Some(sealed) = token.sealed_successor.filter(|_| latest) {
-        return Ok(Ok(Rotation::Replay(sealed)));
-    }
     let sid = token.session.id.clone();
     store::sessions::revoke(&mut *c, &sid, "refresh_token_reuse", now).await?;
     crate::telemetry::record(crate::telemetry::SecurityEvent::RefreshReuse);
@@ -259,10 +236,253 @@ async fn replay_or_revoke(
     )))
 }
 
+/// The settings the refresh rules depend on.
+#[derive(Debug, Clone, Copy)]
+pub struct RefreshRules {
+    /// Seconds a session lives from its creation, whatever its refreshes.
+    pub session_max_lifetime: i64,
+    /// Seconds in which a retry of the latest rotation gets the same pair.
+    pub leeway_secs: i64,
+}
+
+/// What to do with a presented refresh token, before anything is signed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RefreshDecision {
+    /// Mint a successor; the store rotates the token conditionally, and a
+    /// lost race is settled as a replay.
+    Rotate,
+    /// Already rotated: a retry within the leeway or a reuse, settled in
+    /// one transaction by [`decide_replay`].
+    Settle,
+    Refuse(&'static str),
+}
+
+/// The rule for a presented refresh token.
+pub fn decide(
+    token: Option<&RefreshToken>,
+    client_id: &str,
+    now: i64,
+    rules: &RefreshRules,
+) -> RefreshDecision {
+    let Some(token) = token else {
+        return RefreshDecision::Refuse("invalid refresh token");
+    };
+    if token.session.client_id != client_id {
+        return RefreshDecision::Refuse("the refresh token belongs to another client");
+    }
+    if token.rotated_at.is_some() {
+        return RefreshDecision::Settle;
+    }
+    let session_end = token.session.created_at + rules.session_max_lifetime;
+    if token.session.revoked_at.is_some() || token.expires_at <= now || session_end <= now {
+        return RefreshDecision::Refuse("the session has ended");
+    }
+    RefreshDecision::Rotate
+}
+
+/// What a rotated token presented again gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayDecision {
+    /// A retry of the session's latest rotation within the leeway: the
+    /// sealed pair, which only the presented token opens.
+    SameReply(String),
+    /// Any other reuse: the token was stolen or the client is broken, so
+    /// the session ends (RFC 9700 §4.14.2).
+    RevokeSession,
+    Refuse(&'static str),
+}
+
+/// The rule for a rotated token presented again, read inside the
+/// transaction that carries it out.
+pub fn decide_replay(
+    token: Option<&RefreshToken>,
+    now_ms: i64,
+    leeway_secs: i64,
+) -> ReplayDecision {
+    let Some(token) = token else {
+        return ReplayDecision::Refuse("invalid refresh token");
+    };
+    if token.session.revoked_at.is_some() {
+        return ReplayDecision::Refuse("the session has ended");
+    }
+    // A rotation by an instance on the previous release has no milliseconds.
+    let rotated_ms = token.rotated_ms.or(token.rotated_at.map(|at| at * 1000));
+    let within_leeway = rotated_ms.is_some_and(|at| now_ms - at < leeway_secs * 1000);
+    let latest = within_leeway && token.successor_rotated_at.is_none();
+    match &token.sealed_successor {
+        Some(sealed) if latest => ReplayDecision::SameReply(sealed.clone()),
+        _ => ReplayDecision::RevokeSession,
+    }
+}
+
+/// RFC 6749 §6: a request may narrow the granted scope, never widen it.
+pub fn narrowed(granted: &Scopes, asked: Option<&str>) -> Result<Scopes> {
+    match asked.map(Scopes::parse) {
+        None => Ok(granted.clone()),
+        Some(None) => Err(Error::oauth(ErrorCode::InvalidScope, "malformed scope")),
+        Some(Some(asked)) if asked.is_empty() => Ok(granted.clone()),
+        Some(Some(asked)) if asked.is_subset(granted) => Ok(asked),
+        Some(Some(_)) => Err(Error::oauth(
+            ErrorCode::InvalidScope,
+            "the scope is wider than the grant",
+        )),
+    }
+}
+
 /// What the refresh leeway's sealed replies are derived for.
 const LEEWAY: &[u8] = b"keyport refresh leeway";
 
 fn open_replay(presented: &Secret, hash: &str, sealed: &str) -> Result<TokenResponse> {
     open_reply(presented, LEEWAY, hash, sealed)
         .unwrap_or_else(|| Err(Error::invalid_grant("invalid refresh token")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RULES: RefreshRules = RefreshRules {
+        session_max_lifetime: 1000,
+        leeway_secs: 30,
+    };
+
+    fn token() -> RefreshToken {
+        RefreshToken {
+            hash: "h".into(),
+            session: Session {
+                id: "s".into(),
+                user_id: Some("u".into()),
+                client_id: "cli".into(),
+                workspace_id: None,
+                role: None,
+                scope: "openid".into(),
+                resource: None,
+                label: None,
+                metadata: "{}".into(),
+                ip: None,
+                grant_type: "refresh_token".into(),
+                auth_time: None,
+                created_at: 0,
+                last_used_at: 0,
+                revoked_at: None,
+            },
+            expires_at: 500,
+            rotated_at: None,
+            rotated_ms: None,
+            successor_hash: None,
+            sealed_successor: None,
+            successor_rotated_at: None,
+        }
+    }
+
+    #[test]
+    fn a_presented_token_rotates_settles_or_is_refused() {
+        let live = token();
+        let mut rotated = token();
+        rotated.rotated_at = Some(10);
+        let mut revoked = token();
+        revoked.session.revoked_at = Some(5);
+        let mut old_session = token();
+        old_session.expires_at = 5000;
+        let cases = [
+            (
+                None,
+                "cli",
+                10,
+                RefreshDecision::Refuse("invalid refresh token"),
+            ),
+            (
+                Some(&live),
+                "other",
+                10,
+                RefreshDecision::Refuse("the refresh token belongs to another client"),
+            ),
+            (Some(&live), "cli", 10, RefreshDecision::Rotate),
+            (Some(&rotated), "cli", 10, RefreshDecision::Settle),
+            (
+                Some(&revoked),
+                "cli",
+                10,
+                RefreshDecision::Refuse("the session has ended"),
+            ),
+            (
+                Some(&live),
+                "cli",
+                500,
+                RefreshDecision::Refuse("the session has ended"),
+            ),
+            (Some(&old_session), "cli", 999, RefreshDecision::Rotate),
+            (
+                Some(&old_session),
+                "cli",
+                1000,
+                RefreshDecision::Refuse("the session has ended"),
+            ),
+        ];
+        for (t, client, now, expected) in cases {
+            assert_eq!(
+                decide(t, client, now, &RULES),
+                expected,
+                "{client} at {now}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_a_retry_of_the_latest_rotation_inside_the_leeway_gets_the_same_pair() {
+        let mut latest = token();
+        latest.rotated_at = Some(100);
+        latest.rotated_ms = Some(100_000);
+        latest.sealed_successor = Some("sealed".into());
+        let mut superseded = latest.clone();
+        superseded.successor_rotated_at = Some(101);
+        let mut unsealed = latest.clone();
+        unsealed.sealed_successor = None;
+        let mut revoked = latest.clone();
+        revoked.session.revoked_at = Some(101);
+        let mut old_release = latest.clone();
+        old_release.rotated_ms = None;
+        let same = ReplayDecision::SameReply("sealed".into());
+        let cases = [
+            (Some(&latest), 100_500, same.clone()),
+            (Some(&latest), 129_999, same.clone()),
+            (Some(&latest), 130_000, ReplayDecision::RevokeSession),
+            (Some(&superseded), 100_500, ReplayDecision::RevokeSession),
+            (Some(&unsealed), 100_500, ReplayDecision::RevokeSession),
+            (
+                Some(&revoked),
+                100_500,
+                ReplayDecision::Refuse("the session has ended"),
+            ),
+            (Some(&old_release), 100_500, same.clone()),
+            (
+                None,
+                100_500,
+                ReplayDecision::Refuse("invalid refresh token"),
+            ),
+        ];
+        for (t, now_ms, expected) in cases {
+            assert_eq!(
+                decide_replay(t, now_ms, RULES.leeway_secs),
+                expected,
+                "at {now_ms}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_request_may_narrow_the_scope_but_not_widen_it() {
+        let granted = Scopes::parse("openid offline_access agents:read").unwrap();
+        let cases = [
+            (None, Some("agents:read offline_access openid")),
+            (Some(""), Some("agents:read offline_access openid")),
+            (Some("openid"), Some("openid")),
+            (Some("openid audit:read"), None),
+            (Some("bad\u{1}scope"), None),
+        ];
+        for (asked, expected) in cases {
+            let got = narrowed(&granted, asked).ok().map(|s| s.to_scope_string());
+            assert_eq!(got.as_deref(), expected, "{asked:?}");
+        }
+    }
 }

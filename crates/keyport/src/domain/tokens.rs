@@ -178,16 +178,7 @@ impl Keyport {
         resource: Option<&str>,
         caller: &Caller,
     ) -> Result<TokenResponse> {
-        client.require(GrantType::ClientCredentials)?;
-        if !client.confidential {
-            return Err(Error::oauth(
-                ErrorCode::UnauthorizedClient,
-                "client credentials need a confidential client",
-            ));
-        }
-        let mut scope = self.requested_scopes(client, scope)?;
-        scope.retain(|s| s != "offline_access" && s != "openid");
-        let resource = self.check_resource(client, resource)?;
+        let (scope, resource) = decide_client_credentials(client, scope, resource)?;
         let now = self.clock.now();
         let session = Session {
             id: crypto::random_id(),
@@ -238,6 +229,25 @@ impl Keyport {
     }
 }
 
+/// RFC 6749 §4.4: what a client credentials request is granted. No user,
+/// so no `openid`; and `offline_access` grants nothing (no refresh token).
+pub fn decide_client_credentials(
+    client: &Client,
+    scope: Option<&str>,
+    resource: Option<&str>,
+) -> Result<(Scopes, Option<String>)> {
+    client.require(GrantType::ClientCredentials)?;
+    if !client.confidential {
+        return Err(Error::oauth(
+            ErrorCode::UnauthorizedClient,
+            "client credentials need a confidential client",
+        ));
+    }
+    let mut scope = client.requested_scopes(scope)?;
+    scope.retain(|s| s != "offline_access" && s != "openid");
+    Ok((scope, client.check_resource(resource)?))
+}
+
 /// `2026-03-30T10:00:00Z`: the absolute expiry seed 001's clients read.
 pub fn rfc3339(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
@@ -277,4 +287,54 @@ pub(super) fn open_reply(
 
 fn reply_key(presented: &Secret, purpose: &[u8]) -> [u8; 32] {
     derive_key(presented.expose().as_bytes(), purpose)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn client_credentials_grant_the_asked_scopes_minus_user_ones() {
+        let mut rs = Client::new(
+            "rs",
+            "RS",
+            true,
+            BTreeSet::from([GrantType::ClientCredentials]),
+        );
+        rs.scopes = vec![
+            "openid".into(),
+            "offline_access".into(),
+            "agents:read".into(),
+        ];
+        rs.audiences = vec!["https://api.example.com".into()];
+        let mut public = rs.clone();
+        public.confidential = false;
+        let mut no_grant = rs.clone();
+        no_grant.grants.clear();
+        let api = Some("https://api.example.com");
+        let cases: [(&Client, Option<&str>, Option<&str>, Result<&str, &str>); 7] = [
+            (&rs, None, None, Ok("agents:read")),
+            (
+                &rs,
+                Some("openid offline_access agents:read"),
+                None,
+                Ok("agents:read"),
+            ),
+            (&rs, Some("agents:read"), api, Ok("agents:read")),
+            (&rs, Some("audit:read"), None, Err("invalid_scope")),
+            (&rs, None, Some("https://elsewhere"), Err("invalid_target")),
+            (&public, None, None, Err("unauthorized_client")),
+            (&no_grant, None, None, Err("unauthorized_client")),
+        ];
+        for (client, scope, resource, expected) in cases {
+            let got = match decide_client_credentials(client, scope, resource) {
+                Ok((scopes, _)) => Ok(scopes.to_scope_string()),
+                Err(Error::OAuth { code, .. }) => Err(code.as_str()),
+                Err(e) => panic!("{e}"),
+            };
+            assert_eq!(got, expected.map(str::to_string), "{scope:?} {resource:?}");
+        }
+    }
 }
