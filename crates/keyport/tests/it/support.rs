@@ -8,9 +8,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use keyport::Keyport;
-use keyport::admin::{self, NewClient};
+use keyport::admin;
 use keyport::clock::ManualClock;
 use keyport::config::{Config, Limits, TokenSettings};
+use keyport::domain::clients::ClientSpec;
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -126,6 +127,8 @@ impl TestServer {
             tokens: TokenSettings::default(),
             retention: Default::default(),
             keys: Default::default(),
+            cimd: Default::default(),
+            registration: Default::default(),
             scopes: vec![],
             clients: vec![],
         };
@@ -169,7 +172,7 @@ impl TestServer {
         admin::add_member(kp, "acme", EMAIL, "admin").await.unwrap();
         admin::add_client(
             kp,
-            NewClient {
+            ClientSpec {
                 id: CLI.into(),
                 name: "Test CLI".into(),
                 confidential: false,
@@ -180,13 +183,14 @@ impl TestServer {
                 ],
                 audiences: vec![AUDIENCE.into()],
                 redirect_uris: vec![],
+                ..Default::default()
             },
         )
         .await
         .unwrap();
         let rs = admin::add_client(
             kp,
-            NewClient {
+            ClientSpec {
                 id: RS.into(),
                 name: "Test Resource Server".into(),
                 confidential: true,
@@ -194,6 +198,7 @@ impl TestServer {
                 scopes: vec!["agents:read".into()],
                 audiences: vec![AUDIENCE.into()],
                 redirect_uris: vec![],
+                ..Default::default()
             },
         )
         .await
@@ -321,6 +326,8 @@ impl TestServer {
             "sessions",
             "refresh_tokens",
             "revoked_access_tokens",
+            "authorization_codes",
+            "access_tokens",
             "signing_keys",
             "browser_sessions",
             "audit_events",

@@ -75,6 +75,8 @@ impl Server {
             tokens,
             retention: Default::default(),
             keys: Default::default(),
+            cimd: Default::default(),
+            registration: Default::default(),
             scopes: vec![],
             clients: vec![],
         };
