@@ -15,9 +15,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use keyport::Keyport;
-use keyport::admin::{self, NewClient};
+use keyport::admin;
 use keyport::clock::SystemClock;
 use keyport::config::{Config, Limits, TokenSettings};
+use keyport::domain::clients::ClientSpec;
 use keyport_testkit::{decide_device, json_of};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -102,7 +103,7 @@ impl Server {
             .unwrap();
         admin::add_client(
             &kp,
-            NewClient {
+            ClientSpec {
                 id: CLI.into(),
                 name: "E2E CLI".into(),
                 confidential: false,
@@ -110,6 +111,7 @@ impl Server {
                 scopes: vec!["openid profile email offline_access agents:read".into()],
                 audiences: vec![],
                 redirect_uris: vec![],
+                ..ClientSpec::default()
             },
         )
         .await
