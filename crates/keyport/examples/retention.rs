@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use futures_util::stream;
-use keyport::admin::{self, NewClient};
+use keyport::admin;
 use keyport::clock::{Clock, ManualClock};
 use keyport::config::{Config, Limits};
 use keyport::crypto::tokens::Secret;
+use keyport::domain::clients::ClientSpec;
 use keyport::domain::device::{Consent, StartRequest};
 use keyport::domain::poll::PollRequest;
 use keyport::{Caller, Keyport};
@@ -73,7 +74,7 @@ async fn main() -> anyhow::Result<()> {
     admin::add_member(&kp, "fleet", "fleet@example.com", "member").await?;
     admin::add_client(
         &kp,
-        NewClient {
+        ClientSpec {
             id: "fleet-cli".into(),
             name: "Fleet CLI".into(),
             confidential: false,
@@ -81,11 +82,12 @@ async fn main() -> anyhow::Result<()> {
             scopes: vec!["openid".into(), "offline_access".into()],
             audiences: vec![],
             redirect_uris: vec![],
+            ..Default::default()
         },
     )
     .await?;
     let client = kp.client("fleet-cli").await?.expect("the client exists");
-    let user = keyport::store::directory::user_by_email(kp.store.pool(), "fleet@example.com")
+    let user = keyport::store::directory::user_by_email(kp.store().pool(), "fleet@example.com")
         .await?
         .expect("the user exists");
     let caller = Caller::default();
@@ -150,7 +152,7 @@ async fn main() -> anyhow::Result<()> {
         }
         if clock.now() >= next_report || done >= rotations {
             let count = |table: &'static str| {
-                let pool = kp.store.pool().clone();
+                let pool = kp.store().pool().clone();
                 async move {
                     let sql = format!("SELECT COUNT(*) AS n FROM {table}");
                     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -191,7 +193,7 @@ async fn main() -> anyhow::Result<()> {
         "a replay inside the token's lifetime was not caught"
     );
     eprintln!("reuse inside the lifetime: detected, session revoked");
-    kp.store.close().await;
+    kp.store().close().await;
     let _ = std::fs::remove_dir_all(&data_dir);
     Ok(())
 }
@@ -199,13 +201,13 @@ async fn main() -> anyhow::Result<()> {
 /// The database's size: SQLite's pages in use plus free ones (the file),
 /// or PostgreSQL's own count.
 async fn database_bytes(kp: &Keyport, data_dir: &std::path::Path) -> u64 {
-    match kp.store.engine() {
+    match kp.store().engine() {
         keyport::store::Engine::Sqlite => std::fs::metadata(data_dir.join("keyport.db"))
             .map(|m| m.len())
             .unwrap_or(0),
         keyport::store::Engine::Postgres => {
             let row = sqlx::query("SELECT pg_database_size(current_database()) AS n")
-                .fetch_one(kp.store.pool())
+                .fetch_one(kp.store().pool())
                 .await;
             row.map(|r| sqlx::Row::get::<i64, _>(&r, "n") as u64)
                 .unwrap_or(0)

@@ -1,7 +1,6 @@
 //! Keyport: an OAuth 2.0 / OpenID Connect authorization server for CLI and
 //! device logins. The library exposes the server as an axum `Router`
 //! ([`http::router`]) and as an in-process service ([`Keyport`]).
-pub mod admin;
 pub mod clock;
 pub mod config;
 pub mod crypto;
@@ -11,6 +10,7 @@ pub mod service;
 pub mod store;
 pub mod telemetry;
 
+pub use domain::admin;
 pub use service::{Caller, Keyport};
 pub mod http;
 pub mod pages;

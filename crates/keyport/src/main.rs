@@ -10,7 +10,7 @@ use keyport::admin;
 use keyport::clock::SystemClock;
 use keyport::config::{Config, ServeArgs, StoreArgs};
 use keyport::domain::clients::ClientSpec;
-use keyport::{Keyport, http, pages};
+use keyport::{Keyport, http};
 use serde_json::Value;
 
 #[derive(Parser)]
@@ -99,7 +99,7 @@ enum UserCommand {
 #[derive(Subcommand)]
 enum ClientCommand {
     /// Register a client; a confidential client's secret is printed once
-    Add(ClientAdd),
+    Add(Box<ClientAdd>),
     /// Client secrets
     #[command(subcommand)]
     Secret(SecretCommand),
@@ -423,7 +423,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Backup { to } => {
             let kp = open(&cli.store, &none).await?;
-            if kp.store.engine() == keyport::store::Engine::Postgres {
+            if kp.store().engine() == keyport::store::Engine::Postgres {
                 eprintln!(
                     "error: keyport backup copies the SQLite database; for PostgreSQL use \
                      pg_dump -Fc (or your platform's point-in-time recovery)"
@@ -458,30 +458,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn run_server(store: &StoreArgs, serve: &ServeArgs) -> anyhow::Result<()> {
     let descriptors = http::serve::raise_open_file_limit();
     let kp = open(store, serve).await?;
-    let listener = tokio::net::TcpListener::bind(kp.config.listen)
+    let listener = tokio::net::TcpListener::bind(kp.config().listen)
         .await
-        .with_context(|| format!("cannot listen on {}", kp.config.listen))?;
-    if !kp.config.limits.enabled {
+        .with_context(|| format!("cannot listen on {}", kp.config().listen))?;
+    if !kp.config().limits.enabled {
         tracing::warn!("rate limits are off (--no-rate-limits)");
     }
     if serve.demo {
         let (email, password) = admin::seed_demo(&kp).await?;
         eprintln!(
             "\nDemo data is ready. In another terminal run:\n\n    kp login --issuer {} --client-id kp\n\nand sign in as {email} with password {password}\n",
-            kp.config.issuer
+            kp.config().issuer
         );
     } else {
-        match pages::setup::setup_link(&kp).await? {
-            Some(link) => show_setup_link(&kp.config.data_dir, &link)?,
+        match kp.setup_link().await? {
+            Some(link) => show_setup_link(&kp.config().data_dir, &link)?,
             // A link written at an earlier start is dead now: remove it.
             None => {
-                let _ = std::fs::remove_file(kp.config.data_dir.join(SETUP_LINK_FILE));
+                let _ = std::fs::remove_file(kp.config().data_dir.join(SETUP_LINK_FILE));
             }
         }
     }
-    tracing::info!(issuer = %kp.config.issuer, listen = %kp.config.listen, engine = ?kp.store.engine(), open_files = descriptors, "keyport is ready");
+    tracing::info!(issuer = %kp.config().issuer, listen = %kp.config().listen, engine = ?kp.store().engine(), open_files = descriptors, "keyport is ready");
     let maintenance = kp.spawn_maintenance();
-    let store_handle = kp.store.clone();
+    let store_handle = kp.store().clone();
     http::serve(kp, listener, shutdown_signal()).await?;
     maintenance.abort();
     store_handle.close().await;

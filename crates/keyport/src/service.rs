@@ -38,6 +38,10 @@ impl Caller {
 #[derive(Clone)]
 pub struct Keyport(Arc<Inner>);
 
+/// A metadata document's client (or `None` for a refused one), when it was
+/// fetched, and for how long that answer holds.
+type CachedDocument = (Instant, Duration, Option<Client>);
+
 const CLIENT_CACHE_TTL: Duration = Duration::from_secs(1);
 /// How long a fetched client metadata document is trusted.
 const METADATA_CACHE_TTL: Duration = Duration::from_secs(300);
@@ -47,24 +51,56 @@ const METADATA_FAILURE_TTL: Duration = Duration::from_secs(30);
 /// Most entries a cache holds before it starts over (bounds memory).
 const CACHE_LIMIT: usize = 4096;
 
+/// Keyport's state. The fields are the crate's own: pages, the HTTP layer
+/// and embedders go through the operations in [`crate::domain`], and read
+/// settings through [`Keyport::config`].
 pub struct Inner {
-    pub config: Config,
-    pub store: Store,
-    pub clock: SharedClock,
-    pub master: MasterKey,
-    pub catalogue: Catalogue,
+    pub(crate) config: Config,
+    pub(crate) store: Store,
+    pub(crate) clock: SharedClock,
+    pub(crate) master: MasterKey,
+    pub(crate) catalogue: Catalogue,
     keys: RwLock<Arc<KeySet>>,
     /// Clients read in the last second: every token request names one.
     clients: Mutex<HashMap<String, (Instant, Option<Client>)>>,
     /// Clients described by metadata documents, by URL, for
     /// [`METADATA_CACHE_TTL`] (a failed fetch for less).
-    metadata_clients: Mutex<HashMap<String, (Instant, Duration, Option<Client>)>>,
+    metadata_clients: Mutex<HashMap<String, CachedDocument>>,
     /// Access tokens whose signature was already checked, by SHA-256 of the
     /// whole token. A CLI presents the same token for its whole life; expiry
     /// and revocation are still checked on every use.
     verified: Mutex<HashMap<Vec<u8>, Arc<AccessClaims>>>,
     /// Bounds Argon2id work to about one hash per core, off the async workers.
     password_hashing: Semaphore,
+}
+
+impl Keyport {
+    /// The configuration this server runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The store, for tools and tests that read it (row counts, backups).
+    /// Every change goes through a domain operation.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Whether the database answers (`/readyz`).
+    pub async fn database_reachable(&self) -> bool {
+        self.store.ping().await
+    }
+
+    /// Records the connection pool's size and idle connections as gauges.
+    pub fn record_pool_use(&self) {
+        let pool = self.store.pool();
+        crate::telemetry::pool(pool.size(), pool.num_idle());
+    }
+
+    /// The clock every expiry is measured with.
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
 }
 
 impl std::ops::Deref for Keyport {

@@ -448,7 +448,8 @@ mod tests {
     fn each_refusal_is_a_page_or_a_redirect_as_rfc_6749_says() {
         let public = client(false);
         let confidential = client(true);
-        let cases: Vec<(&Client, Vec<(&str, &str)>, Result<(), &str>)> = vec![
+        type Case<'a> = (&'a Client, Vec<(&'a str, &'a str)>, Result<(), &'a str>);
+        let cases: Vec<Case> = vec![
             (&public, vec![], Ok(())),
             (
                 &public,

@@ -3,6 +3,7 @@
 //! of HTTP; gets a store and a clock through [`crate::Keyport`].
 
 pub mod access;
+pub mod admin;
 pub mod audit;
 pub mod authorize;
 pub mod cimd;
@@ -18,11 +19,14 @@ pub mod redirect;
 pub mod refresh;
 pub mod registration;
 pub mod scopes;
+pub mod setup;
 pub mod signin;
 pub mod tokens;
 
 use std::borrow::Cow;
 
+/// The people and workspaces the domain works with.
+pub use crate::store::directory::{User, Workspace};
 pub use keyport_proto::ErrorCode;
 
 use crate::store;

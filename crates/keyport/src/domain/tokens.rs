@@ -314,7 +314,13 @@ mod tests {
         let mut no_grant = rs.clone();
         no_grant.grants.clear();
         let api = Some("https://api.example.com");
-        let cases: [(&Client, Option<&str>, Option<&str>, Result<&str, &str>); 7] = [
+        type Case<'a> = (
+            &'a Client,
+            Option<&'a str>,
+            Option<&'a str>,
+            Result<&'a str, &'a str>,
+        );
+        let cases: [Case; 7] = [
             (&rs, None, None, Ok("agents:read")),
             (
                 &rs,

@@ -45,8 +45,7 @@ pub async fn count_responses(req: Request, next: Next) -> Response {
 }
 
 pub async fn render(State(kp): State<Keyport>) -> Response {
-    let pool = kp.store.pool();
-    telemetry::pool(pool.size(), pool.num_idle());
+    kp.record_pool_use();
     (
         [(
             header::CONTENT_TYPE,

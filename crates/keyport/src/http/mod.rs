@@ -139,7 +139,7 @@ async fn readyz(State((kp, draining)): State<(Keyport, Draining)>) -> Response {
     if draining.0.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
     }
-    if kp.store.ping().await {
+    if kp.database_reachable().await {
         "ready".into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response()

@@ -15,12 +15,12 @@ use super::{
     read_page_form, with_retry_after,
 };
 use crate::domain::Error;
+use crate::domain::User;
 use crate::domain::device::{Consent, Decided, PendingRequest};
 use crate::domain::metadata::DeviceMetadata;
 use crate::domain::scopes::Role;
 use crate::domain::signin::SignInError;
 use crate::service::{Caller, Keyport};
-use crate::store::{self, directory::User};
 
 #[derive(Template)]
 #[template(path = "signin.html")]
@@ -211,7 +211,7 @@ pub async fn verification_page(
         }
         Err(_) => return unavailable(),
     };
-    let Ok(memberships) = store::directory::memberships_of(kp.store.pool(), &user.id).await else {
+    let Ok(memberships) = kp.memberships(&user).await else {
         return unavailable();
     };
     let chosen = match query.workspace.as_deref() {

@@ -91,6 +91,15 @@ pub async fn set_disabled<'e>(db: impl Db<'e>, user_id: &str, disabled: bool) ->
     Ok(done.rows_affected() == 1)
 }
 
+pub async fn set_password_hash<'e>(db: impl Db<'e>, user_id: &str, phc: &str) -> Result<()> {
+    sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
+        .bind(user_id)
+        .bind(phc)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Workspace {
     pub id: String,

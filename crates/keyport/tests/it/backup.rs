@@ -128,7 +128,7 @@ async fn a_backup_under_load_restores_every_acknowledged_session() {
          LEFT JOIN refresh_tokens r ON r.session_id = s.id AND r.rotated_at IS NULL \
          WHERE s.revoked_at IS NULL GROUP BY s.id",
     )
-    .fetch_all(restored.kp.store.pool())
+    .fetch_all(restored.kp.store().pool())
     .await
     .unwrap();
     assert_eq!(

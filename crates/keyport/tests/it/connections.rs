@@ -44,7 +44,7 @@ async fn get_from(source: &str, server: SocketAddr, path: &str) -> String {
 }
 
 fn addr(server: &TestServer) -> SocketAddr {
-    server.kp.config.listen
+    server.kp.config().listen
 }
 
 #[tokio::test]

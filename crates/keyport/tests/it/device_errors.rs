@@ -163,7 +163,7 @@ async fn a_disabled_approver_gets_access_denied_at_the_next_poll() {
         .await;
     assert!(done.contains("Device approved"));
     sqlx::query("UPDATE users SET disabled = 1")
-        .execute(server.kp.store.pool())
+        .execute(server.kp.store().pool())
         .await
         .unwrap();
     let (_, body) = server.poll(start["device_code"].as_str().unwrap()).await;

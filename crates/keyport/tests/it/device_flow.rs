@@ -335,7 +335,7 @@ async fn signing_out_ends_the_browser_session() {
         "signed out: the sign-in form again\n{page}"
     );
     let count = sqlx::query("SELECT COUNT(*) AS n FROM browser_sessions")
-        .fetch_one(server.kp.store.pool())
+        .fetch_one(server.kp.store().pool())
         .await
         .unwrap();
     assert_eq!(
@@ -357,7 +357,7 @@ async fn housekeeping_forgets_leeway_replies_past_the_leeway() {
         let row = sqlx::query(
             "SELECT COUNT(*) AS n FROM refresh_tokens WHERE sealed_successor IS NOT NULL",
         )
-        .fetch_one(server.kp.store.pool())
+        .fetch_one(server.kp.store().pool())
         .await
         .unwrap();
         sqlx::Row::get::<i64, _>(&row, "n")

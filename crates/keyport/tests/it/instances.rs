@@ -105,7 +105,7 @@ impl ClusterDb {
     pub fn url(&self) -> String {
         self.seed
             .kp
-            .config
+            .config()
             .database_url
             .clone()
             .expect("a PostgreSQL URL")
@@ -197,7 +197,7 @@ async fn a_refresh_token_yields_one_successor_on_any_instance() {
     }
     // One chain: 16 tokens in the session, exactly one not yet rotated.
     let row = sqlx::query("SELECT COUNT(*) AS total, SUM(CASE WHEN rotated_at IS NULL THEN 1 ELSE 0 END) AS live FROM refresh_tokens")
-        .fetch_one(db.seed.kp.store.pool())
+        .fetch_one(db.seed.kp.store().pool())
         .await
         .unwrap();
     assert_eq!(sqlx::Row::get::<i64, _>(&row, "total"), 16);
@@ -507,7 +507,7 @@ async fn polling_speed_is_judged_across_instances() {
     let (_, second) = post(&http, format!("{}/oauth/token", cluster[1].base), &form).await;
     assert_eq!(second["error"], "slow_down", "{second}");
     let interval: i64 = sqlx::query("SELECT poll_interval FROM device_authorizations")
-        .fetch_one(db.seed.kp.store.pool())
+        .fetch_one(db.seed.kp.store().pool())
         .await
         .map(|row| sqlx::Row::get(&row, "poll_interval"))
         .unwrap();

@@ -73,14 +73,14 @@ async fn metrics_after_a_device_login_are_plausible_and_anonymous() {
             .any(|s| s.metric == "keyport_db_pool_connections"),
         "{text}"
     );
-    if server.kp.store.engine() == keyport::store::Engine::Sqlite {
+    if server.kp.store().engine() == keyport::store::Engine::Sqlite {
         assert!(total(&metrics, "keyport_sqlite_write_batch_jobs", &[]) >= 1.0);
         assert!(total(&metrics, "keyport_sqlite_commit_duration_seconds", &[]) >= 1.0);
     }
 
     // Nothing that names a person, a secret or a session.
     let user =
-        keyport::store::directory::user_by_email(server.kp.store.pool(), "alice@example.com")
+        keyport::store::directory::user_by_email(server.kp.store().pool(), "alice@example.com")
             .await
             .unwrap()
             .unwrap();

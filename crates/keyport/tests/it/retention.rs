@@ -15,7 +15,7 @@ const CLIS: usize = 5;
 async fn count(server: &TestServer, table: &str) -> i64 {
     let sql = format!("SELECT COUNT(*) AS n FROM {table}");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .fetch_one(server.kp.store.pool())
+        .fetch_one(server.kp.store().pool())
         .await
         .unwrap();
     sqlx::Row::get(&row, "n")
@@ -66,7 +66,7 @@ async fn a_month_of_refreshes_levels_off_and_reuse_detection_holds() {
             };
             let removed = server
                 .kp
-                .store
+                .store()
                 .write_one(move |c| {
                     Box::pin(async move {
                         keyport::store::retention::prune(

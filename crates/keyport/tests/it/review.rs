@@ -15,14 +15,16 @@ async fn setup_page(server: &TestServer, link: &str) -> StatusCode {
 #[tokio::test]
 async fn the_setup_link_dies_once_any_user_exists() {
     let server = TestServer::start_empty(|_| {}).await;
-    let link = keyport::pages::setup::setup_link(&server.kp)
+    let link = server
+        .kp
+        .setup_link()
         .await
         .unwrap()
         .expect("an empty database gets a setup link");
     assert_eq!(setup_page(&server, &link).await, StatusCode::OK);
     let token = link.split("token=").nth(1).unwrap();
     let stored =
-        keyport::store::settings::get(server.kp.store.pool(), keyport::pages::setup::SETUP_TOKEN)
+        keyport::store::settings::get(server.kp.store().pool(), keyport::pages::setup::SETUP_TOKEN)
             .await
             .unwrap()
             .unwrap();
@@ -54,27 +56,19 @@ async fn the_setup_link_dies_once_any_user_exists() {
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     let done = response.text().await.unwrap();
     assert!(!done.contains("Admin created"), "{done}");
-    let users = keyport::store::directory::count_users(server.kp.store.pool())
+    let users = keyport::store::directory::count_users(server.kp.store().pool())
         .await
         .unwrap();
     assert_eq!(users, 1);
     // Nor after a restart: with users, no link is made and the old one is gone.
-    assert!(
-        keyport::pages::setup::setup_link(&server.kp)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(server.kp.setup_link().await.unwrap().is_none());
     assert_eq!(setup_page(&server, &link).await, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
 async fn the_setup_link_expires_after_an_hour() {
     let server = TestServer::start_empty(|_| {}).await;
-    let link = keyport::pages::setup::setup_link(&server.kp)
-        .await
-        .unwrap()
-        .unwrap();
+    let link = server.kp.setup_link().await.unwrap().unwrap();
     server.clock.advance_secs(3599);
     assert_eq!(setup_page(&server, &link).await, StatusCode::OK);
     server.clock.advance_secs(2);
@@ -392,7 +386,7 @@ async fn hsts_on_an_https_issuer_only() {
     let response = plain.http.get(plain.url("/healthz")).send().await.unwrap();
     assert!(response.headers().get(STRICT_TRANSPORT_SECURITY).is_none());
     let https = TestServer::start_with(|c| c.issuer = format!("https://{}", c.listen)).await;
-    let url = format!("http://{}/healthz", https.kp.config.listen);
+    let url = format!("http://{}/healthz", https.kp.config().listen);
     let response = https.http.get(url).send().await.unwrap();
     let hsts = response.headers().get(STRICT_TRANSPORT_SECURITY).unwrap();
     assert!(hsts.to_str().unwrap().starts_with("max-age="));
@@ -492,7 +486,7 @@ async fn user_codes_are_stored_only_as_hashes_and_typed_with_any_dash() {
     let start = server.start_device(&[]).await;
     let code = start["user_code"].as_str().unwrap();
     let rows = sqlx::query("SELECT * FROM device_authorizations")
-        .fetch_all(server.kp.store.pool())
+        .fetch_all(server.kp.store().pool())
         .await
         .unwrap();
     for row in &rows {
@@ -607,7 +601,7 @@ async fn a_lost_device_code_reply_can_be_retried_within_the_leeway() {
     assert_eq!(retry, first, "the same tokens, never a second set");
     let sessions: i64 = sqlx::Row::get(
         &sqlx::query("SELECT COUNT(*) AS n FROM sessions")
-            .fetch_one(server.kp.store.pool())
+            .fetch_one(server.kp.store().pool())
             .await
             .unwrap(),
         "n",

@@ -22,7 +22,7 @@ const DAY: i64 = 86_400;
 /// A second instance on the same database and clock as `first`.
 async fn second_instance(first: &TestServer) -> (Keyport, String, oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut config = first.kp.config.clone();
+    let mut config = first.kp.config().clone();
     config.listen = listener.local_addr().unwrap();
     let base = format!("http://{}", config.listen);
     let kp = Keyport::open(config, Arc::new(first.clock.clone()))

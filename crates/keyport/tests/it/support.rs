@@ -149,7 +149,7 @@ impl TestServer {
             .unwrap();
         });
         TestServer {
-            issuer: kp.config.issuer.clone(),
+            issuer: kp.config().issuer.clone(),
             kp,
             clock,
             http: reqwest::Client::builder()
@@ -335,7 +335,7 @@ impl TestServer {
         ] {
             let sql = format!("SELECT COUNT(*) AS n FROM {table}");
             let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .fetch_one(self.kp.store.pool())
+                .fetch_one(self.kp.store().pool())
                 .await
                 .unwrap();
             counts.push((table.to_string(), sqlx::Row::get::<i64, _>(&row, "n")));

@@ -37,7 +37,7 @@ fn server_cert(issuer: &Issuer<'static, KeyPair>, names: &[&str]) -> (String, St
 /// Whether the pool's connection to the server is encrypted.
 async fn connection_is_tls(server: &TestServer) -> bool {
     let row = sqlx::query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
-        .fetch_one(server.kp.store.pool())
+        .fetch_one(server.kp.store().pool())
         .await
         .unwrap();
     sqlx::Row::get::<bool, _>(&row, "ssl")

@@ -118,7 +118,7 @@ impl Server {
         .unwrap();
 
         Server {
-            issuer: kp.config.issuer.clone(),
+            issuer: kp.config().issuer.clone(),
             addr,
             kp,
             http: reqwest::Client::builder()

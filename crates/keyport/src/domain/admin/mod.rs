@@ -1,6 +1,8 @@
-//! The admin commands' work, shared by the `keyport` binary and tests. Each
-//! runs against the same store as a running server (SQLite WAL or
-//! PostgreSQL), so they are safe while it serves.
+//! The admin commands' work (`keyport user …`, `client …`, `workspace …`,
+//! `sessions …`, `keys rotate`, `audit export`, `backup`), shared by the
+//! `keyport` binary and tests. Each runs against the same store as a
+//! running server (SQLite WAL or PostgreSQL), so they are safe while it
+//! serves.
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -372,13 +374,8 @@ pub async fn seed_demo(kp: &Keyport) -> Result<(String, String)> {
             Box::pin(async move {
                 let user_id = match store::directory::user_by_email(&mut *c, &demo_email).await? {
                     Some(user) => {
-                        sqlx::query(
-                            "UPDATE users SET password_hash = $1, disabled = 0 WHERE id = $2",
-                        )
-                        .bind(&phc)
-                        .bind(&user.id)
-                        .execute(&mut *c)
-                        .await?;
+                        store::directory::set_password_hash(&mut *c, &user.id, &phc).await?;
+                        store::directory::set_disabled(&mut *c, &user.id, false).await?;
                         user.id
                     }
                     None => {
