@@ -33,6 +33,58 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Declares a secret that is not a token Keyport mints: `Debug` is
+/// redacted, there is no `Display`, and the value is read with `expose`.
+macro_rules! secret_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn new(value: String) -> Self {
+                Self(value)
+            }
+
+            pub fn expose(&self) -> &str {
+                &self.0
+            }
+
+            /// What the database may keep: SHA-256, base64url.
+            pub fn hash(&self) -> String {
+                super::hash_secret(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(concat!(stringify!($name), "([redacted])"))
+            }
+        }
+    };
+}
+
+secret_type!(
+    /// A password as typed at sign-in; only its Argon2id hash is kept.
+    Password
+);
+secret_type!(
+    /// The browser session cookie's value; only its hash is kept.
+    SessionCookie
+);
+secret_type!(
+    /// A client secret as presented at the token endpoint.
+    ClientSecret
+);
+secret_type!(
+    /// An RFC 6749 §4.1 authorization code as presented for exchange.
+    AuthorizationCode
+);
+secret_type!(
+    /// An RFC 7636 PKCE code verifier.
+    CodeVerifier
+);
+
 /// A user code in its canonical form: 8 letters, no dash.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UserCode(String);

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use super::scopes::Scopes;
 use super::{Error, ErrorCode, Result};
 use crate::crypto::constant_time_eq;
-use crate::crypto::tokens::Secret;
+use crate::crypto::tokens::ClientSecret;
 use crate::service::Keyport;
 use keyport_proto::{GrantType, REFRESH_TOKEN_PREFIX};
 
@@ -295,7 +295,7 @@ const AUTHENTICATION_FAILED: &str = "client authentication failed";
 #[derive(Debug, Default)]
 pub struct ClientCredentials {
     pub client_id: Option<String>,
-    pub secret: Option<Secret>,
+    pub secret: Option<ClientSecret>,
     /// True when they came in an `Authorization: Basic` header (a failure
     /// then answers 401 with `WWW-Authenticate`).
     pub via_basic: bool,
@@ -303,7 +303,7 @@ pub struct ClientCredentials {
 
 /// Whether `given` is the client's secret, or the secret a rotation
 /// replaced while its grace period lasts. Both are compared in constant time.
-pub fn secret_matches(client: &Client, given: &Secret, now: i64) -> bool {
+pub fn secret_matches(client: &Client, given: &ClientSecret, now: i64) -> bool {
     let given = given.hash();
     let current = client
         .secret_hash
@@ -382,7 +382,7 @@ mod tests {
             ("other", 50, false),
         ];
         for (given, now, expected) in cases {
-            let matched = secret_matches(&client, &Secret::new(given.into()), now);
+            let matched = secret_matches(&client, &ClientSecret::new(given.into()), now);
             assert_eq!(matched, expected, "{given} at {now}");
         }
     }

@@ -8,7 +8,7 @@ use super::clients::Client;
 use super::scopes::Scopes;
 use super::tokens::Grant;
 use super::{Error, Result, pkce};
-use crate::crypto::tokens::Secret;
+use crate::crypto::tokens::{AuthorizationCode, CodeVerifier, Secret};
 use crate::crypto::{self};
 use crate::service::{Caller, Keyport};
 use crate::store::codes::{CodeState, StoredCode};
@@ -19,9 +19,9 @@ use keyport_proto::{GrantType, TokenResponse};
 /// What the token endpoint presented with `grant_type=authorization_code`.
 #[derive(Debug)]
 pub struct CodeExchange {
-    pub code: Secret,
+    pub code: AuthorizationCode,
     pub redirect_uri: Option<String>,
-    pub code_verifier: Option<Secret>,
+    pub code_verifier: Option<CodeVerifier>,
 }
 
 /// What to do with a presented code.
@@ -91,7 +91,7 @@ impl Keyport {
             stored.as_ref(),
             &client.id,
             exchange.redirect_uri.as_deref(),
-            exchange.code_verifier.as_ref().map(Secret::expose),
+            exchange.code_verifier.as_ref().map(CodeVerifier::expose),
             now,
         );
         match decision {

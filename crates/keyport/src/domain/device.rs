@@ -8,8 +8,9 @@ use super::clients::Client;
 use super::metadata::DeviceMetadata;
 use super::scopes::{Role, Scopes};
 use super::{Error, ErrorCode, Result};
+use crate::crypto;
+use crate::crypto::tokens::SessionCookie;
 use crate::crypto::tokens::{UserCode, new_device_code};
-use crate::crypto::{self, hash_secret};
 use crate::service::{Caller, Keyport};
 use crate::store::device::{Approval, DeviceAuthorization, NewDevice, Status};
 use crate::store::{self, Writes, directory::User};
@@ -172,7 +173,7 @@ impl Keyport {
         &self,
         input: &str,
         user: &User,
-        browser_session: Option<&str>,
+        browser_session: Option<&SessionCookie>,
         caller: &Caller,
     ) -> Result<PendingRequest> {
         let now = self.clock.now();
@@ -350,10 +351,14 @@ pub(super) fn ensure_device_grant(client: &Client) -> Result<()> {
     client.require(GrantType::DeviceCode)
 }
 
-fn guess_buckets(user: &User, browser_session: Option<&str>, caller: &Caller) -> Vec<String> {
+fn guess_buckets(
+    user: &User,
+    browser_session: Option<&SessionCookie>,
+    caller: &Caller,
+) -> Vec<String> {
     let mut buckets = vec![format!("user-code:user:{}", user.id)];
     if let Some(session) = browser_session {
-        buckets.push(format!("user-code:session:{}", hash_secret(session)));
+        buckets.push(format!("user-code:session:{}", session.hash()));
     }
     if let Some(ip) = caller.ip {
         buckets.push(format!("user-code:ip:{ip}"));

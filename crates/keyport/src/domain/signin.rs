@@ -9,7 +9,8 @@ use argon2::{Algorithm, Argon2, Params, PasswordHash, Version};
 
 use super::audit::Audit;
 use super::{Error, ErrorCode, Result};
-use crate::crypto::{self, hash_secret};
+use crate::crypto;
+use crate::crypto::tokens::{Password, SessionCookie};
 use crate::service::{Caller, Keyport};
 use crate::store::{self, directory::User};
 use crate::telemetry::SecurityEvent;
@@ -31,7 +32,8 @@ const BROWSER_SESSION_SECS: i64 = 12 * 3600;
 /// A signed-in browser: the cookie's value is `id`, shown only to the browser.
 #[derive(Debug)]
 pub struct BrowserSession {
-    pub id: String,
+    /// The cookie's value, handed to the browser once.
+    pub id: SessionCookie,
     pub user: User,
     pub auth_time: i64,
 }
@@ -107,13 +109,13 @@ impl Keyport {
     pub async fn sign_in(
         &self,
         email: &str,
-        password: &str,
+        password: &Password,
         caller: &Caller,
     ) -> Result<BrowserSession, SignInError> {
         let user = self.check_password(email, password, caller).await?;
-        let id = crypto::random_token();
+        let id = SessionCookie::new(crypto::random_token());
         let now = self.clock.now();
-        let (id_hash, user_id, ip) = (hash_secret(&id), user.id.clone(), caller.ip_string());
+        let (id_hash, user_id, ip) = (id.hash(), user.id.clone(), caller.ip_string());
         self.store
             .write(move |c| {
                 Box::pin(async move {
@@ -146,7 +148,7 @@ impl Keyport {
     pub async fn check_password(
         &self,
         email: &str,
-        password: &str,
+        password: &Password,
         caller: &Caller,
     ) -> Result<User, SignInError> {
         let now = self.clock.now();
@@ -191,9 +193,9 @@ impl Keyport {
             .as_ref()
             .and_then(|u| u.password_hash.clone())
             .unwrap_or_else(dummy_hash);
-        let password = password.to_string();
+        let password = password.clone();
         let verified = self
-            .password_work(move || verify_password(&password, &phc))
+            .password_work(move || verify_password(password.expose(), &phc))
             .await?;
         match user {
             Some(user) if verified && !user.disabled => {
@@ -259,10 +261,10 @@ impl Keyport {
     }
 
     /// The user behind a browser session cookie, if it is live.
-    pub async fn browser_user(&self, cookie: &str) -> Result<Option<(User, i64)>> {
+    pub async fn browser_user(&self, cookie: &SessionCookie) -> Result<Option<(User, i64)>> {
         let now = self.clock.now();
         let Some((user_id, auth_time)) =
-            store::browser::find(self.store.pool(), &hash_secret(cookie), now).await?
+            store::browser::find(self.store.pool(), &cookie.hash(), now).await?
         else {
             return Ok(None);
         };
@@ -270,8 +272,8 @@ impl Keyport {
         Ok(user.filter(|u| !u.disabled).map(|u| (u, auth_time)))
     }
 
-    pub async fn sign_out(&self, cookie: &str) -> Result<()> {
-        let id_hash = hash_secret(cookie);
+    pub async fn sign_out(&self, cookie: &SessionCookie) -> Result<()> {
+        let id_hash = cookie.hash();
         self.store
             .write(move |c| Box::pin(async move { store::browser::delete(c, &id_hash).await }))
             .await?;

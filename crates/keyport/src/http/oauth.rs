@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::error::{ApiError, bearer_required, no_store};
 use super::params::{Params, bearer_token};
-use crate::crypto::tokens::Secret;
+use crate::crypto::tokens::{AuthorizationCode, CodeVerifier};
 use crate::domain::Error;
 use crate::domain::code::CodeExchange;
 use crate::domain::device::StartRequest;
@@ -123,11 +123,11 @@ pub async fn token(
         }
         GrantType::AuthorizationCode => {
             let exchange = CodeExchange {
-                code: params.secret("code")?,
+                code: AuthorizationCode::new(params.require("code")?.to_string()),
                 redirect_uri: params.get("redirect_uri").map(str::to_string),
                 code_verifier: params
                     .get("code_verifier")
-                    .map(|v| Secret::new(v.to_string())),
+                    .map(|v| CodeVerifier::new(v.to_string())),
             };
             kp.exchange_code(&client, exchange, &caller).await?
         }

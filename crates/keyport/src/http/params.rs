@@ -15,7 +15,7 @@ use keyport_proto::ErrorCode;
 use percent_encoding::percent_decode;
 
 use super::error::{ApiError, json_error, request_timeout};
-use crate::crypto::tokens::Secret;
+use crate::crypto::tokens::{ClientSecret, Secret};
 use crate::domain::Error;
 use crate::domain::clients::ClientCredentials;
 
@@ -205,7 +205,7 @@ impl Params {
                 }
                 Ok(ClientCredentials {
                     client_id: Some(id.clone()),
-                    secret: Some(Secret::new(secret.clone())),
+                    secret: Some(ClientSecret::new(secret.clone())),
                     via_basic: true,
                 })
             }
@@ -213,7 +213,7 @@ impl Params {
                 client_id: self.get("client_id").map(str::to_string),
                 secret: self
                     .get("client_secret")
-                    .map(|s| Secret::new(s.to_string())),
+                    .map(|s| ClientSecret::new(s.to_string())),
                 via_basic: false,
             }),
         }

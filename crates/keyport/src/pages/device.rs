@@ -14,6 +14,7 @@ use super::{
     Csrf, checked_form, cookies, csrf_for, csrf_ok, describe_expiry, message, page, read_cookie,
     read_page_form, with_retry_after,
 };
+use crate::crypto::tokens::{Password, SessionCookie};
 use crate::domain::Error;
 use crate::domain::User;
 use crate::domain::device::{Consent, Decided, PendingRequest};
@@ -82,14 +83,15 @@ pub struct DeviceQuery {
 pub(super) async fn current_user(
     kp: &Keyport,
     headers: &HeaderMap,
-) -> Result<Option<(User, i64, String)>, Error> {
+) -> Result<Option<(User, i64, SessionCookie)>, Error> {
     let Some(cookie) = read_cookie(headers, cookies(kp).session) else {
         return Ok(None);
     };
+    let cookie = SessionCookie::new(cookie.to_string());
     Ok(kp
-        .browser_user(cookie)
+        .browser_user(&cookie)
         .await?
-        .map(|(user, auth_time)| (user, auth_time, cookie.to_string())))
+        .map(|(user, auth_time)| (user, auth_time, cookie)))
 }
 
 fn sign_in_page(
@@ -333,8 +335,8 @@ pub async fn sign_in(
         let error = Some("Your session expired. Please sign in again.".to_string());
         return sign_in_page(StatusCode::FORBIDDEN, &csrf, user_code, &email, error);
     }
-    let password = form.get("password").unwrap_or("");
-    match kp.sign_in(&email, password, &caller).await {
+    let password = Password::new(form.get("password").unwrap_or("").to_string());
+    match kp.sign_in(&email, &password, &caller).await {
         Ok(session) => {
             let target = match (&next, &user_code) {
                 (Some(next), _) => next.clone(),
@@ -345,7 +347,7 @@ pub async fn sign_in(
             let mut response = Redirect::to(&target).into_response();
             response.headers_mut().append(
                 header::SET_COOKIE,
-                names.set(names.session, &session.id, Some(12 * 3600)),
+                names.set(names.session, session.id.expose(), Some(12 * 3600)),
             );
             response
         }
@@ -438,7 +440,10 @@ pub async fn sign_out(State(kp): State<Keyport>, headers: HeaderMap, body: Body)
     let names = cookies(&kp);
     let signed_in = read_cookie(&headers, names.session);
     if let Some(cookie) = signed_in
-        && kp.sign_out(cookie).await.is_err()
+        && kp
+            .sign_out(&SessionCookie::new(cookie.to_string()))
+            .await
+            .is_err()
     {
         return unavailable();
     }
