@@ -138,7 +138,7 @@ impl Keyport {
         };
         let store = Store::open(config.database_url.as_deref(), &config.data_dir).await?;
         let mut stored = store::keys::published(store.pool()).await?;
-        for key_use in [KeyUse::AccessToken, KeyUse::IdToken] {
+        for key_use in KeyUse::ALL {
             if !stored.iter().any(|k| k.key_use == key_use && k.active) {
                 let key = keys::generate(&master, key_use)?;
                 let now = clock.now();
@@ -196,7 +196,7 @@ impl Keyport {
     /// previous keys until the next rotation.
     pub async fn rotate_keys(&self) -> Result<Vec<String>, OpenError> {
         let mut kids = Vec::new();
-        for key_use in [KeyUse::AccessToken, KeyUse::IdToken] {
+        for key_use in KeyUse::ALL {
             let key = keys::generate(&self.master, key_use)?;
             kids.push(key.kid.clone());
             let now = self.clock.now();

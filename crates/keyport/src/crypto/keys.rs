@@ -1,4 +1,5 @@
-//! Signing keys: Ed25519 for access tokens (RFC 9068), RS256 for ID tokens
+//! Signing keys: for access tokens (RFC 9068) one key per algorithm a
+//! client may choose (EdDSA by default, ES256, RS256), RS256 for ID tokens
 //! (what OIDC client libraries assume), the JWKS that publishes them, and
 //! verification of the access tokens Keyport issued.
 //!
@@ -9,7 +10,9 @@ use std::collections::HashMap;
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
-use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair,
+};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use jsonwebtoken::jwk::{Jwk, JwkSet, ThumbprintHash};
@@ -32,24 +35,48 @@ pub enum KeyError {
 }
 
 /// What a key signs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KeyUse {
+    /// Access tokens, EdDSA (the default).
     AccessToken,
+    /// Access tokens of clients set to ES256.
+    AccessTokenEs256,
+    /// Access tokens of clients set to RS256.
+    AccessTokenRs256,
     IdToken,
 }
 
 impl KeyUse {
+    pub const ALL: [KeyUse; 4] = [
+        KeyUse::AccessToken,
+        KeyUse::AccessTokenEs256,
+        KeyUse::AccessTokenRs256,
+        KeyUse::IdToken,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             KeyUse::AccessToken => "access",
+            KeyUse::AccessTokenEs256 => "access-es256",
+            KeyUse::AccessTokenRs256 => "access-rs256",
             KeyUse::IdToken => "id",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "access" => Some(KeyUse::AccessToken),
-            "id" => Some(KeyUse::IdToken),
+        Self::ALL.into_iter().find(|u| u.as_str() == text)
+    }
+
+    pub fn signs_access_tokens(self) -> bool {
+        self != KeyUse::IdToken
+    }
+
+    /// The key use that signs access tokens with `alg`.
+    pub fn for_access(alg: Algorithm) -> Option<Self> {
+        match alg {
+            Algorithm::EdDSA => Some(KeyUse::AccessToken),
+            Algorithm::ES256 => Some(KeyUse::AccessTokenEs256),
+            Algorithm::RS256 => Some(KeyUse::AccessTokenRs256),
             _ => None,
         }
     }
@@ -74,7 +101,15 @@ pub fn generate(master: &MasterKey, key_use: KeyUse) -> Result<StoredKey, KeyErr
                 .map_err(|_| KeyError::Generate)?;
             (Algorithm::EdDSA, doc.as_ref().to_vec())
         }
-        KeyUse::IdToken => {
+        KeyUse::AccessTokenEs256 => {
+            let doc = EcdsaKeyPair::generate_pkcs8(
+                &ECDSA_P256_SHA256_FIXED_SIGNING,
+                &aws_lc_rs::rand::SystemRandom::new(),
+            )
+            .map_err(|_| KeyError::Generate)?;
+            (Algorithm::ES256, doc.as_ref().to_vec())
+        }
+        KeyUse::IdToken | KeyUse::AccessTokenRs256 => {
             let pair = RsaKeyPair::generate(KeySize::Rsa2048).map_err(|_| KeyError::Generate)?;
             let der = pair.as_der().map_err(|_| KeyError::Generate)?;
             (Algorithm::RS256, der.as_ref().to_vec())
@@ -99,6 +134,7 @@ pub fn generate(master: &MasterKey, key_use: KeyUse) -> Result<StoredKey, KeyErr
 fn alg_name(alg: Algorithm) -> &'static str {
     match alg {
         Algorithm::EdDSA => "EdDSA",
+        Algorithm::ES256 => "ES256",
         Algorithm::RS256 => "RS256",
         _ => "unsupported",
     }
@@ -116,6 +152,20 @@ fn decoding_key(alg: Algorithm, pkcs8: &[u8]) -> Result<DecodingKey, String> {
             let pair = Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|e| e.to_string())?;
             Ok(DecodingKey::from_ed_der(pair.public_key().as_ref()))
         }
+        Algorithm::ES256 => {
+            let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8)
+                .map_err(|e| e.to_string())?;
+            // The uncompressed point: 0x04, then x and y (32 bytes each).
+            let point = pair.public_key().as_ref();
+            if point.len() != 65 {
+                return Err("unexpected P-256 public key".into());
+            }
+            DecodingKey::from_ec_components(
+                &super::b64url(&point[1..33]),
+                &super::b64url(&point[33..]),
+            )
+            .map_err(|e| e.to_string())
+        }
         Algorithm::RS256 => {
             let pair = RsaKeyPair::from_pkcs8(pkcs8).map_err(|e| e.to_string())?;
             let public = pair.public_key();
@@ -131,6 +181,7 @@ fn decoding_key(alg: Algorithm, pkcs8: &[u8]) -> Result<DecodingKey, String> {
 fn encoding_key(alg: Algorithm, pkcs8: &[u8]) -> Result<EncodingKey, String> {
     match alg {
         Algorithm::EdDSA => Ok(EncodingKey::from_ed_der(pkcs8)),
+        Algorithm::ES256 => Ok(EncodingKey::from_ec_der(pkcs8)),
         Algorithm::RS256 => {
             let pem = format!(
                 "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
@@ -150,7 +201,8 @@ struct ActiveKey {
 
 /// The keys in force: the active pair signs, every published key verifies.
 pub struct KeySet {
-    access: ActiveKey,
+    /// The active access-token key of each algorithm.
+    access: HashMap<Algorithm, ActiveKey>,
     id: ActiveKey,
     verifying: HashMap<String, (Algorithm, KeyUse, DecodingKey)>,
     jwks_json: String,
@@ -161,13 +213,14 @@ pub struct KeySet {
 impl KeySet {
     /// Builds the set from stored keys (active and previous ones).
     pub fn from_stored(master: &MasterKey, keys: &[StoredKey]) -> Result<Self, KeyError> {
-        let mut access = None;
+        let mut access = HashMap::new();
         let mut id = None;
         let mut verifying = HashMap::new();
         let mut jwks = JwkSet { keys: Vec::new() };
         for key in keys {
             let alg = match key.alg.as_str() {
                 "EdDSA" => Algorithm::EdDSA,
+                "ES256" => Algorithm::ES256,
                 "RS256" => Algorithm::RS256,
                 other => return Err(KeyError::Malformed(key.kid.clone(), other.into())),
             };
@@ -189,8 +242,10 @@ impl KeySet {
                     encoding,
                 };
                 match key.key_use {
-                    KeyUse::AccessToken => access = Some(active),
                     KeyUse::IdToken => id = Some(active),
+                    _ => {
+                        access.insert(alg, active);
+                    }
                 }
             }
         }
@@ -199,7 +254,10 @@ impl KeySet {
             .map(|k| format!("{}:{};", k.kid, k.active))
             .collect();
         Ok(Self {
-            access: access.ok_or(KeyError::NoActiveKey("access-token"))?,
+            access: match access.contains_key(&Algorithm::EdDSA) {
+                true => access,
+                false => return Err(KeyError::NoActiveKey("access-token")),
+            },
             id: id.ok_or(KeyError::NoActiveKey("ID-token"))?,
             verifying,
             jwks_json: serde_json::to_string(&jwks).expect("a JWK set serializes"),
@@ -207,21 +265,38 @@ impl KeySet {
         })
     }
 
-    /// The JWS algorithms access tokens are signed with.
+    /// The JWS algorithms access tokens can be signed with.
     pub fn access_algs(&self) -> Vec<String> {
-        vec![alg_name(self.access.alg).to_string()]
+        let mut algs: Vec<String> = self
+            .access
+            .keys()
+            .map(|a| alg_name(*a).to_string())
+            .collect();
+        algs.sort();
+        algs
     }
 
     pub fn jwks_json(&self) -> &str {
         &self.jwks_json
     }
 
-    /// Signs an RFC 9068 access token (`typ: at+jwt`).
+    /// Signs an RFC 9068 access token (`typ: at+jwt`) with EdDSA.
     pub fn sign_access_token<C: Serialize>(&self, claims: &C) -> String {
-        let mut header = Header::new(self.access.alg);
+        self.sign_access_token_with(claims, Algorithm::EdDSA)
+    }
+
+    /// Signs an access token with `alg`, or with EdDSA when no key of that
+    /// algorithm is active (a database an older release opened).
+    pub fn sign_access_token_with<C: Serialize>(&self, claims: &C, alg: Algorithm) -> String {
+        let key = self
+            .access
+            .get(&alg)
+            .or_else(|| self.access.get(&Algorithm::EdDSA))
+            .expect("an EdDSA access key is always active");
+        let mut header = Header::new(key.alg);
         header.typ = Some("at+jwt".into());
-        header.kid = Some(self.access.kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.access.encoding)
+        header.kid = Some(key.kid.clone());
+        jsonwebtoken::encode(&header, claims, &key.encoding)
             .expect("signing with a loaded key does not fail")
     }
 
@@ -247,7 +322,7 @@ impl KeySet {
             return None;
         }
         let (alg, key_use, key) = self.verifying.get(header.kid.as_deref()?)?;
-        if *key_use != KeyUse::AccessToken || header.alg != *alg {
+        if !key_use.signs_access_tokens() || header.alg != *alg {
             return None;
         }
         let mut validation = Validation::new(*alg);

@@ -73,7 +73,7 @@ pub const CLOCK_SKEW: i64 = 60;
 /// key lives.
 pub fn plan(keys: &[KeyTimes], now: i64, settings: &KeySettings, token_ttl: i64) -> Vec<KeyStep> {
     let mut steps = Vec::new();
-    for key_use in [KeyUse::AccessToken, KeyUse::IdToken] {
+    for key_use in KeyUse::ALL {
         let mine = |state| {
             keys.iter()
                 .filter(move |k| k.key_use == key_use && k.state == state)

@@ -6,8 +6,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::audit::Audit;
-use super::clients::AccessTokenFormat;
 use super::clients::Client;
+use super::clients::{AccessTokenFormat, SigningAlg};
 use super::scopes::Scopes;
 use super::{Error, ErrorCode, Result};
 use crate::crypto;
@@ -119,7 +119,14 @@ impl Keyport {
             role: session.role.clone(),
         };
         let (access_token, opaque) = match client.access_token_format {
-            AccessTokenFormat::Jwt => (keys.sign_access_token(&claims), None),
+            AccessTokenFormat::Jwt => {
+                let alg = match client.access_token_alg {
+                    SigningAlg::EdDsa => jsonwebtoken::Algorithm::EdDSA,
+                    SigningAlg::Es256 => jsonwebtoken::Algorithm::ES256,
+                    SigningAlg::Rs256 => jsonwebtoken::Algorithm::RS256,
+                };
+                (keys.sign_access_token_with(&claims, alg), None)
+            }
             AccessTokenFormat::Opaque => {
                 let token = new_opaque_access_token(&client.access_token_prefix);
                 let record = OpaqueAccessToken {

@@ -718,3 +718,73 @@ async fn a_rotated_secret_keeps_working_for_its_grace_period() {
     let refused = keyport::admin::rotate_client_secret(&server.kp, CLI, 60).await;
     assert!(refused.is_err());
 }
+
+#[tokio::test]
+async fn access_tokens_are_signed_with_the_algorithm_each_client_chose() {
+    let server = TestServer::start().await;
+    let jwks: jsonwebtoken::jwk::JwkSet = server
+        .http
+        .get(server.url("/oauth/jwks"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for alg in ["EdDSA", "ES256", "RS256"] {
+        let id = format!("svc-{}", alg.to_lowercase());
+        let secret = add_app(
+            &server,
+            ClientSpec {
+                id: id.clone(),
+                name: alg.into(),
+                confidential: true,
+                grants: vec!["client_credentials".into()],
+                scopes: vec!["agents:read".into()],
+                access_token_alg: Some(alg.into()),
+                ..ClientSpec::default()
+            },
+        )
+        .await
+        .unwrap();
+        let response = server
+            .http
+            .post(server.url("/oauth/token"))
+            .basic_auth(&id, Some(&secret))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap();
+        let (status, tokens) = json_of(response).await;
+        assert_eq!(status, StatusCode::OK, "{tokens}");
+        let token = tokens["access_token"].as_str().unwrap();
+        let header = jsonwebtoken::decode_header(token).unwrap();
+        assert_eq!(format!("{:?}", header.alg), alg);
+        assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+        // Any relying party verifies it with the published key.
+        let jwk = jwks
+            .find(header.kid.as_deref().unwrap())
+            .expect("kid in JWKS");
+        let key = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
+        let mut validation = jsonwebtoken::Validation::new(header.alg);
+        validation.set_issuer(&[&server.issuer]);
+        validation.validate_aud = false;
+        let data = jsonwebtoken::decode::<Value>(token, &key, &validation).unwrap();
+        assert_eq!(data.claims["client_id"], id.as_str());
+        let seen = server.introspect_as(&id, &secret, token).await;
+        assert_eq!(seen["active"], true, "{seen}");
+    }
+    let metadata: Value = server
+        .http
+        .get(server.url("/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        metadata["access_token_signing_alg_values_supported"],
+        serde_json::json!(["ES256", "EdDSA", "RS256"])
+    );
+}

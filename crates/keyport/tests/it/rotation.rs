@@ -88,7 +88,11 @@ async fn keys_rotate_once_across_instances_publishing_ahead_and_retiring_late() 
     let a = &db.seed;
     let (b, b_base, _stop) = second_instance(a).await;
     let original = published_kids(&a.issuer).await;
-    assert_eq!(original.len(), 2, "an access-token key and an ID-token key");
+    assert_eq!(
+        original.len(),
+        4,
+        "access-token keys (EdDSA, ES256, RS256) and an ID-token key"
+    );
     assert!(
         rotate_on_both(&a.kp, &b).await.is_empty(),
         "nothing due yet"
@@ -99,13 +103,13 @@ async fn keys_rotate_once_across_instances_publishing_ahead_and_retiring_late() 
     let steps = rotate_on_both(&a.kp, &b).await;
     assert_eq!(
         steps.len(),
-        2,
+        4,
         "one next key per use, not per instance: {steps:?}"
     );
     assert!(steps.iter().all(|s| matches!(s, KeyStep::PublishNext(_))));
     let ahead = published_kids(&a.issuer).await;
     assert_eq!(ahead, published_kids(&b_base).await, "both JWKS agree");
-    assert_eq!(ahead.len(), 4);
+    assert_eq!(ahead.len(), 8);
     assert!(ahead.is_superset(&original));
     let upcoming: BTreeSet<String> = ahead.difference(&original).cloned().collect();
 
@@ -120,7 +124,7 @@ async fn keys_rotate_once_across_instances_publishing_ahead_and_retiring_late() 
     // Due: exactly one promotion per use.
     a.clock.advance_secs(60);
     let steps = rotate_on_both(&a.kp, &b).await;
-    assert_eq!(steps.len(), 2, "{steps:?}");
+    assert_eq!(steps.len(), 4, "{steps:?}");
     assert!(steps.iter().all(|s| matches!(s, KeyStep::Promote { .. })));
     let after = a.login().await;
     let new_token = after["access_token"].as_str().unwrap();
@@ -137,7 +141,7 @@ async fn keys_rotate_once_across_instances_publishing_ahead_and_retiring_late() 
         assert_eq!(userinfo_at(base, &old_token).await, StatusCode::OK);
         assert_eq!(userinfo_at(base, new_token).await, StatusCode::OK);
     }
-    assert_eq!(published_kids(&b_base).await.len(), 4);
+    assert_eq!(published_kids(&b_base).await.len(), 8);
 
     // Once every token the old keys signed has expired, they go.
     a.clock.advance_secs(15 * 60 + 61);
@@ -146,7 +150,7 @@ async fn keys_rotate_once_across_instances_publishing_ahead_and_retiring_late() 
         StatusCode::UNAUTHORIZED
     );
     let steps = rotate_on_both(&a.kp, &b).await;
-    assert_eq!(steps.len(), 2, "{steps:?}");
+    assert_eq!(steps.len(), 4, "{steps:?}");
     assert!(steps.iter().all(|s| matches!(s, KeyStep::Retire(_))));
     assert_eq!(published_kids(&a.issuer).await, upcoming);
     assert_eq!(published_kids(&b_base).await, upcoming);
@@ -154,9 +158,9 @@ async fn keys_rotate_once_across_instances_publishing_ahead_and_retiring_late() 
 
     let events = a.audit_events().await;
     for (event, times) in [
-        ("keys.publish_next:success", 2),
-        ("keys.rotate:success", 2),
-        ("keys.retire:success", 2),
+        ("keys.publish_next:success", 4),
+        ("keys.rotate:success", 4),
+        ("keys.retire:success", 4),
     ] {
         let seen = events.iter().filter(|e| *e == event).count();
         assert_eq!(seen, times, "{event} in {events:?}");
