@@ -52,10 +52,7 @@ impl Keyport {
                 .await?;
             return Ok(());
         }
-        let keys = self.keys();
-        let Some(claims) =
-            keys.verify_access_token::<AccessClaims>(token.expose(), &self.config.issuer)
-        else {
+        let Some(claims) = self.signed_claims(token.expose()).await? else {
             return Ok(());
         };
         if claims.client_id != client.id {
@@ -97,25 +94,9 @@ impl Keyport {
             )
         };
         let claims = match self.verified_claims(token) {
-            Some(claims) => claims,
-            None if is_opaque_token(token) => {
-                let stored = store::sessions::opaque_claims(self.store.pool(), &hash_secret(token))
-                    .await?
-                    .ok_or_else(invalid)?;
-                let claims: AccessClaims = serde_json::from_str(&stored).map_err(|_| invalid())?;
-                Arc::new(claims)
-            }
-            None => {
-                let claims: AccessClaims = self
-                    .keys()
-                    .verify_access_token(token, &self.config.issuer)
-                    .ok_or_else(invalid)?;
-                let claims = Arc::new(claims);
-                self.remember_verified(token, claims.clone());
-                claims
-            }
+            Some(claims) => AccessClaims::clone(&claims),
+            None => self.signed_claims(token).await?.ok_or_else(invalid)?,
         };
-        let claims = AccessClaims::clone(&claims);
         if claims.exp <= self.clock.now() {
             return Err(invalid());
         }
@@ -132,6 +113,26 @@ impl Keyport {
             None => None,
         };
         Ok((claims, user))
+    }
+
+    /// The claims an access token stands for, if Keyport issued it: a JWT
+    /// whose signature, `typ` and issuer check out (remembered, so the
+    /// signature is checked once), or an opaque token found by its hash.
+    /// Expiry and revocation are the caller's to check.
+    async fn signed_claims(&self, token: &str) -> Result<Option<AccessClaims>> {
+        if is_opaque_token(token) {
+            let stored =
+                store::sessions::opaque_claims(self.store.pool(), &hash_secret(token)).await?;
+            return Ok(stored.and_then(|json| serde_json::from_str(&json).ok()));
+        }
+        let Some(claims) = self
+            .keys()
+            .verify_access_token::<AccessClaims>(token, &self.config.issuer)
+        else {
+            return Ok(None);
+        };
+        self.remember_verified(token, Arc::new(claims.clone()));
+        Ok(Some(claims))
     }
 
     /// OIDC userinfo for a user's access token, with workspace and role.

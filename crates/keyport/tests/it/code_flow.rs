@@ -651,6 +651,14 @@ async fn opaque_tokens_and_prefixes_are_per_client() {
     assert_eq!(seen["client_id"], APP);
     // The ID token's at_hash covers the opaque token too.
     assert!(claims(tokens["id_token"].as_str().unwrap())["at_hash"].is_string());
+    // RFC 7009 revokes the opaque token itself; the session lives on.
+    let (status, _) = server
+        .post_form("/oauth/revoke", &[("client_id", APP), ("token", access)])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = server.userinfo(access).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(server.introspect(access).await["active"], false);
 
     let (status, rotated) = server
         .post_form(
