@@ -26,12 +26,17 @@ pub enum Prune {
     StaleSignInFailures,
     /// Device authorizations that expired a day ago.
     ExpiredDeviceAuthorizations,
+    /// Authorization codes that expired a day ago (kept that long so a
+    /// late reuse still revokes what the code issued).
+    ExpiredAuthorizationCodes,
+    /// Opaque access tokens past their expiry.
+    ExpiredOpaqueAccessTokens,
     /// Audit events older than the retention.
     OldAuditEvents,
 }
 
 impl Prune {
-    pub const ALL: [Prune; 9] = [
+    pub const ALL: [Prune; 11] = [
         Prune::ExpiredRotatedTokens,
         Prune::EndedSessionTokens,
         Prune::EndedSessions,
@@ -40,6 +45,8 @@ impl Prune {
         Prune::ExpiredBrowserSessions,
         Prune::StaleSignInFailures,
         Prune::ExpiredDeviceAuthorizations,
+        Prune::ExpiredAuthorizationCodes,
+        Prune::ExpiredOpaqueAccessTokens,
         Prune::OldAuditEvents,
     ];
 
@@ -53,6 +60,8 @@ impl Prune {
             Prune::ExpiredBrowserSessions => "expired_browser_sessions",
             Prune::StaleSignInFailures => "stale_sign_in_failures",
             Prune::ExpiredDeviceAuthorizations => "expired_device_authorizations",
+            Prune::ExpiredAuthorizationCodes => "expired_authorization_codes",
+            Prune::ExpiredOpaqueAccessTokens => "expired_opaque_access_tokens",
             Prune::OldAuditEvents => "old_audit_events",
         }
     }
@@ -139,6 +148,18 @@ pub async fn prune<'e>(db: impl Db<'e>, what: Prune, at: Cutoffs, limit: i64) ->
              (SELECT id FROM device_authorizations WHERE expires_at < $1 LIMIT $2)"
                 .into(),
             vec![at.now - 86_400, limit],
+        ),
+        Prune::ExpiredAuthorizationCodes => (
+            "DELETE FROM authorization_codes WHERE code_hash IN \
+             (SELECT code_hash FROM authorization_codes WHERE expires_at < $1 LIMIT $2)"
+                .into(),
+            vec![at.now - 86_400, limit],
+        ),
+        Prune::ExpiredOpaqueAccessTokens => (
+            "DELETE FROM access_tokens WHERE token_hash IN \
+             (SELECT token_hash FROM access_tokens WHERE expires_at < $1 LIMIT $2)"
+                .into(),
+            vec![at.now, limit],
         ),
         Prune::OldAuditEvents => (
             "DELETE FROM audit_events WHERE id IN \

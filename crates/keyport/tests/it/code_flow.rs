@@ -796,3 +796,52 @@ async fn access_tokens_are_signed_with_the_algorithm_each_client_chose() {
         serde_json::json!(["ES256", "EdDSA", "RS256"])
     );
 }
+
+#[tokio::test]
+async fn housekeeping_prunes_old_codes_and_expired_opaque_tokens() {
+    let server = TestServer::start().await;
+    add_app(
+        &server,
+        ClientSpec {
+            access_token_format: Some("opaque".into()),
+            ..public_app()
+        },
+    )
+    .await;
+    let browser = CodeBrowser::new(&server);
+    let url = authorize_url(&server, &pkce_request(APP_REDIRECT));
+    let code = query(&browser.authorize(&url, "approve").await, "code").unwrap();
+    let (status, _) = exchange(
+        &server,
+        &[
+            ("client_id", APP),
+            ("code", &code),
+            ("redirect_uri", APP_REDIRECT),
+            ("code_verifier", VERIFIER),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let count = |table: &'static str| {
+        let server = &server;
+        async move {
+            let sql = format!("SELECT COUNT(*) AS n FROM {table}");
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .fetch_one(server.kp.store().pool())
+                .await
+                .unwrap();
+            sqlx::Row::get::<i64, _>(&row, "n")
+        }
+    };
+    assert_eq!(count("authorization_codes").await, 1);
+    assert_eq!(count("access_tokens").await, 1);
+    // A redeemed code is kept a day past its expiry, so a late reuse is
+    // still caught; then it goes, with the expired opaque token.
+    server.clock.advance_secs(3600);
+    server.kp.housekeeping().await.unwrap();
+    assert_eq!(count("authorization_codes").await, 1);
+    assert_eq!(count("access_tokens").await, 0);
+    server.clock.advance_secs(86_400);
+    server.kp.housekeeping().await.unwrap();
+    assert_eq!(count("authorization_codes").await, 0);
+}
