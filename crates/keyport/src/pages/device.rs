@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::{
-    Csrf, checked_form, cookies, csrf_for, csrf_ok, describe_expiry, message, page, read_cookie,
-    read_page_form, with_retry_after,
+    Csrf, checked_form, cookies, csrf_for, csrf_ok, describe_expiry, error_page, message, page,
+    read_cookie, read_page_form, with_retry_after,
 };
 use crate::crypto::tokens::{Password, SessionCookie};
 use crate::domain::Error;
@@ -423,8 +423,7 @@ pub async fn decision(
             "Request denied",
             vec!["The device was not signed in. If you did not start this request, consider changing your password.".into()],
         ),
-        Err(Error::OAuth { description, .. }) => message(StatusCode::BAD_REQUEST, "Nothing changed", vec![description.to_string()]),
-        Err(_) => unavailable(),
+        Err(e) => error_page(&e),
     }
 }
 
