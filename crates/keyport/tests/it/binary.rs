@@ -232,3 +232,98 @@ async fn setup_link_stays_out_of_the_logs_and_the_user_commands_work() {
     assert!(!link_file.exists());
     let _ = std::fs::remove_dir_all(&data_dir);
 }
+
+#[tokio::test]
+async fn the_client_commands_work_as_spelled() {
+    let data_dir = temp_dir();
+    let database = test_database().await;
+    let store = store_args(&data_dir, database.as_ref().map(|(url, _)| url.as_str()));
+    let added = json_out(&keyport(
+        &store,
+        &[
+            "client",
+            "add",
+            "--id",
+            "portal",
+            "--name",
+            "Portal",
+            "--confidential",
+            "--grant",
+            "authorization_code",
+            "--grant",
+            "refresh_token",
+            "--scope",
+            "openid offline_access",
+            "--redirect-uri",
+            "https://portal.example.com/cb",
+            "--first-party",
+            "--access-token-format",
+            "opaque",
+            "--access-token-prefix",
+            "ptl_at_",
+            "--refresh-token-prefix",
+            "ptl_rt_",
+            "--default-scope",
+            "openid",
+            "--json",
+        ],
+        "",
+    ));
+    assert_eq!(added["client_id"], "portal");
+    assert_eq!(added["first_party"], true);
+    assert_eq!(added["access_token_format"], "opaque");
+    let first = added["client_secret"].as_str().unwrap().to_string();
+    let rotated = json_out(&keyport(
+        &store,
+        &["client", "secret", "rotate", "--id", "portal", "--json"],
+        "",
+    ));
+    let second = rotated["client_secret"].as_str().unwrap();
+    assert_ne!(first, second);
+    assert!(
+        rotated["previous_secret_expires_at"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z')
+    );
+    let human = keyport(
+        &store,
+        &[
+            "client",
+            "secret",
+            "rotate",
+            "--id",
+            "portal",
+            "--grace-hours",
+            "1",
+        ],
+        "",
+    );
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        text.contains("kp_cs_") && text.contains("old secret works until"),
+        "{text}"
+    );
+    // A client the rules refuse: a clear message and exit 1, nothing added.
+    let refused = Command::new(env!("CARGO_BIN_EXE_keyport"))
+        .args(&store)
+        .args([
+            "client",
+            "add",
+            "--id",
+            "bad",
+            "--name",
+            "Bad",
+            "--public",
+            "--grant",
+            "authorization_code",
+            "--redirect-uri",
+            "http://evil.example/cb",
+        ])
+        .env("KEYPORT_MASTER_KEY", "22".repeat(32))
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("redirect URI"), "{message}");
+}
