@@ -158,7 +158,10 @@ async fn web_login_signs_in_through_the_browser_and_stores_the_login() {
     chromium.fill("Password", PASSWORD).await;
     chromium.click_button("Sign in").await;
     chromium.click_button("Approve").await;
-    chromium.wait_for_text("Signed in").await;
+    // kp's own page (the consent page also says "Signed in as …").
+    chromium
+        .wait_for_text("You can close this tab and return to the terminal.")
+        .await;
     assert!(
         chromium
             .current_url()
