@@ -8,33 +8,9 @@ use std::fmt;
 pub const USER_CODE_ALPHABET: &[u8; 20] = b"BCDFGHJKLMNPQRSTVWXZ";
 const USER_CODE_LEN: usize = 8;
 
-/// A secret handed out once. `Debug` is redacted and there is no `Display`,
-/// so it cannot reach a log by accident; read it with [`Secret::expose`].
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: String) -> Self {
-        Self(value)
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    pub fn hash(&self) -> String {
-        super::hash_secret(&self.0)
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-/// Declares a secret that is not a token Keyport mints: `Debug` is
-/// redacted, there is no `Display`, and the value is read with `expose`.
+/// Declares a secret type: `Debug` is redacted, there is no `Display`, and
+/// the value is read with `expose`, so a secret cannot reach a log by
+/// accident.
 macro_rules! secret_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -58,12 +34,17 @@ macro_rules! secret_type {
 
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(concat!(stringify!($name), "([redacted])"))
+                f.write_str("[redacted]")
             }
         }
     };
 }
 
+secret_type!(
+    /// A secret Keyport hands out once (refresh token, device code, client
+    /// secret) or reads back from a request.
+    Secret
+);
 secret_type!(
     /// A password as typed at sign-in; only its Argon2id hash is kept.
     Password

@@ -178,6 +178,21 @@ impl Catalogue {
     }
 
     /// Splits requested scopes into those the role allows and those it does not.
+    /// What a consent page lists: each requested scope, its description,
+    /// and whether `role` allows it.
+    pub fn review(&self, requested: &Scopes, role: Option<Role>) -> Vec<(String, String, bool)> {
+        requested
+            .iter()
+            .map(|s| {
+                (
+                    s.to_string(),
+                    self.describe(s).unwrap_or("").to_string(),
+                    self.allows(s, role),
+                )
+            })
+            .collect()
+    }
+
     pub fn filter(&self, requested: &Scopes, role: Option<Role>) -> (Scopes, Vec<String>) {
         let mut granted = requested.clone();
         let mut refused = Vec::new();

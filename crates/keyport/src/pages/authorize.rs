@@ -241,17 +241,7 @@ async fn step(
         return redirect_to(kp, &redirect);
     }
     let role: Option<Role> = chosen.and_then(|(_, role)| role);
-    let scopes = request
-        .scope
-        .iter()
-        .map(|s| {
-            (
-                s.to_string(),
-                kp.catalogue.describe(s).unwrap_or("").to_string(),
-                kp.catalogue.allows(s, role),
-            )
-        })
-        .collect();
+    let scopes = kp.catalogue.review(&request.scope, role);
     let html = ConsentPage {
         client_name: &request.client.name,
         email: &user.email,

@@ -250,17 +250,7 @@ fn approve_page(
     chosen: Option<(String, String, String)>,
 ) -> Response {
     let role = chosen.as_ref().and_then(|(_, _, role)| Role::parse(role));
-    let scopes = pending
-        .requested
-        .iter()
-        .map(|s| {
-            (
-                s.to_string(),
-                kp.catalogue.describe(s).unwrap_or("").to_string(),
-                kp.catalogue.allows(s, role),
-            )
-        })
-        .collect();
+    let scopes = kp.catalogue.review(&pending.requested, role);
     let caller_ip = caller.ip_string();
     let network_differs = pending.ip.is_some() && caller_ip.is_some() && pending.ip != caller_ip;
     let reported = reported_by_device(&pending.metadata);

@@ -168,6 +168,20 @@ fn pkce_request(redirect: &str) -> Vec<(&str, &str)> {
     ]
 }
 
+/// Exchanges a code of the public app with the PKCE verifier.
+pub async fn redeem(server: &TestServer, code: &str, redirect_uri: &str) -> (StatusCode, Value) {
+    exchange(
+        server,
+        &[
+            ("client_id", APP),
+            ("code", code),
+            ("redirect_uri", redirect_uri),
+            ("code_verifier", VERIFIER),
+        ],
+    )
+    .await
+}
+
 pub async fn exchange(server: &TestServer, form: &[(&str, &str)]) -> (StatusCode, Value) {
     let mut full = vec![("grant_type", "authorization_code")];
     full.extend_from_slice(form);
@@ -215,16 +229,7 @@ async fn a_public_client_signs_in_with_pkce_and_the_code_works_once() {
     assert_eq!(query(&back, "iss").as_deref(), Some(server.issuer.as_str()));
     let code = query(&back, "code").unwrap();
 
-    let (status, tokens) = exchange(
-        &server,
-        &[
-            ("client_id", APP),
-            ("code", &code),
-            ("redirect_uri", redirect),
-            ("code_verifier", VERIFIER),
-        ],
-    )
-    .await;
+    let (status, tokens) = redeem(&server, &code, redirect).await;
     assert_eq!(status, StatusCode::OK, "{tokens}");
     assert!(
         tokens["expires_at"].as_str().unwrap().ends_with('Z'),
@@ -244,16 +249,7 @@ async fn a_public_client_signs_in_with_pkce_and_the_code_works_once() {
     assert_eq!(me["email"], EMAIL);
 
     // The code again: refused, and what it issued is revoked.
-    let (status, again) = exchange(
-        &server,
-        &[
-            ("client_id", APP),
-            ("code", &code),
-            ("redirect_uri", redirect),
-            ("code_verifier", VERIFIER),
-        ],
-    )
-    .await;
+    let (status, again) = redeem(&server, &code, redirect).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(again["error"], "invalid_grant");
     let (status, _) = server
@@ -457,16 +453,7 @@ async fn codes_expire_after_a_minute_and_denial_goes_back_with_state_and_iss() {
     let url = authorize_url(&server, &pkce_request(APP_REDIRECT));
     let code = query(&browser.authorize(&url, "approve").await, "code").unwrap();
     server.clock.advance_secs(61);
-    let (_, body) = exchange(
-        &server,
-        &[
-            ("client_id", APP),
-            ("code", &code),
-            ("redirect_uri", APP_REDIRECT),
-            ("code_verifier", VERIFIER),
-        ],
-    )
-    .await;
+    let (_, body) = redeem(&server, &code, APP_REDIRECT).await;
     assert_eq!(body["error"], "invalid_grant", "{body}");
 
     let (_, consent) = browser.open(&url).await.page();
@@ -628,16 +615,7 @@ async fn opaque_tokens_and_prefixes_are_per_client() {
     pairs.push(("resource", AUDIENCE));
     let url = authorize_url(&server, &pairs);
     let code = query(&browser.authorize(&url, "approve").await, "code").unwrap();
-    let (status, tokens) = exchange(
-        &server,
-        &[
-            ("client_id", APP),
-            ("code", &code),
-            ("redirect_uri", APP_REDIRECT),
-            ("code_verifier", VERIFIER),
-        ],
-    )
-    .await;
+    let (status, tokens) = redeem(&server, &code, APP_REDIRECT).await;
     assert_eq!(status, StatusCode::OK, "{tokens}");
     let access = tokens["access_token"].as_str().unwrap();
     assert!(access.starts_with("ays_oauth_"), "{access}");
@@ -811,16 +789,7 @@ async fn housekeeping_prunes_old_codes_and_expired_opaque_tokens() {
     let browser = CodeBrowser::new(&server);
     let url = authorize_url(&server, &pkce_request(APP_REDIRECT));
     let code = query(&browser.authorize(&url, "approve").await, "code").unwrap();
-    let (status, _) = exchange(
-        &server,
-        &[
-            ("client_id", APP),
-            ("code", &code),
-            ("redirect_uri", APP_REDIRECT),
-            ("code_verifier", VERIFIER),
-        ],
-    )
-    .await;
+    let (status, _) = redeem(&server, &code, APP_REDIRECT).await;
     assert_eq!(status, StatusCode::OK);
     let count = |table: &'static str| {
         let server = &server;
