@@ -45,6 +45,8 @@ type CachedDocument = (Instant, Duration, Option<Client>);
 const CLIENT_CACHE_TTL: Duration = Duration::from_secs(1);
 /// How long a fetched client metadata document is trusted.
 const METADATA_CACHE_TTL: Duration = Duration::from_secs(300);
+/// Metadata documents fetched at once, over all requests.
+const METADATA_FETCHES_IN_FLIGHT: usize = 8;
 /// How long a document that could not be fetched or was refused is not
 /// fetched again (a flood of requests naming it costs one fetch).
 const METADATA_FAILURE_TTL: Duration = Duration::from_secs(30);
@@ -66,6 +68,9 @@ pub struct Inner {
     /// Clients described by metadata documents, by URL, for
     /// [`METADATA_CACHE_TTL`] (a failed fetch for less).
     metadata_clients: Mutex<HashMap<String, CachedDocument>>,
+    /// Bounds the metadata documents fetched at once: requests naming new
+    /// URLs cannot turn Keyport into a fetcher of unlimited pages.
+    metadata_fetches: Semaphore,
     /// Access tokens whose signature was already checked, by SHA-256 of the
     /// whole token. A CLI presents the same token for its whole life; expiry
     /// and revocation are still checked on every use.
@@ -159,6 +164,7 @@ impl Keyport {
             keys: RwLock::new(Arc::new(key_set)),
             clients: Mutex::new(HashMap::new()),
             metadata_clients: Mutex::new(HashMap::new()),
+            metadata_fetches: Semaphore::new(METADATA_FETCHES_IN_FLIGHT),
             verified: Mutex::new(HashMap::new()),
             password_hashing: Semaphore::new(hashes),
             config,
@@ -323,6 +329,11 @@ impl Keyport {
     /// The client with this id, read at most once a second per instance (a
     /// client changed elsewhere is seen within a second).
     pub async fn client(&self, id: &str) -> Result<Option<Client>, store::Error> {
+        // No client has such an id (ClientSpec::build refuses them), and
+        // PostgreSQL cannot even compare text holding NUL.
+        if id.is_empty() || id.len() > 255 || id.chars().any(char::is_control) {
+            return Ok(None);
+        }
         if crate::domain::cimd::is_metadata_url(id, self.config.cimd.allow_loopback) {
             return Ok(self.metadata_client(id).await);
         }
@@ -360,11 +371,16 @@ impl Keyport {
             return client;
         }
         let parsed = url::Url::parse(url).ok()?;
+        // At capacity the client is unknown for now (not cached): the
+        // request is refused and can be retried.
+        let _permit = self.metadata_fetches.try_acquire().ok()?;
         let fetched = crate::fetch::fetch_document(&parsed, self.config.cimd.allow_loopback).await;
         let client = match fetched {
-            Ok(body) => crate::domain::cimd::client_from_document(url, &body)
-                .inspect_err(|why| tracing::info!(why, "client metadata document refused"))
-                .ok(),
+            Ok(body) => {
+                crate::domain::cimd::client_from_document(url, &body, &self.catalogue.names())
+                    .inspect_err(|why| tracing::info!(why, "client metadata document refused"))
+                    .ok()
+            }
             Err(e) => {
                 tracing::info!(error = %e, "client metadata document not fetched");
                 None
@@ -376,7 +392,17 @@ impl Keyport {
         };
         let mut cache = self.metadata_clients.lock().expect("cache lock");
         if cache.len() >= CACHE_LIMIT {
-            cache.clear();
+            // Expired answers go first; a cache full of live ones loses the
+            // one closest to expiry, never the whole set.
+            cache.retain(|_, (at, ttl, _)| at.elapsed() < *ttl);
+            if cache.len() >= CACHE_LIMIT
+                && let Some(oldest) = cache
+                    .iter()
+                    .min_by_key(|(_, (at, ttl, _))| ttl.saturating_sub(at.elapsed()))
+                    .map(|(k, _)| k.clone())
+            {
+                cache.remove(&oldest);
+            }
         }
         cache.insert(url.to_string(), (Instant::now(), ttl, client.clone()));
         client

@@ -23,6 +23,10 @@ use keyport_proto::GrantType;
 /// most ten minutes; a redirect takes a second).
 pub const CODE_TTL: i64 = 60;
 
+/// What a client with self-asserted redirect URIs is told of a malformed
+/// request, on a page rather than at its redirect URI.
+const UNVOUCHED_REFUSAL: &str = "The application sent a request Keyport cannot accept (check response_type, PKCE, scope and resource).";
+
 /// Longest `state` and `nonce` accepted: they travel back in URLs and tokens.
 const MAX_ECHOED: usize = 1024;
 
@@ -278,14 +282,20 @@ impl Keyport {
             Err(refusal) => return Ok(Err(refusal)),
         };
         let client = client.expect("check_redirect refuses a missing client");
-        Ok(check_request(
+        let checked = check_request(
             &client,
             redirect_uri,
             p,
             || client.requested_scopes(p.scope.as_deref()),
             || client.check_resource(p.resource.as_deref()),
+        );
+        Ok(
+            checked.map_err(|redirect| match client.redirects_vouched_for() {
+                true => Refusal::Redirect(redirect),
+                // RFC 9700 §4.11.2: no automatic redirect to URIs nobody vouched for.
+                false => Refusal::Page(UNVOUCHED_REFUSAL),
+            }),
         )
-        .map_err(Refusal::Redirect))
     }
 
     /// The workspaces a user belongs to, with their role in each.

@@ -33,14 +33,36 @@ pub fn is_metadata_url(client_id: &str, allow_loopback: bool) -> bool {
     };
     let loopback = matches!(url.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
         || matches!(url.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback());
-    let scheme = url.scheme() == "https" || (allow_loopback && loopback && url.scheme() == "http");
-    scheme && url.path() != "/" && url.fragment().is_none()
+    if allow_loopback && loopback {
+        return url.scheme() == "http" && url.path() != "/" && plain_path(client_id);
+    }
+    // The draft's rules: https, a path, no fragment, no user information,
+    // no dot segments (which would let one URL pose as another); and the
+    // standard port, so a client id cannot aim Keyport at any service.
+    url.scheme() == "https"
+        && url.port().is_none()
+        && url.path() != "/"
+        && url.fragment().is_none()
+        && url.username().is_empty()
+        && url.password().is_none()
+        && plain_path(client_id)
+}
+
+/// No `.` or `..` segment in the URL as written, percent-encoded or not.
+fn plain_path(raw: &str) -> bool {
+    let after_scheme = raw.split_once("://").map_or(raw, |(_, rest)| rest);
+    let path = after_scheme.split(['?', '#']).next().unwrap_or("");
+    path.split('/').skip(1).all(|segment| {
+        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+        decoded != "." && decoded != ".."
+    })
 }
 
 /// The client a fetched document describes, or why it is refused. Such a
 /// client is public, may use the code and refresh grants only, and gets at
-/// most the scopes its document lists.
-pub fn client_from_document(url: &str, body: &[u8]) -> Result<Client, String> {
+/// most the scopes its document lists that this server knows (`known`):
+/// none when it lists none.
+pub fn client_from_document(url: &str, body: &[u8], known: &[String]) -> Result<Client, String> {
     let doc: MetadataDocument =
         serde_json::from_slice(body).map_err(|e| format!("not a client metadata document: {e}"))?;
     if doc.client_id != url {
@@ -66,30 +88,36 @@ pub fn client_from_document(url: &str, body: &[u8]) -> Result<Client, String> {
         .ok()
         .and_then(|u| u.host_str().map(str::to_string))
         .unwrap_or_default();
+    // Self-asserted text: cleaned like a device's (no bidi or other format
+    // characters that could reorder the host shown beside it).
     let name = doc
         .client_name
-        .filter(|n| !n.trim().is_empty())
-        .map(|n| {
-            n.chars()
-                .filter(|c| !c.is_control())
-                .take(100)
-                .collect::<String>()
-        })
+        .as_deref()
+        .and_then(super::metadata::clean_device_text)
         .unwrap_or_else(|| host.clone());
+    let listed: Vec<String> = doc
+        .scope
+        .as_deref()
+        .unwrap_or("")
+        .split_whitespace()
+        .filter(|s| known.iter().any(|k| k == s))
+        .map(str::to_string)
+        .collect();
     let spec = ClientSpec {
         id: url.to_string(),
         // The host is shown beside the name: the name is the client's claim.
         name: format!("{name} ({host})"),
         confidential: false,
         grants: grants.iter().map(|g| g.as_str().to_string()).collect(),
-        scopes: doc.scope.into_iter().collect(),
         redirect_uris: doc.redirect_uris,
         ..ClientSpec::default()
     };
     if spec.redirect_uris.is_empty() {
         return Err("the document lists no redirect_uris".into());
     }
-    spec.build("metadata")
+    let mut client = spec.build("metadata")?;
+    client.scopes = listed;
+    Ok(client)
 }
 
 #[cfg(test)]
@@ -103,7 +131,8 @@ mod tests {
         let ok = br#"{"client_id":"https://agent.example.com/oauth/client.json",
             "client_name":"Agent","redirect_uris":["http://127.0.0.1/cb"],
             "grant_types":["authorization_code","client_credentials"],"scope":"openid offline_access"}"#;
-        let client = client_from_document(URL, ok).unwrap();
+        let known: Vec<String> = ["openid", "offline_access"].map(String::from).to_vec();
+        let client = client_from_document(URL, ok, &known).unwrap();
         assert!(!client.confidential);
         assert_eq!(client.name, "Agent (agent.example.com)");
         assert_eq!(
@@ -122,7 +151,7 @@ mod tests {
         ];
         for body in refused {
             assert!(
-                client_from_document(URL, body).is_err(),
+                client_from_document(URL, body, &known).is_err(),
                 "{}",
                 String::from_utf8_lossy(body)
             );
@@ -138,6 +167,15 @@ mod tests {
             ("http://127.0.0.1:9/c.json", false, false),
             ("http://127.0.0.1:9/c.json", true, true),
             ("kp", false, false),
+            ("https://agent.example.com/a/../client.json", false, false),
+            (
+                "https://agent.example.com/a/%2E%2e/client.json",
+                false,
+                false,
+            ),
+            ("https://agent.example.com/./client.json", false, false),
+            ("https://user@agent.example.com/client.json", false, false),
+            ("https://agent.example.com:8443/client.json", false, false),
         ];
         for (id, loopback, expected) in cases {
             assert_eq!(is_metadata_url(id, loopback), expected, "{id}");

@@ -64,6 +64,14 @@ impl Client {
         }
     }
 
+    /// Whether the operator registered this client's redirect URIs. A
+    /// metadata document's or an RFC 7591 registration's URIs are whatever
+    /// anyone wrote: redirecting there before the user acted would make
+    /// Keyport an open redirector.
+    pub fn redirects_vouched_for(&self) -> bool {
+        !matches!(self.source.as_str(), "metadata" | "registered")
+    }
+
     pub fn allows(&self, grant: GrantType) -> bool {
         self.grants.contains(&grant)
     }
@@ -200,7 +208,10 @@ impl ClientSpec {
     /// The client this describes, or what is wrong with it. Scopes default
     /// to the OpenID ones and `offline_access`.
     pub fn build(self, source: &str) -> std::result::Result<Client, String> {
-        if self.id.is_empty() || self.id.len() > 255 || self.id.chars().any(char::is_whitespace) {
+        if self.id.is_empty()
+            || self.id.len() > 255
+            || self.id.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
             return Err("a client id is 1 to 255 characters without spaces".into());
         }
         let mut grants = BTreeSet::new();
@@ -213,6 +224,11 @@ impl ClientSpec {
         }
         if grants.contains(&GrantType::ClientCredentials) && !self.confidential {
             return Err("client_credentials needs a confidential client".into());
+        }
+        if self.first_party && !self.confidential {
+            // RFC 8252 §8.6: anything on the machine can pose as a public
+            // client, so its user is always asked.
+            return Err("first_party needs a confidential client".into());
         }
         if grants.contains(&GrantType::AuthorizationCode) && self.redirect_uris.is_empty() {
             return Err("the authorization_code grant needs a redirect URI".into());

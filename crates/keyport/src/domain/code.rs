@@ -7,7 +7,7 @@ use super::audit::Audit;
 use super::clients::Client;
 use super::scopes::Scopes;
 use super::tokens::Grant;
-use super::{Error, Result, pkce};
+use super::{Error, ErrorCode, Result, pkce};
 use crate::crypto::tokens::{AuthorizationCode, CodeVerifier, Secret};
 use crate::crypto::{self};
 use crate::service::{Caller, Keyport};
@@ -22,6 +22,9 @@ pub struct CodeExchange {
     pub code: AuthorizationCode,
     pub redirect_uri: Option<String>,
     pub code_verifier: Option<CodeVerifier>,
+    /// RFC 8707 §2.2: a resource named again at the token endpoint must be
+    /// the one authorized.
+    pub resource: Option<String>,
 }
 
 /// What to do with a presented code.
@@ -35,6 +38,9 @@ pub enum CodeDecision {
     RevokeIssued(Option<String>),
     /// Refuse, changing nothing.
     Refuse(&'static str),
+    /// A resource other than the authorized one (`invalid_target`); the
+    /// code stays usable.
+    WrongTarget,
 }
 
 /// The rule, from what was read to what must happen.
@@ -43,6 +49,7 @@ pub fn decide(
     client_id: &str,
     redirect_uri: Option<&str>,
     verifier: Option<&str>,
+    resource: Option<&str>,
     now: i64,
 ) -> CodeDecision {
     let Some(code) = code else {
@@ -60,6 +67,9 @@ pub fn decide(
     }
     if now >= code.expires_at {
         return CodeDecision::Refuse("the authorization code has expired");
+    }
+    if resource.is_some() && resource != code.resource.as_deref() {
+        return CodeDecision::WrongTarget;
     }
     if redirect_uri != Some(code.redirect_uri.as_str()) {
         return CodeDecision::Burn("redirect_uri differs from the authorization request");
@@ -92,10 +102,15 @@ impl Keyport {
             &client.id,
             exchange.redirect_uri.as_deref(),
             exchange.code_verifier.as_ref().map(CodeVerifier::expose),
+            exchange.resource.as_deref(),
             now,
         );
         match decision {
             CodeDecision::Refuse(why) => Err(Error::invalid_grant(why)),
+            CodeDecision::WrongTarget => Err(Error::oauth(
+                ErrorCode::InvalidTarget,
+                "the resource differs from the one authorized",
+            )),
             CodeDecision::Burn(why) => {
                 let hash = code_hash.clone();
                 self.store
@@ -176,6 +191,12 @@ impl Keyport {
                         )));
                     }
                     if !store::codes::redeem(&mut *c, &code.code_hash, &session.id, now).await? {
+                        // Another exchange won the race: this is a reuse too,
+                        // so what the winner got is revoked as well.
+                        let won = store::codes::by_hash(&mut *c, &code.code_hash).await?;
+                        if let Some(sid) = won.and_then(|w| w.session_id) {
+                            revoke_for_reuse(c, &session.client_id, &sid, now, &caller).await?;
+                        }
                         return Ok(Err(Error::invalid_grant("the code was already used")));
                     }
                     store::sessions::insert(&mut *c, &session).await?;
@@ -217,24 +238,36 @@ impl Keyport {
     ) -> Result<()> {
         let now = self.clock.now();
         let (caller, client_id) = (caller.clone(), client.id.clone());
+        let Some(sid) = session else {
+            return Ok(());
+        };
         self.store
             .write(move |c| {
-                Box::pin(async move {
-                    if let Some(sid) = &session {
-                        store::sessions::revoke(&mut *c, sid, "code_reuse", now).await?;
-                    }
-                    crate::telemetry::record(crate::telemetry::SecurityEvent::CodeReuse);
-                    let mut audit = Audit::new("token.code_reuse_detected", "session_revoked")
-                        .client(&client_id);
-                    if let Some(sid) = &session {
-                        audit = audit.session(sid);
-                    }
-                    audit.record(c, now * 1000, &caller).await
-                })
+                Box::pin(async move { revoke_for_reuse(c, &client_id, &sid, now, &caller).await })
             })
             .await?;
         Ok(())
     }
+}
+
+/// Inside a write: a redeemed code came back, so the session it created
+/// ends (RFC 6749 §4.1.2), audited and counted.
+async fn revoke_for_reuse(
+    c: &mut store::Conn,
+    client_id: &str,
+    session_id: &str,
+    now: i64,
+    caller: &Caller,
+) -> store::Result<()> {
+    if store::sessions::revoke(&mut *c, session_id, "code_reuse", now).await? {
+        crate::telemetry::record(crate::telemetry::SecurityEvent::CodeReuse);
+        Audit::new("token.code_reuse_detected", "session_revoked")
+            .client(client_id)
+            .session(session_id)
+            .record(c, now * 1000, caller)
+            .await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -366,9 +399,20 @@ mod tests {
                 Refuse("the code was already used"),
             ),
         ];
+        assert_eq!(
+            decide(
+                Some(&pkce),
+                "app",
+                Some(URI),
+                Some(VERIFIER),
+                Some("https://other"),
+                10
+            ),
+            WrongTarget
+        );
         for (stored, client, uri, verifier, now, expected) in cases {
             assert_eq!(
-                decide(stored, client, uri, verifier, now),
+                decide(stored, client, uri, verifier, None, now),
                 expected,
                 "{client} {uri:?} {verifier:?} {now}"
             );

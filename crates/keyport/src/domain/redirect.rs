@@ -8,7 +8,22 @@ use url::{Host, Url};
 /// `http` on a loopback address, or a native app's private-use scheme in
 /// reverse-domain form (RFC 8252 §7.1, so `com.example.app:/cb`).
 pub fn check_registrable(uri: &str) -> Result<(), &'static str> {
+    if uri.len() > 2048 {
+        return Err("a redirect URI is at most 2048 characters");
+    }
     let url = Url::parse(uri).map_err(|_| "not an absolute URI")?;
+    // A host is a DNS name or an IP address: nothing that could change the
+    // meaning of the CSP source the consent page makes of it.
+    let host_ok = match url.host() {
+        Some(Host::Domain(name)) => name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'),
+        Some(_) => true,
+        None => !matches!(url.scheme(), "http" | "https"),
+    };
+    if !host_ok {
+        return Err("the host is not a DNS name or an IP address");
+    }
     if url.fragment().is_some() {
         return Err("a redirect URI has no fragment");
     }
@@ -87,6 +102,8 @@ mod tests {
             ("javascript:alert(1)", false),
             ("data:text/html,hi", false),
             ("/relative", false),
+            ("https://evil.com;script-src/cb", false),
+            ("https://*/cb", false),
         ];
         for (uri, ok) in cases {
             assert_eq!(check_registrable(uri).is_ok(), ok, "{uri}");

@@ -48,11 +48,7 @@ pub struct RegistrationResponse {
 }
 
 /// What a self-registered client may use.
-const OPEN_GRANTS: [GrantType; 3] = [
-    GrantType::AuthorizationCode,
-    GrantType::RefreshToken,
-    GrantType::DeviceCode,
-];
+const OPEN_GRANTS: [GrantType; 2] = [GrantType::AuthorizationCode, GrantType::RefreshToken];
 
 /// The client spec a registration asks for, or the RFC 7591 error.
 pub fn spec_of(request: RegistrationRequest, id: String) -> Result<(ClientSpec, String)> {
@@ -72,7 +68,7 @@ pub fn spec_of(request: RegistrationRequest, id: String) -> Result<(ClientSpec, 
     for grant in &grants {
         if !GrantType::parse(grant).is_some_and(|g| OPEN_GRANTS.contains(&g)) {
             return Err(metadata_error(
-                "a registered client may use authorization_code, refresh_token and the device grant",
+                "a registered client may use authorization_code and refresh_token",
             ));
         }
     }
@@ -95,16 +91,24 @@ pub fn spec_of(request: RegistrationRequest, id: String) -> Result<(ClientSpec, 
             ));
         }
     }
+    // Self-asserted: cleaned like a device's text, and shown with the host
+    // it returns to, so it cannot pass for an application the operator
+    // registered.
     let name = request
         .client_name
-        .map(|n| {
-            n.chars()
-                .filter(|c| !c.is_control())
-                .take(100)
-                .collect::<String>()
-        })
-        .filter(|n| !n.trim().is_empty())
+        .as_deref()
+        .and_then(super::metadata::clean_device_text)
         .unwrap_or_else(|| "Unnamed application".into());
+    let host = request
+        .redirect_uris
+        .first()
+        .and_then(|u| url::Url::parse(u).ok())
+        .map(|u| {
+            u.host_str()
+                .map_or_else(|| format!("{}:", u.scheme()), str::to_string)
+        })
+        .unwrap_or_default();
+    let name = format!("{name} ({host}, self-registered)");
     let spec = ClientSpec {
         id,
         name,

@@ -128,6 +128,7 @@ pub async fn token(
                 code_verifier: params
                     .get("code_verifier")
                     .map(|v| CodeVerifier::new(v.to_string())),
+                resource: params.get("resource").map(str::to_string),
             };
             kp.exchange_code(&client, exchange, &caller).await?
         }

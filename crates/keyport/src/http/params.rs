@@ -114,6 +114,11 @@ fn decode_component(raw: &[u8]) -> Result<String, Rejection> {
     String::from_utf8(bytes).map_err(|_| bad("parameters must be UTF-8"))
 }
 
+/// A URL query, parsed as strictly as a form body (repeats refused).
+pub fn parse_query(query: &str) -> Result<Params, Rejection> {
+    parse_form(query.as_bytes())
+}
+
 pub fn parse_form(body: &[u8]) -> Result<Params, Rejection> {
     let mut params = Params::default();
     for pair in body.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
@@ -160,6 +165,9 @@ fn parse_json(body: &[u8]) -> Result<Params, Rejection> {
 
 impl Params {
     fn insert(&mut self, key: String, value: String) -> Result<(), Rejection> {
+        if key.contains('\0') || value.contains('\0') {
+            return Err(bad("parameters cannot hold NUL characters"));
+        }
         if value.is_empty() {
             return Ok(());
         }

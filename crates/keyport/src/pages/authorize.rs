@@ -7,10 +7,9 @@
 use askama::Template;
 use axum::Extension;
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 
 use super::device::{SignInPage, current_user};
 use super::{Csrf, checked_form, csrf_for, error_page, message, page};
@@ -18,7 +17,7 @@ use crate::domain::authorize::{
     AuthorizeParams, AuthorizeRequest, Redirect, Refusal, WorkspaceChoice, choose_workspace,
 };
 use crate::domain::scopes::Role;
-use crate::http::params::Params;
+use crate::http::params::{Params, parse_query};
 use crate::service::{Caller, Keyport};
 use keyport_proto::ErrorCode;
 
@@ -46,12 +45,6 @@ struct ConsentPage<'a> {
     scopes: Vec<(String, String, bool)>,
     fields: Vec<(&'static str, String)>,
     csrf: &'a str,
-}
-
-/// The workspace chosen on the workspace page, beside the request.
-#[derive(Debug, Default, Deserialize)]
-pub struct WorkspaceQuery {
-    workspace: Option<String>,
 }
 
 /// The request's parameters as hidden form fields, for the next step.
@@ -98,6 +91,13 @@ fn allow_redirect(mut response: Response, redirect_uri: &str) -> Response {
         Ok(url) => format!("{}:", url.scheme()),
         Err(_) => return response,
     };
+    // A CSP source: never anything that could end it or add a directive.
+    let safe = target
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-.:/[]".contains(&b));
+    if !safe {
+        return response;
+    }
     let csp = super::csp_with_form_action(&target);
     if let Ok(value) = HeaderValue::from_str(&csp) {
         response
@@ -120,6 +120,22 @@ fn redirect_to(kp: &Keyport, redirect: &Redirect) -> Response {
         }
         Err(_) => refused_page("The redirect URI cannot be used."),
     }
+}
+
+/// A refusal no person has seen yet (`prompt=none`): back to the client,
+/// unless its redirect URIs are self-asserted (a metadata document or RFC
+/// 7591), which would make Keyport a redirector for anyone (RFC 9700
+/// §4.11.2); those get the error page.
+fn refuse_unattended(
+    kp: &Keyport,
+    request: &AuthorizeRequest,
+    code: ErrorCode,
+    why: &str,
+) -> Response {
+    if !request.client.redirects_vouched_for() {
+        return refused_page(why);
+    }
+    redirect_to(kp, &Redirect::error(request, code, why))
 }
 
 fn refused_page(why: &str) -> Response {
@@ -148,24 +164,20 @@ pub async fn authorize(
     State(kp): State<Keyport>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
-    Query(p): Query<AuthorizeParams>,
-    Query(chosen): Query<WorkspaceQuery>,
+    RawQuery(query): RawQuery,
 ) -> Response {
-    let p = &p;
+    // Parsed as strictly as a form: a repeated parameter is refused
+    // (RFC 6749 §3.1), on a page since nothing is checked yet.
+    let Ok(query) = parse_query(query.as_deref().unwrap_or("")) else {
+        return refused_page("The request repeats a parameter or is not valid UTF-8.");
+    };
+    let p = &params_of(&query);
     let request = match checked(&kp, p).await {
         Ok(request) => request,
         Err(response) => return response,
     };
     let uri = request.redirect_uri.clone();
-    let response = step(
-        &kp,
-        &caller,
-        &headers,
-        &request,
-        p,
-        chosen.workspace.as_deref(),
-    )
-    .await;
+    let response = step(&kp, &caller, &headers, &request, p, query.get("workspace")).await;
     allow_redirect(response, &uri)
 }
 
@@ -187,9 +199,12 @@ async fn step(
     let prompt = request.prompt;
     let Some((user, auth_time, _)) = signed_in.filter(|_| !prompt.login) else {
         if prompt.none {
-            let redirect =
-                Redirect::error(request, ErrorCode::LoginRequired, "no user is signed in");
-            return redirect_to(kp, &redirect);
+            return refuse_unattended(
+                kp,
+                request,
+                ErrorCode::LoginRequired,
+                "no user is signed in",
+            );
         }
         return sign_in(&csrf, request, p);
     };
@@ -203,12 +218,12 @@ async fn step(
     };
     let chosen = match chosen {
         WorkspaceChoice::Ask if prompt.none => {
-            let redirect = Redirect::error(
+            return refuse_unattended(
+                kp,
                 request,
                 ErrorCode::InteractionRequired,
                 "the user must choose a workspace",
             );
-            return redirect_to(kp, &redirect);
         }
         WorkspaceChoice::Ask => {
             let html = WorkspacePage {
@@ -233,12 +248,12 @@ async fn step(
         };
     }
     if prompt.none {
-        let redirect = Redirect::error(
+        return refuse_unattended(
+            kp,
             request,
             ErrorCode::ConsentRequired,
             "the user has not approved this application",
         );
-        return redirect_to(kp, &redirect);
     }
     let role: Option<Role> = chosen.and_then(|(_, role)| role);
     let scopes = kp.catalogue.review(&request.scope, role);
@@ -349,22 +364,23 @@ fn params_of(form: &Params) -> AuthorizeParams {
 pub async fn sign_in_page(
     State(kp): State<Keyport>,
     headers: HeaderMap,
-    Query(query): Query<SignInQuery>,
+    RawQuery(query): RawQuery,
 ) -> Response {
+    let Ok(query) = parse_query(query.as_deref().unwrap_or("")) else {
+        return refused_page("The request repeats a parameter or is not valid UTF-8.");
+    };
     let csrf = csrf_for(&kp, &headers);
     let html = SignInPage {
         action: "/signin",
         csrf: &csrf.token,
         user_code: None,
-        next: query.next.filter(|n| super::is_local_path(n)),
+        next: query
+            .get("next")
+            .filter(|n| super::is_local_path(n))
+            .map(str::to_string),
         client_name: None,
         email: "",
         error: None,
     };
     page(StatusCode::OK, html.render(), Some(&csrf))
-}
-
-#[derive(Debug, Deserialize)]
-pub struct SignInQuery {
-    next: Option<String>,
 }

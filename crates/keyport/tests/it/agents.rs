@@ -73,12 +73,64 @@ async fn a_client_id_metadata_document_drives_a_code_flow() {
     assert_eq!(status, StatusCode::OK, "{tokens}");
     assert!(tokens["refresh_token"].is_string());
 
-    // A scope the document does not list is refused at the redirect URI.
-    let mut wider = pairs.to_vec();
-    wider.retain(|(k, _)| *k != "scope");
-    wider.push(("scope", "audit:read"));
-    let back = browser.open(&authorize_url(&server, &wider)).await.client();
-    assert_eq!(query(&back, "error").as_deref(), Some("invalid_scope"));
+    // A scope the document does not list is refused; and since nobody
+    // vouched for the document's redirect URIs, on a page, not by a
+    // redirect there (RFC 9700 §4.11.2: no open redirector).
+    for (key, value) in [("scope", "audit:read"), ("response_type", "token")] {
+        let mut bad = pairs.to_vec();
+        bad.retain(|(k, _)| *k != key);
+        bad.push((key, value));
+        let response = browser
+            .http
+            .get(authorize_url(&server, &bad))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{key}");
+        assert!(response.headers().get("location").is_none(), "{key}");
+    }
+    // prompt=none without a session: a page too.
+    let mut unattended = pairs.to_vec();
+    unattended.push(("prompt", "none"));
+    let fresh = CodeBrowser::new(&server);
+    let (status, _) = fresh
+        .open(&authorize_url(&server, &unattended))
+        .await
+        .page();
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_document_gets_only_the_known_scopes_it_lists() {
+    let server = TestServer::start_with(|c| c.cimd.allow_loopback = true).await;
+    let client_id = serve_document(|url| {
+        json!({
+            "client_id": url,
+            "client_name": "Agent \u{202e}moc.live",
+            "redirect_uris": ["http://127.0.0.1/callback"],
+            "scope": "openid billing:admin"
+        })
+    })
+    .await;
+    let browser = CodeBrowser::new(&server);
+    let mut pairs = vec![
+        ("response_type", "code"),
+        ("client_id", client_id.as_str()),
+        ("redirect_uri", "http://127.0.0.1:7000/callback"),
+        ("code_challenge", CHALLENGE),
+        ("code_challenge_method", "S256"),
+    ];
+    let (_, page) = browser.open(&authorize_url(&server, &pairs)).await.page();
+    let (_, consent) = browser.sign_in(&page).await.page();
+    assert!(
+        !consent.contains('\u{202e}'),
+        "bidi controls are cleaned: {consent}"
+    );
+    assert!(consent.contains("openid"), "{consent}");
+    assert!(!consent.contains("billing:admin"), "{consent}");
+    pairs.push(("scope", "billing:admin"));
+    let (status, _) = browser.open(&authorize_url(&server, &pairs)).await.page();
+    assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]
@@ -97,6 +149,8 @@ async fn metadata_urls_at_private_addresses_are_refused() {
         "https://[::1]/client.json",
         "https://localhost/client.json",
         "http://example.com/client.json",
+        "https://example.com:8443/client.json",
+        "https://example.com/a/../client.json",
     ] {
         let pairs = [
             ("response_type", "code"),

@@ -34,7 +34,7 @@ pub fn public_app() -> ClientSpec {
 /// A browser that signs in and consents, but stops at the first redirect
 /// that leaves the server (the one carrying the code).
 pub struct CodeBrowser {
-    http: reqwest::Client,
+    pub http: reqwest::Client,
     base: String,
 }
 
@@ -469,10 +469,22 @@ async fn codes_expire_after_a_minute_and_denial_goes_back_with_state_and_iss() {
 #[tokio::test]
 async fn prompt_none_first_party_and_csrf() {
     let server = TestServer::start().await;
+    // First-party is for confidential clients only (RFC 8252 §8.6).
+    let refused = keyport::admin::add_client(
+        &server.kp,
+        ClientSpec {
+            id: "public-fp".into(),
+            first_party: true,
+            ..public_app()
+        },
+    )
+    .await;
+    assert!(refused.is_err());
     add_app(
         &server,
         ClientSpec {
             first_party: true,
+            confidential: true,
             ..public_app()
         },
     )
@@ -813,4 +825,75 @@ async fn housekeeping_prunes_old_codes_and_expired_opaque_tokens() {
     server.clock.advance_secs(86_400);
     server.kp.housekeeping().await.unwrap();
     assert_eq!(count("authorization_codes").await, 0);
+}
+
+#[tokio::test]
+async fn racing_exchanges_of_one_code_leave_no_tokens_standing() {
+    let server = TestServer::start().await;
+    add_app(&server, public_app()).await;
+    let browser = CodeBrowser::new(&server);
+    let url = authorize_url(&server, &pkce_request(APP_REDIRECT));
+    let code = query(&browser.authorize(&url, "approve").await, "code").unwrap();
+    let results =
+        futures_util::future::join_all((0..4).map(|_| redeem(&server, &code, APP_REDIRECT))).await;
+    let winners: Vec<&Value> = results
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::OK)
+        .map(|(_, body)| body)
+        .collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    // Every loser was a reuse: what the winner got is revoked.
+    let (status, _) = server
+        .userinfo(winners[0]["access_token"].as_str().unwrap())
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn the_resource_named_at_the_exchange_must_be_the_authorized_one() {
+    let server = TestServer::start().await;
+    add_app(&server, public_app()).await;
+    let browser = CodeBrowser::new(&server);
+    let mut pairs = pkce_request(APP_REDIRECT);
+    pairs.push(("resource", AUDIENCE));
+    let code = query(
+        &browser
+            .authorize(&authorize_url(&server, &pairs), "approve")
+            .await,
+        "code",
+    )
+    .unwrap();
+    let form = |resource: &'static str| {
+        vec![
+            ("client_id", APP),
+            ("code", code.as_str()),
+            ("redirect_uri", APP_REDIRECT),
+            ("code_verifier", VERIFIER),
+            ("resource", resource),
+        ]
+    };
+    let (status, body) = exchange(&server, &form("https://other.example.com")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "invalid_target", "{body}");
+    // The code was not used up.
+    let (status, body) = exchange(&server, &form(AUDIENCE)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        claims(body["access_token"].as_str().unwrap())["aud"],
+        AUDIENCE
+    );
+    // A repeated parameter gets the error page, not a bare 400.
+    let repeated = format!(
+        "{}&client_id={APP}",
+        authorize_url(&server, &pkce_request(APP_REDIRECT))
+    );
+    let response = browser.http.get(repeated).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("Authorization request refused")
+    );
 }
