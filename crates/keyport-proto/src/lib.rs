@@ -50,6 +50,59 @@ impl GrantType {
     }
 }
 
+/// An OAuth client's identifier (RFC 6749 §2.2): an opaque string the
+/// server issued, or for a client ID metadata document its `https` URL.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ClientId(String);
+
+impl ClientId {
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for ClientId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ClientId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<ClientId> for String {
+    fn from(id: ClientId) -> String {
+        id.0
+    }
+}
+
+impl PartialEq<str> for ClientId {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<String> for ClientId {
+    fn eq(&self, other: &String) -> bool {
+        &self.0 == other
+    }
+}
+
+impl PartialEq<ClientId> for String {
+    fn eq(&self, other: &ClientId) -> bool {
+        *self == other.0
+    }
+}
+
 /// Prefix of Keyport refresh tokens (so secret scanners can recognise them).
 pub const REFRESH_TOKEN_PREFIX: &str = "kp_rt_";
 

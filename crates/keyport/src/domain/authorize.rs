@@ -325,7 +325,7 @@ impl Keyport {
         let now = self.clock.now();
         let stored = StoredCode {
             code_hash: hash_secret(code.expose()),
-            client_id: request.client.id.clone(),
+            client_id: request.client.id.to_string(),
             user_id: user.id.clone(),
             workspace_id: workspace,
             role: role.map(|r| r.as_str().to_string()),

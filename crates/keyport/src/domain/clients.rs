@@ -10,7 +10,7 @@ use super::{Error, ErrorCode, Result};
 use crate::crypto::constant_time_eq;
 use crate::crypto::tokens::ClientSecret;
 use crate::service::Keyport;
-use keyport_proto::{GrantType, REFRESH_TOKEN_PREFIX};
+use keyport_proto::{ClientId, GrantType, REFRESH_TOKEN_PREFIX};
 
 /// The prefix of opaque access tokens unless a client sets its own.
 pub const ACCESS_TOKEN_PREFIX: &str = "kp_at_";
@@ -18,7 +18,7 @@ pub const ACCESS_TOKEN_PREFIX: &str = "kp_at_";
 /// A registered client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Client {
-    pub id: String,
+    pub id: ClientId,
     pub name: String,
     pub confidential: bool,
     pub secret_hash: Option<String>,
@@ -45,7 +45,7 @@ impl Client {
     /// A client with Keyport's defaults for everything but what is given.
     pub fn new(id: &str, name: &str, confidential: bool, grants: BTreeSet<GrantType>) -> Self {
         Client {
-            id: id.to_string(),
+            id: ClientId::new(id),
             name: name.to_string(),
             confidential,
             secret_hash: None,
@@ -283,7 +283,7 @@ impl ClientSpec {
             )),
         };
         Ok(Client {
-            id: self.id,
+            id: ClientId::new(self.id),
             name: self.name,
             confidential: self.confidential,
             secret_hash: None,

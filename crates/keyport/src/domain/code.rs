@@ -143,7 +143,7 @@ impl Keyport {
         let session = Session {
             id: crypto::random_id(),
             user_id: Some(code.user_id.clone()),
-            client_id: client.id.clone(),
+            client_id: client.id.to_string(),
             workspace_id: code.workspace_id.clone(),
             role: code.role.clone(),
             scope: code.scope.clone(),

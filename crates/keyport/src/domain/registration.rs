@@ -173,7 +173,7 @@ impl Keyport {
             })
             .await??;
         Ok(RegistrationResponse {
-            client_id: client.id,
+            client_id: client.id.to_string(),
             client_secret: secret.map(|s| s.expose().to_string()),
             client_id_issued_at: now,
             client_secret_expires_at: client.confidential.then_some(0),

@@ -190,7 +190,7 @@ impl Keyport {
         let session = Session {
             id: crypto::random_id(),
             user_id: None,
-            client_id: client.id.clone(),
+            client_id: client.id.to_string(),
             workspace_id: None,
             role: None,
             scope: scope.to_scope_string(),

@@ -6,13 +6,13 @@ use sqlx::any::AnyRow;
 use super::directory::Db;
 use super::{Result, opt_text, split_list};
 use crate::domain::clients::{AccessTokenFormat, Client, SigningAlg};
-use keyport_proto::GrantType;
+use keyport_proto::{ClientId, GrantType};
 
 fn client(row: &AnyRow) -> Result<Client> {
     let previous_hash = opt_text(row, "previous_secret_hash")?;
     let previous_until = row.try_get::<Option<i64>, _>("previous_secret_expires_at")?;
     Ok(Client {
-        id: row.try_get("id")?,
+        id: ClientId::new(row.try_get::<String, _>("id")?),
         name: row.try_get("name")?,
         confidential: row.try_get::<i64, _>("confidential")? != 0,
         secret_hash: opt_text(row, "secret_hash")?,
@@ -66,7 +66,7 @@ pub async fn save<'e>(db: impl Db<'e>, c: &Client, now: i64, replace: bool) -> R
     };
     let grants: Vec<&str> = c.grants.iter().map(|g| g.as_str()).collect();
     sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(&c.id)
+        .bind(c.id.as_str())
         .bind(&c.name)
         .bind(i64::from(c.confidential))
         .bind(&c.secret_hash)
