@@ -16,6 +16,11 @@ TARGETS = {
     "poll_pending": ("pending polls", 15_000, 2.0, 16),
     "refresh": ("refresh grants (rotation)", 5_000, None, None),
     "userinfo": ("userinfo (Bearer JWT)", 10_000, None, None),
+    # no targets set for these yet
+    "cc_jwt": ("client credentials (JWT)", None, None, None),
+    "cc_opaque": ("client credentials (opaque)", None, None, None),
+    "code_jwt": ("code exchange + PKCE (JWT)", None, None, None),
+    "code_opaque": ("code exchange + PKCE (opaque)", None, None, None),
 }
 EXPECTED = {
     # statuses/errors that are the normal answer for each scenario
@@ -23,6 +28,10 @@ EXPECTED = {
     "poll_pending": {"s400", "e:authorization_pending", "e:slow_down"},
     "refresh": {"s200"},
     "userinfo": {"s200"},
+    "cc_jwt": {"s200"},
+    "cc_opaque": {"s200"},
+    "code_jwt": {"s200"},
+    "code_opaque": {"s200"},
 }
 
 
@@ -90,6 +99,13 @@ def main():
          " (%s)" % meta["postgres"] if meta.get("postgres") else "",
          n_inst, "" if n_inst == 1 else "s"))
     w("Pinning: %s; loopback." % meta.get("pinning", "server on CPU 0, wrk (1 thread) on CPU 1"))
+    if meta.get("bin"):
+        w("Binary: `%s` (%s, built %s UTC, sha256 %s…)."
+          % (meta["bin"], meta.get("bin_version", "?"), meta.get("bin_mtime_utc", "?"),
+             meta.get("bin_sha256", "")[:12]))
+    if any(r["scenario"].startswith("code_") for r in rows):
+        w("Code exchanges run %s s each (a code lives 60 s; fresh codes are minted right before each run)."
+          % meta.get("code_duration_s", "?"))
     if n_inst > 1:
         w("Each wrk process drives one instance with half the connections, both at the same time; "
           "req/s is the sum, p50/p99 are shown per instance (A / B) and the target check uses the worse.")
@@ -130,6 +146,10 @@ def main():
         else:
             resp = ", ".join("%s×%d" % (k[1:] if status(k) else k, v)
                              for k, v in sorted(counts.items()) if status(k) or k.startswith("e:"))
+            # the kind of access token in the 200s (client credentials, code exchange)
+            kinds = ["%s %d" % (k[3:], v) for k, v in sorted(counts.items()) if k.startswith("at:")]
+            if kinds:
+                resp += " (" + ", ".join(kinds) + ")"
         extra = [k for k in ("starved", "lost") if counts.get(k)]
         if extra:
             resp += " (" + ", ".join("%s %d" % (k, counts[k]) for k in extra) + ")"
@@ -161,7 +181,7 @@ def main():
           % (label, r["concurrency"], cols[0], cols[1], cols[2], ms(r["max_us"]), resp, unexpected, sock,
              cols[3], cols[4], cores, pct("wrk_cpu_pct"), pgc, pct("irq_cpu_pct"),
              pct("foreign_cpu_pct") if "foreign_cpu_pct" in r else "%s / %s" % (pct("foreign_cpu0_pct"), pct("foreign_cpu1_pct")),
-             " ".join(tgt), "yes" if ok else "**no**"))
+             " ".join(tgt) or "—", ("yes" if tgt else "n/a") if ok else "**no**"))
     w("")
     w("| measurement | value | target | met? |")
     w("|---|---:|---|---|")

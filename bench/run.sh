@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Keyport load benchmark: device starts, pending polls, refresh grants and
-# userinfo, at two concurrency levels, plus idle RSS and time-to-ready.
+# userinfo (and, with --scenarios, client credentials grants and
+# authorization code exchanges), at two concurrency levels, plus idle RSS
+# and time-to-ready.
 #
 # One instance: the server runs pinned to CPU 0, wrk pinned to CPU 1.
 # Two instances (--instances 2, PostgreSQL only): instance A on CPU 0,
@@ -22,6 +24,15 @@
 #   --ready-runs N       restarts for the time-to-ready measurement (default 5)
 #   --port PORT          listen port of instance A; B listens on PORT+1 (default 18181)
 #   --out DIR            results folder (default bench/results/<UTC timestamp>)
+#   --scenarios LIST     which load scenarios to run, comma- or space-separated:
+#                        device poll refresh userinfo cc code, or "all"
+#                        (default: device,poll,refresh,userinfo)
+#   --code-pool N        codes minted per code-exchange run (default 0: sized
+#                        from a pilot run, 1.5 x its rate x the run's length)
+#   --bin PATH           the keyport binary to run (implies --no-build;
+#                        default target/release/keyport)
+#   --code-bench PATH    the code_bench example binary (default: examples/code_bench
+#                        next to the keyport binary)
 #   --no-build           reuse target/release/keyport as it is
 #   --keep               keep the temp data dir
 #   --quiet-wait SECS    before each run, wait up to SECS for both cores to be
@@ -33,6 +44,9 @@ set -euo pipefail
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$BENCH_DIR/.." && pwd)
 BIN="$ROOT/target/release/keyport"
+CODE_BENCH=""
+SCENARIOS="device poll refresh userinfo"
+CODE_POOL=0
 
 DATABASE_URL=""
 FRESH_PG_DB=0
@@ -61,16 +75,29 @@ while [ $# -gt 0 ]; do
         --ready-runs) READY_RUNS=$2; shift 2 ;;
         --port) PORT=$2; shift 2 ;;
         --out) OUT=$2; shift 2 ;;
+        --scenarios) SCENARIOS=$2; shift 2 ;;
+        --code-pool) CODE_POOL=$2; shift 2 ;;
+        --bin) BIN=$2; BUILD=0; shift 2 ;;
+        --code-bench) CODE_BENCH=$2; shift 2 ;;
         --no-build) BUILD=0; shift ;;
         --keep) KEEP=1; shift ;;
         --quiet-wait) QUIET_WAIT=$2; shift 2 ;;
-        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,41p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+
+SCENARIOS=${SCENARIOS//,/ }
+[ "$SCENARIOS" = all ] && SCENARIOS="device poll refresh userinfo cc code"
+for s in $SCENARIOS; do
+    case "$s" in device|poll|refresh|userinfo|cc|code) ;; *) die "unknown scenario $s (--scenarios)" ;; esac
+done
+want() { case " $SCENARIOS " in *" $1 "*) return 0 ;; esac; return 1; }
+# A code lives 60 s: minting plus the run must fit in it.
+CODE_DURATION=$(( DURATION < 20 ? DURATION : 20 ))
 
 IS_PG=0
 case "$DATABASE_URL" in postgres://*|postgresql://*) IS_PG=1 ;; esac
@@ -112,12 +139,18 @@ RESULTS="$OUT/results.jsonl"
 : > "$RESULTS"
 export BENCH_LUA_DIR="$BENCH_DIR/lua"
 
+CODE_BENCH=${CODE_BENCH:-"$(dirname "$BIN")/examples/code_bench"}
 if [ "$BUILD" = 1 ]; then
-    log "building: cargo build --release --bin keyport"
-    (cd "$ROOT" && cargo build --release --bin keyport) >"$OUT/build.log" 2>&1 \
+    targets=(--bin keyport); want code && targets+=(--example code_bench)
+    log "building: cargo build --release ${targets[*]}"
+    (cd "$ROOT" && cargo build --release "${targets[@]}") >"$OUT/build.log" 2>&1 \
         || { tail -30 "$OUT/build.log" >&2; die "build failed (see $OUT/build.log)"; }
 fi
 [ -x "$BIN" ] || die "$BIN not found (drop --no-build)"
+BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
+if want code; then
+    [ -x "$CODE_BENCH" ] || die "$CODE_BENCH not found (cargo build --release --example code_bench, or --code-bench PATH)"
+fi
 
 # ---- instances ----------------------------------------------------------------
 # Instance A: --demo, fixtures, the issuer. Instance B (with --instances 2):
@@ -200,6 +233,10 @@ json.dump({
   "database": re.sub(r"://([^:/@]*):.*@", r"://\1:***@", os.environ.get("BENCH_DB_URL", "")) or "sqlite (temp data dir)",
   "postgres": pg.split(" on ")[0] if pg else None,
   "poll_codes_per_run": $POLL_CODES, "refresh_pool_per_run": $REFRESH_POOL,
+  "scenarios": "$SCENARIOS", "code_duration_s": $CODE_DURATION,
+  "bin": "$BIN", "bin_version": sh("$BIN", "--version"),
+  "bin_sha256": sh("sha256sum", "$BIN").split(" ")[0],
+  "bin_mtime_utc": sh("date", "-u", "-r", "$BIN", "+%Y-%m-%d %H:%M:%S"),
 }, open(sys.argv[1], "w"), indent=2)
 EOF
 
@@ -281,7 +318,7 @@ run_wrk() {
     for i in $(seq 0 $((n - 1))); do
         kill -0 "${I_PID[$i]}" 2>/dev/null || die "server ${I_LABEL[$i]} is not running before $name c$conc"
     done
-    quiet_wait
+    [ "$SKIP_QUIET" = 1 ] || quiet_wait
     local errs_before=() warns_before=() rss_before=()
     for i in $(seq 0 $((n - 1))); do
         errs_before[$i]=$(log_errors "${I_LOG[$i]}")
@@ -345,6 +382,20 @@ seed_codes() {
 }
 
 LABELS="a"; [ "$INSTANCES" = 2 ] && LABELS="a b"
+SKIP_QUIET=0
+
+STORE_ARGS=(--data-dir "$DATA_DIR/data")   # instance A's data dir and database, for admin commands
+[ -n "$DATABASE_URL" ] && STORE_ARGS+=(--database-url "$DATABASE_URL")
+
+# mint_codes CLIENT_ID FORMAT N FILE: N authorization codes for CLIENT_ID
+# (created with FORMAT access tokens if missing) minted in process on A's
+# database by code_bench, written as "code verifier" lines; prints
+# code_bench's JSON line (count, seconds, codes/s).
+mint_codes() {
+    local opaque=(); [ "$2" = opaque ] && opaque=(--opaque)
+    taskset -c 1 "$CODE_BENCH" "${STORE_ARGS[@]}" --issuer "$BASE" --client "$1" "${opaque[@]}" \
+        --count "$3" --out "$4" 2>>"$OUT/code_bench.log" || die "minting codes failed (see $OUT/code_bench.log)"
+}
 
 # ---- start ------------------------------------------------------------------
 log "starting keyport A on $BASE (CPU $CPU_A), data dir $DATA_DIR"
@@ -376,12 +427,12 @@ printf '{"first_start_ready_ms": %d, "idle_rss_fresh_kb": %d, "b_start_ready_ms"
     "$FIRST_READY_MS" "$IDLE_FRESH_KB" "$B_READY_MS" "$IDLE_FRESH_B_KB" > "$OUT/start.json"
 
 # ---- 1. device-authorization starts ---------------------------------------
-for c in $CONCURRENCY; do
+want device && for c in $CONCURRENCY; do
     run_wrk device_start "$c" device_start.lua
 done
 
 # ---- 2. pending polls -------------------------------------------------------
-for c in $CONCURRENCY; do
+want poll && for c in $CONCURRENCY; do
     files=(); for l in $LABELS; do files+=("$WORK/codes-c$c-$l.txt"); done
     seed_codes "$POLL_CODES" "${files[@]}"
     run_wrk poll_pending "$c" poll.lua "$WORK/codes-c$c-@I@.txt" "$WRK_THREADS"
@@ -389,6 +440,7 @@ done
 
 # ---- tokens for 3 and 4: real device logins through A's hosted page --------
 NCONC=$(wc -w <<<"$CONCURRENCY")
+if want refresh || want userinfo; then
 log "approving $((REFRESH_POOL * NCONC)) device logins through /device (one sign-in)"
 if ! taskset -c 1 python3 "$BENCH_DIR/approve.py" --base "$BASE" --email demo@example.com \
     --password="$PASSWORD" --count $((REFRESH_POOL * NCONC)) \
@@ -396,13 +448,14 @@ if ! taskset -c 1 python3 "$BENCH_DIR/approve.py" --base "$BASE" --email demo@ex
     | tee "$OUT/approve.log" >&2; then
     die "device logins failed (see $OUT/approve.log)"
 fi
+fi
 
 # ---- 3. refresh grants -------------------------------------------------------
 # REFRESH_POOL fresh chains per run, split between the instances: no
 # refresh token is ever sent to both.
 NI=$INSTANCES
 i=0
-for c in $CONCURRENCY; do
+want refresh && for c in $CONCURRENCY; do
     k=0
     for l in $LABELS; do
         first=$((i * REFRESH_POOL + k * REFRESH_POOL / NI + 1))
@@ -415,9 +468,86 @@ for c in $CONCURRENCY; do
 done
 
 # ---- 4. userinfo --------------------------------------------------------------
-for c in $CONCURRENCY; do
+want userinfo && for c in $CONCURRENCY; do
     run_wrk userinfo "$c" userinfo.lua "$WORK/access.txt"
 done
+
+# ---- 5. client credentials grants ------------------------------------------
+# Two confidential clients made with `keyport client add` on A's database
+# while the servers run (their ids were never asked for, so no instance has
+# them cached as missing): one with JWT (EdDSA) access tokens, one with
+# opaque ones. Basic auth; no scope parameter (the client's scopes).
+if want cc; then
+    for fmt in jwt opaque; do
+        fmt_args=(); [ "$fmt" = opaque ] && fmt_args=(--access-token-format opaque)
+        taskset -c 1 "$BIN" "${STORE_ARGS[@]}" --json client add --id "bench-cc-$fmt" \
+            --name "Bench service ($fmt)" --confidential --grant client_credentials \
+            --scope bench:read "${fmt_args[@]}" > "$WORK/cc-$fmt.json" 2>>"$OUT/admin.log" \
+            || die "keyport client add failed (see $OUT/admin.log)"
+        python3 - "$WORK/cc-$fmt.json" > "$WORK/cc-$fmt.auth" <<'EOF'
+import base64, json, sys
+c = json.load(open(sys.argv[1]))
+print("Basic " + base64.b64encode(("%s:%s" % (c["client_id"], c["client_secret"])).encode()).decode())
+EOF
+        for c in $CONCURRENCY; do
+            run_wrk "cc_$fmt" "$c" client_credentials.lua "$WORK/cc-$fmt.auth"
+        done
+    done
+fi
+
+# ---- 6. authorization code exchanges ------------------------------------------
+# Codes live 60 s and are good for one exchange, so each run gets a fresh
+# set minted in process (code_bench) right before it, after the quiet wait:
+# minting + the run (at most 20 s) must stay well inside the 60 s. The
+# number per run comes from a pilot: a 3 s unmeasured run on 20,000 codes
+# at the highest concurrency; pool = 1.5 x its rate x the run's length.
+if want code; then
+    cmax=$(tr ' ' '\n' <<<"$CONCURRENCY" | sort -n | tail -1)
+    for fmt in jwt opaque; do
+        client="bench-code-$fmt"
+        pool=$CODE_POOL
+        if [ "$pool" = 0 ]; then
+            quiet_wait
+            mint=$(mint_codes "$client" "$fmt" 20000 "$WORK/pilot-$fmt.txt")
+            log "pilot ($fmt): minted $mint"
+            taskset -c 1 wrk -t1 -c"$cmax" -d3s --timeout 5s -s "$BENCH_DIR/lua/code_exchange.lua" \
+                "$BASE" -- "$WORK/pilot-$fmt.txt" "$client" "http://127.0.0.1/callback" 1 \
+                > "$OUT/code_$fmt-pilot.txt" 2>&1 || true
+            pilot=$(python3 - "$OUT/code_$fmt-pilot.txt" <<'EOF'
+import json, re, sys
+m = re.search(r"^BENCH_JSON (.*)$", open(sys.argv[1]).read(), re.M)
+r = json.loads(m.group(1)) if m else {}
+print(round(r.get("rps", 0)), r.get("counts", {}).get("s200", 0), r.get("counts", {}).get("starved", 0))
+EOF
+            )
+            read -r pilot_rps pilot_ok pilot_starved <<<"$pilot"
+            [ "${pilot_ok:-0}" -gt 0 ] || die "the pilot code exchanges failed (see $OUT/code_$fmt-pilot.txt)"
+            [ "${pilot_starved:-0}" = 0 ] || log "warning: the pilot ran out of codes; its rate is a lower bound"
+            pool=$(( pilot_rps * CODE_DURATION * 3 / 2 + 2000 ))
+            log "pilot ($fmt): $pilot_rps exchanges/s at c$cmax; minting $pool codes per run"
+            sleep 1
+        fi
+        for c in $CONCURRENCY; do
+            quiet_wait
+            files=(); for l in $LABELS; do files+=("$WORK/code-$fmt-c$c-$l.txt"); done
+            nl=$(wc -w <<<"$LABELS")
+            mint=$(mint_codes "$client" "$fmt" $((pool * nl)) "$WORK/code-$fmt-c$c-all.txt")
+            log "minted $mint"
+            secs=$(python3 -c 'import json, sys; print(int(json.loads(sys.argv[1])["mint_secs"] + 0.999))' "$mint")
+            [ $((secs + CODE_DURATION)) -le 50 ] \
+                || die "minting $((pool * nl)) codes took ${secs}s: with a ${CODE_DURATION}s run they would expire (60 s); use a shorter --duration or --code-pool"
+            k=0
+            for f in "${files[@]}"; do
+                sed -n "$((k * pool + 1)),$(((k + 1) * pool))p" "$WORK/code-$fmt-c$c-all.txt" > "$f"
+                k=$((k + 1))
+            done
+            saved=$DURATION; DURATION=$CODE_DURATION; SKIP_QUIET=1
+            run_wrk "code_$fmt" "$c" code_exchange.lua "$WORK/code-$fmt-c$c-@I@.txt" "$client" \
+                "http://127.0.0.1/callback" "$WRK_THREADS"
+            DURATION=$saved; SKIP_QUIET=0
+        done
+    done
+fi
 
 # ---- memory kept after password sign-ins (instance A) ------------------------
 log "RSS after 8 sequential browser sign-ins (Argon2id each), instance A"

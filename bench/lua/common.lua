@@ -33,6 +33,19 @@ function M.count_response(status, body)
    end
 end
 
+-- Count the kind of access token in a 200 token response: "at:jwt" (three
+-- dot-separated parts) or "at:opaque".
+function M.count_access_token(body)
+   local token = body:match('"access_token"%s*:%s*"([^"]+)"')
+   if not token then
+      M.count("at:none")
+   elseif token:match("^[%w_%-]+%.[%w_%-]+%.[%w_%-]+$") then
+      M.count("at:jwt")
+   else
+      M.count("at:opaque")
+   end
+end
+
 -- Read a file of one value per line; keep the lines that belong to this
 -- thread (line i goes to thread i mod nthreads).
 function M.load_lines(path, id, nthreads)
