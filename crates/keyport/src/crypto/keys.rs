@@ -11,12 +11,10 @@ use std::collections::HashMap;
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
 use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair,
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RSA_PKCS1_SHA256,
 };
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use jsonwebtoken::jwk::{Jwk, JwkSet, ThumbprintHash};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -178,25 +176,65 @@ fn decoding_key(alg: Algorithm, pkcs8: &[u8]) -> Result<DecodingKey, String> {
     }
 }
 
-fn encoding_key(alg: Algorithm, pkcs8: &[u8]) -> Result<EncodingKey, String> {
-    match alg {
-        Algorithm::EdDSA => Ok(EncodingKey::from_ed_der(pkcs8)),
-        Algorithm::ES256 => Ok(EncodingKey::from_ec_der(pkcs8)),
-        Algorithm::RS256 => {
-            let pem = format!(
-                "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
-                STANDARD.encode(pkcs8)
-            );
-            EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| e.to_string())
+/// A private key parsed once, when the key set loads: signing then costs
+/// only the signature (jsonwebtoken's `encode` parses the key on every call,
+/// which for RSA is most of the work).
+enum Signer {
+    Ed25519(Ed25519KeyPair),
+    EcdsaP256(EcdsaKeyPair),
+    Rsa(RsaKeyPair),
+}
+
+impl Signer {
+    fn load(alg: Algorithm, pkcs8: &[u8]) -> Result<Self, String> {
+        match alg {
+            Algorithm::EdDSA => Ed25519KeyPair::from_pkcs8(pkcs8)
+                .map(Signer::Ed25519)
+                .map_err(|e| e.to_string()),
+            Algorithm::ES256 => EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8)
+                .map(Signer::EcdsaP256)
+                .map_err(|e| e.to_string()),
+            Algorithm::RS256 => RsaKeyPair::from_pkcs8(pkcs8)
+                .map(Signer::Rsa)
+                .map_err(|e| e.to_string()),
+            _ => Err("unsupported algorithm".into()),
         }
-        _ => Err("unsupported algorithm".into()),
     }
+
+    /// The JWS signature of `message` (RFC 7518 §3: ECDSA in the fixed
+    /// r‖s form, RSA PKCS#1 v1.5 with SHA-256).
+    fn sign(&self, message: &[u8]) -> Vec<u8> {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        match self {
+            Signer::Ed25519(pair) => pair.sign(message).as_ref().to_vec(),
+            Signer::EcdsaP256(pair) => pair
+                .sign(&rng, message)
+                .expect("ECDSA signing with a loaded key does not fail")
+                .as_ref()
+                .to_vec(),
+            Signer::Rsa(pair) => {
+                let mut signature = vec![0; pair.public_modulus_len()];
+                pair.sign(&RSA_PKCS1_SHA256, &rng, message, &mut signature)
+                    .expect("RSA signing with a loaded key does not fail");
+                signature
+            }
+        }
+    }
+}
+
+/// A compact JWS: base64url(header) "." base64url(claims) "." signature.
+fn compact_jws<C: Serialize>(header: &Header, claims: &C, signer: &Signer) -> String {
+    let header = serde_json::to_vec(header).expect("a JWS header serializes");
+    let claims = serde_json::to_vec(claims).expect("claims serialize");
+    let signing_input = format!("{}.{}", super::b64url(&header), super::b64url(&claims));
+    let signature = signer.sign(signing_input.as_bytes());
+    format!("{signing_input}.{}", super::b64url(&signature))
 }
 
 struct ActiveKey {
     kid: String,
     alg: Algorithm,
-    encoding: EncodingKey,
+    signer: Signer,
 }
 
 /// The keys in force: the active pair signs, every published key verifies.
@@ -234,12 +272,12 @@ impl KeySet {
                 let pkcs8 = master
                     .open(&key.sealed_private, &key.kid)
                     .map_err(|_| KeyError::Unseal(key.kid.clone()))?;
-                let encoding = encoding_key(alg, &pkcs8)
+                let signer = Signer::load(alg, &pkcs8)
                     .map_err(|e| KeyError::Malformed(key.kid.clone(), e))?;
                 let active = ActiveKey {
                     kid: key.kid.clone(),
                     alg,
-                    encoding,
+                    signer,
                 };
                 match key.key_use {
                     KeyUse::IdToken => id = Some(active),
@@ -296,16 +334,14 @@ impl KeySet {
         let mut header = Header::new(key.alg);
         header.typ = Some("at+jwt".into());
         header.kid = Some(key.kid.clone());
-        jsonwebtoken::encode(&header, claims, &key.encoding)
-            .expect("signing with a loaded key does not fail")
+        compact_jws(&header, claims, &key.signer)
     }
 
     /// Signs an OpenID Connect ID token (`typ: JWT`, as OIDC clients demand).
     pub fn sign_id_token<C: Serialize>(&self, claims: &C) -> String {
         let mut header = Header::new(self.id.alg);
         header.kid = Some(self.id.kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.id.encoding)
-            .expect("signing with a loaded key does not fail")
+        compact_jws(&header, claims, &self.id.signer)
     }
 
     /// The OIDC `at_hash`: left half of SHA-256 of the access token.
