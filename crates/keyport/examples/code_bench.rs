@@ -166,7 +166,6 @@ async fn seed(kp: &Keyport, args: &Args) -> anyhow::Result<keyport::store::direc
                 grants: vec!["authorization_code".into(), "refresh_token".into()],
                 scopes: vec!["openid".into(), "offline_access".into()],
                 redirect_uris: vec![REDIRECT_URI.into()],
-                first_party: true,
                 access_token_format: Some(if args.opaque { "opaque" } else { "jwt" }.into()),
                 ..ClientSpec::default()
             },
