@@ -177,14 +177,8 @@ async fn registration_is_off_by_default_and_throttled_when_on() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     let metadata: Value = off
-        .http
-        .get(off.url("/.well-known/oauth-authorization-server"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json("/.well-known/oauth-authorization-server")
+        .await;
     assert!(
         metadata.get("registration_endpoint").is_none(),
         "{metadata}"

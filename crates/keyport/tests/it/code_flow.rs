@@ -720,15 +720,7 @@ async fn a_rotated_secret_keeps_working_for_its_grace_period() {
 #[tokio::test]
 async fn access_tokens_are_signed_with_the_algorithm_each_client_chose() {
     let server = TestServer::start().await;
-    let jwks: jsonwebtoken::jwk::JwkSet = server
-        .http
-        .get(server.url("/oauth/jwks"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: jsonwebtoken::jwk::JwkSet = server.get_json("/oauth/jwks").await;
     for alg in ["EdDSA", "ES256", "RS256"] {
         let id = format!("svc-{}", alg.to_lowercase());
         let secret = add_app(
@@ -772,15 +764,7 @@ async fn access_tokens_are_signed_with_the_algorithm_each_client_chose() {
         let seen = server.introspect_as(&id, &secret, token).await;
         assert_eq!(seen["active"], true, "{seen}");
     }
-    let metadata: Value = server
-        .http
-        .get(server.url("/.well-known/openid-configuration"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let metadata: Value = server.get_json("/.well-known/openid-configuration").await;
     assert_eq!(
         metadata["access_token_signing_alg_values_supported"],
         serde_json::json!(["ES256", "EdDSA", "RS256"])

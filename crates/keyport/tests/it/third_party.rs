@@ -15,14 +15,8 @@ use crate::support::*;
 async fn oauth2_crate_device_flow_with_discovery() {
     let server = TestServer::start_with(|c| c.tokens.device_poll_interval = 1).await;
     let metadata: serde_json::Value = server
-        .http
-        .get(server.url("/.well-known/oauth-authorization-server"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json("/.well-known/oauth-authorization-server")
+        .await;
     let endpoint = |key: &str| metadata[key].as_str().unwrap().to_string();
     let client = BasicClient::new(ClientId::new(CLI.into()))
         .set_device_authorization_url(
