@@ -191,7 +191,7 @@ impl Keyport {
                 iss: Some(self.config.issuer.clone()),
                 sid: Some(s.id),
                 workspace: s.workspace_id,
-                role: s.role,
+                role: s.role.map(|r| r.to_string()),
                 ..inactive
             });
         }

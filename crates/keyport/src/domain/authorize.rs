@@ -328,7 +328,7 @@ impl Keyport {
             client_id: request.client.id.to_string(),
             user_id: user.id.clone(),
             workspace_id: workspace,
-            role: role.map(|r| r.as_str().to_string()),
+            role,
             scope: granted.to_scope_string(),
             resource: request.resource.clone(),
             redirect_uri: request.redirect_uri.clone(),

@@ -102,7 +102,7 @@ impl Keyport {
                             &session.id,
                             now,
                             &session.scope,
-                            session.role.as_deref(),
+                            session.role.map(Role::as_str),
                         )
                         .await?;
                         if let Some(record) = &opaque {
@@ -201,7 +201,7 @@ impl Keyport {
                 .catalogue
                 .filter(&Scopes::parse(&session.scope).unwrap_or_default(), role);
             session.scope = granted.to_scope_string();
-            session.role = role.map(|r| r.as_str().to_string());
+            session.role = role;
         }
         Ok((session, user))
     }

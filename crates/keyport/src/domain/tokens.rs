@@ -116,7 +116,7 @@ impl Keyport {
             sid: session.user_id.as_ref().map(|_| session.id.clone()),
             auth_time: session.auth_time,
             workspace: session.workspace_id.clone(),
-            role: session.role.clone(),
+            role: session.role.map(|r| r.to_string()),
         };
         let (access_token, opaque) = match client.access_token_format {
             AccessTokenFormat::Jwt => {

@@ -6,6 +6,7 @@ use sqlx::any::AnyRow;
 
 use super::directory::Db;
 use super::{Result, opt_text};
+use crate::domain::scopes::Role;
 
 /// Where a code is in its one-time life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +34,7 @@ pub struct StoredCode {
     pub client_id: String,
     pub user_id: String,
     pub workspace_id: Option<String>,
-    pub role: Option<String>,
+    pub role: Option<Role>,
     pub scope: String,
     pub resource: Option<String>,
     pub redirect_uri: String,
@@ -58,7 +59,7 @@ fn code(row: &AnyRow) -> Result<StoredCode> {
         client_id: row.try_get("client_id")?,
         user_id: row.try_get("user_id")?,
         workspace_id: opt_text(row, "workspace_id")?,
-        role: opt_text(row, "role")?,
+        role: opt_text(row, "role")?.as_deref().and_then(Role::parse),
         scope: row.try_get("scope")?,
         resource: opt_text(row, "resource")?,
         redirect_uri: row.try_get("redirect_uri")?,
@@ -84,7 +85,7 @@ pub async fn insert<'e>(db: impl Db<'e>, c: &StoredCode) -> Result<()> {
     .bind(&c.client_id)
     .bind(&c.user_id)
     .bind(&c.workspace_id)
-    .bind(&c.role)
+    .bind(c.role.map(Role::as_str))
     .bind(&c.scope)
     .bind(&c.resource)
     .bind(&c.redirect_uri)

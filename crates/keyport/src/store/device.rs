@@ -7,6 +7,7 @@ use sqlx::any::AnyRow;
 
 use super::directory::Db;
 use super::{Result, opt_text};
+use crate::domain::scopes::Role;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -53,7 +54,7 @@ pub struct DeviceAuthorization {
     pub status: Status,
     pub user_id: Option<String>,
     pub workspace_id: Option<String>,
-    pub role: Option<String>,
+    pub role: Option<Role>,
     pub granted_scope: Option<String>,
     pub auth_time: Option<i64>,
     /// When the tokens were released (unix ms).
@@ -78,7 +79,7 @@ fn row_to_device(row: &AnyRow) -> Result<DeviceAuthorization> {
         status: Status::parse(&row.try_get::<String, _>("status")?),
         user_id: opt_text(row, "user_id")?,
         workspace_id: opt_text(row, "workspace_id")?,
-        role: opt_text(row, "role")?,
+        role: opt_text(row, "role")?.as_deref().and_then(Role::parse),
         granted_scope: opt_text(row, "granted_scope")?,
         auth_time: row.try_get("auth_time")?,
         redeemed_ms: row.try_get("redeemed_ms")?,

@@ -6,6 +6,7 @@ use sqlx::any::AnyRow;
 
 use super::directory::Db;
 use super::{Result, opt_text};
+use crate::domain::scopes::Role;
 
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -13,7 +14,7 @@ pub struct Session {
     pub user_id: Option<String>,
     pub client_id: String,
     pub workspace_id: Option<String>,
-    pub role: Option<String>,
+    pub role: Option<Role>,
     pub scope: String,
     pub resource: Option<String>,
     pub label: Option<String>,
@@ -32,7 +33,7 @@ fn session(row: &AnyRow) -> Result<Session> {
         user_id: opt_text(row, "user_id")?,
         client_id: row.try_get("client_id")?,
         workspace_id: opt_text(row, "workspace_id")?,
-        role: opt_text(row, "role")?,
+        role: opt_text(row, "role")?.as_deref().and_then(Role::parse),
         scope: row.try_get("scope")?,
         resource: opt_text(row, "resource")?,
         label: opt_text(row, "label")?,
@@ -59,7 +60,7 @@ pub async fn insert<'e>(db: impl Db<'e>, s: &Session) -> Result<()> {
     .bind(&s.user_id)
     .bind(&s.client_id)
     .bind(&s.workspace_id)
-    .bind(&s.role)
+    .bind(s.role.map(Role::as_str))
     .bind(&s.scope)
     .bind(&s.resource)
     .bind(&s.label)

@@ -251,7 +251,7 @@ pub async fn list_sessions(kp: &Keyport, email: Option<&str>) -> Result<Value> {
             client_id: s.client_id,
             label: s.label,
             workspace: s.workspace_id,
-            role: s.role,
+            role: s.role.map(|r| r.to_string()),
             scope: s.scope,
             ip: s.ip,
             created_at: s.created_at,
