@@ -145,7 +145,7 @@ impl Keyport {
             user_id: Some(code.user_id.clone()),
             client_id: client.id.to_string(),
             workspace_id: code.workspace_id.clone(),
-            role: code.role.clone(),
+            role: code.role,
             scope: code.scope.clone(),
             resource: code.resource.clone(),
             label: Some(client.name.clone()),

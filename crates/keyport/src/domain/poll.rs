@@ -137,7 +137,7 @@ impl Keyport {
             user_id: Some(user_id),
             client_id: device.client_id.clone(),
             workspace_id: device.workspace_id.clone(),
-            role: device.role.clone(),
+            role: device.role,
             scope: scope.to_scope_string(),
             resource: device.resource.clone(),
             label: metadata.cli_label.clone().or(metadata.dns_name.clone()),
