@@ -22,15 +22,6 @@ use crate::service::{Caller, Keyport};
 use keyport_proto::ErrorCode;
 
 #[derive(Template)]
-#[template(path = "authorize_workspace.html")]
-struct WorkspacePage<'a> {
-    client_name: &'a str,
-    fields: Vec<(&'static str, String)>,
-    /// (slug, name, role)
-    workspaces: Vec<(String, String, String)>,
-}
-
-#[derive(Template)]
 #[template(path = "authorize_consent.html")]
 struct ConsentPage<'a> {
     client_name: &'a str,
@@ -226,8 +217,10 @@ async fn step(
             );
         }
         WorkspaceChoice::Ask => {
-            let html = WorkspacePage {
+            let html = super::WorkspacePage {
+                action: "/oauth/authorize",
                 client_name: &request.client.name,
+                user_code: None,
                 fields: carried(p),
                 workspaces: memberships
                     .iter()

@@ -45,15 +45,6 @@ struct EntryPage<'a> {
 }
 
 #[derive(Template)]
-#[template(path = "device_workspace.html")]
-struct WorkspacePage<'a> {
-    client_name: &'a str,
-    user_code: String,
-    /// (slug, name, role)
-    workspaces: Vec<(String, String, String)>,
-}
-
-#[derive(Template)]
 #[template(path = "device_approve.html")]
 struct ApprovePage<'a> {
     client_name: &'a str,
@@ -226,9 +217,12 @@ pub async fn verification_page(
             .iter()
             .map(|(ws, role)| (ws.slug.clone(), ws.name.clone(), role.clone()))
             .collect();
-        let html = WorkspacePage {
+        let shown = pending.user_code.display();
+        let html = super::WorkspacePage {
+            action: "/device",
             client_name: &pending.client.name,
-            user_code: pending.user_code.display(),
+            user_code: Some(shown.clone()),
+            fields: vec![("user_code", shown)],
             workspaces,
         };
         return page(StatusCode::OK, html.render(), Some(&csrf));

@@ -236,6 +236,20 @@ pub fn with_retry_after(mut response: Response, seconds: i64) -> Response {
     response
 }
 
+/// The workspace choice, for the device page and the authorization flow:
+/// a GET form back to `action` carrying `fields`.
+#[derive(askama::Template)]
+#[template(path = "workspace.html")]
+pub struct WorkspacePage<'a> {
+    pub action: &'a str,
+    pub client_name: &'a str,
+    /// The device's code, shown again beside the choice.
+    pub user_code: Option<String>,
+    pub fields: Vec<(&'static str, String)>,
+    /// (slug, name, role)
+    pub workspaces: Vec<(String, String, String)>,
+}
+
 #[derive(askama::Template)]
 #[template(path = "message.html")]
 pub struct MessagePage<'a> {

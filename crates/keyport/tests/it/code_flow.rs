@@ -927,3 +927,45 @@ async fn seed_001s_json_exchange_works_as_written() {
     assert!(tokens["expires_in"].as_u64().unwrap() > 0);
     assert!(tokens["expires_at"].as_str().unwrap().ends_with('Z'));
 }
+
+#[tokio::test]
+async fn a_member_of_several_workspaces_chooses_one_and_the_token_carries_it() {
+    let server = TestServer::start().await;
+    add_app(&server, public_app()).await;
+    keyport::admin::add_workspace(&server.kp, "globex", "Globex")
+        .await
+        .unwrap();
+    keyport::admin::add_member(&server.kp, "globex", EMAIL, "viewer")
+        .await
+        .unwrap();
+    let browser = CodeBrowser::new(&server);
+    let mut pairs = pkce_request(APP_REDIRECT);
+    pairs.retain(|(k, _)| *k != "scope");
+    pairs.push(("scope", "openid offline_access agents:read audit:read"));
+    let url = authorize_url(&server, &pairs);
+    let (_, page) = browser.open(&url).await.page();
+    let (_, choice) = browser.sign_in(&page).await.page();
+    assert!(choice.contains("Choose a workspace"), "{choice}");
+    assert!(choice.contains("<label for=\"workspace\">Workspace</label>"));
+    // The GET form carries the request; pick the viewer workspace.
+    let mut fields = form_fields(&choice, "/oauth/authorize");
+    fields.insert("workspace".into(), "globex".into());
+    let mut next = url::Url::parse(&server.url("/oauth/authorize")).unwrap();
+    next.query_pairs_mut().extend_pairs(fields.iter());
+    let (_, consent) = browser.open(next.as_str()).await.page();
+    assert!(consent.contains("Globex"), "{consent}");
+    assert!(
+        consent.contains("not granted"),
+        "a viewer may not have audit:read: {consent}"
+    );
+    let back = browser
+        .submit(&consent, "/oauth/authorize", &[("decision", "approve")])
+        .await
+        .client();
+    let (status, tokens) = redeem(&server, &query(&back, "code").unwrap(), APP_REDIRECT).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    let access = claims(tokens["access_token"].as_str().unwrap());
+    assert_eq!(access["workspace"], "globex");
+    assert_eq!(access["role"], "viewer");
+    assert_eq!(access["scope"], "agents:read offline_access openid");
+}
