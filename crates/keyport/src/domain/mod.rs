@@ -22,6 +22,7 @@ pub mod scopes;
 pub mod setup;
 pub mod signin;
 pub mod tokens;
+pub mod totp;
 
 use std::borrow::Cow;
 
