@@ -318,13 +318,9 @@ impl KeySet {
         &self.jwks_json
     }
 
-    /// Signs an RFC 9068 access token (`typ: at+jwt`) with EdDSA.
-    pub fn sign_access_token<C: Serialize>(&self, claims: &C) -> String {
-        self.sign_access_token_with(claims, Algorithm::EdDSA)
-    }
-
-    /// Signs an access token with `alg`, or with EdDSA when no key of that
-    /// algorithm is active (a database an older release opened).
+    /// Signs an RFC 9068 access token (`typ: at+jwt`) with `alg`, or with
+    /// EdDSA when no key of that algorithm is active (a database an older
+    /// release opened).
     pub fn sign_access_token_with<C: Serialize>(&self, claims: &C, alg: Algorithm) -> String {
         let key = self
             .access
@@ -394,7 +390,7 @@ mod tests {
             iss: "https://id.example".into(),
             sub: "u1".into(),
         };
-        let at = set.sign_access_token(&claims);
+        let at = set.sign_access_token_with(&claims, Algorithm::EdDSA);
         assert_eq!(
             set.verify_access_token::<Claims>(&at, "https://id.example"),
             Some(claims)

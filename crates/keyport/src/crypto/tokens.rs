@@ -25,11 +25,6 @@ macro_rules! secret_type {
             pub fn expose(&self) -> &str {
                 &self.0
             }
-
-            /// What the database may keep: SHA-256, base64url.
-            pub fn hash(&self) -> String {
-                super::hash_secret(&self.0)
-            }
         }
 
         impl fmt::Debug for $name {
@@ -38,12 +33,26 @@ macro_rules! secret_type {
             }
         }
     };
+    // A high-entropy secret the database keeps as SHA-256. Passwords and
+    // PKCE verifiers get no such method: a plain hash of either is no safe
+    // thing to store.
+    ($(#[$doc:meta])* $name:ident, stored_hashed) => {
+        secret_type!($(#[$doc])* $name);
+
+        impl $name {
+            /// What the database may keep: SHA-256, base64url.
+            pub fn hash(&self) -> String {
+                super::hash_secret(&self.0)
+            }
+        }
+    };
 }
 
 secret_type!(
     /// A secret Keyport hands out once (refresh token, device code, client
     /// secret) or reads back from a request.
-    Secret
+    Secret,
+    stored_hashed
 );
 secret_type!(
     /// A password as typed at sign-in; only its Argon2id hash is kept.
@@ -51,15 +60,18 @@ secret_type!(
 );
 secret_type!(
     /// The browser session cookie's value; only its hash is kept.
-    SessionCookie
+    SessionCookie,
+    stored_hashed
 );
 secret_type!(
     /// A client secret as presented at the token endpoint.
-    ClientSecret
+    ClientSecret,
+    stored_hashed
 );
 secret_type!(
     /// An RFC 6749 §4.1 authorization code as presented for exchange.
-    AuthorizationCode
+    AuthorizationCode,
+    stored_hashed
 );
 secret_type!(
     /// An RFC 7636 PKCE code verifier.

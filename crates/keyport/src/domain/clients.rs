@@ -43,6 +43,7 @@ pub struct Client {
 
 impl Client {
     /// A client with Keyport's defaults for everything but what is given.
+    #[cfg(test)]
     pub fn new(id: &str, name: &str, confidential: bool, grants: BTreeSet<GrantType>) -> Self {
         Client {
             id: ClientId::new(id),
