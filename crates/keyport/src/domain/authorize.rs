@@ -236,6 +236,25 @@ pub fn check_request(
     })
 }
 
+impl AuthorizeRequest {
+    /// Refuses this request before the user has acted (`prompt=none`).
+    pub fn refuse_unattended(&self, code: ErrorCode, why: &'static str) -> Refusal {
+        unattended(&self.client, Redirect::error(self, code, why), why)
+    }
+}
+
+/// A refusal nobody has seen yet goes back to the client only when the
+/// operator vouched for its redirect URIs. A metadata document's or an RFC
+/// 7591 registration's URIs are whatever anyone wrote: redirecting there
+/// unasked would make Keyport an open redirector (RFC 9700 §4.11.2), so
+/// those get `page` instead.
+fn unattended(client: &Client, redirect: Redirect, page: &'static str) -> Refusal {
+    match client.redirects_vouched_for() {
+        true => Refusal::Redirect(redirect),
+        false => Refusal::Page(page),
+    }
+}
+
 /// Which workspace an approval is for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum WorkspaceChoice<'a> {
@@ -289,13 +308,7 @@ impl Keyport {
             || client.requested_scopes(p.scope.as_deref()),
             || client.check_resource(p.resource.as_deref()),
         );
-        Ok(
-            checked.map_err(|redirect| match client.redirects_vouched_for() {
-                true => Refusal::Redirect(redirect),
-                // RFC 9700 §4.11.2: no automatic redirect to URIs nobody vouched for.
-                false => Refusal::Page(UNVOUCHED_REFUSAL),
-            }),
-        )
+        Ok(checked.map_err(|redirect| unattended(&client, redirect, UNVOUCHED_REFUSAL)))
     }
 
     /// The workspaces a user belongs to, with their role in each.

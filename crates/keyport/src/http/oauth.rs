@@ -152,24 +152,30 @@ pub async fn register(
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: axum::body::Body,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Response> {
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     if !json {
-        return Err(ApiError::bad_request(
-            "send the client metadata as application/json",
-        ));
+        return Err(
+            ApiError::bad_request("send the client metadata as application/json").into_response(),
+        );
     }
-    let bytes = super::params::read_json_body(body).await?;
+    let bytes = super::params::read_json_body(body)
+        .await
+        .map_err(IntoResponse::into_response)?;
     let request: RegistrationRequest = serde_json::from_slice(&bytes).map_err(|_| {
         ApiError(Error::oauth(
             ErrorCode::InvalidClientMetadata,
             "the body is not a client metadata object",
         ))
+        .into_response()
     })?;
-    let registered = kp.register_client(request, &caller).await?;
+    let registered = kp
+        .register_client(request, &caller)
+        .await
+        .map_err(|e| ApiError(e).into_response())?;
     let mut response = (axum::http::StatusCode::CREATED, axum::Json(registered)).into_response();
     no_store(&mut response);
     Ok(response)

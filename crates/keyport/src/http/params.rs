@@ -271,13 +271,10 @@ pub async fn read_form(body: Body) -> Result<Params, Rejection> {
     parse_form(&read_body(body).await?)
 }
 
-/// A JSON body for endpoints whose parameters are nested (RFC 7591).
-pub async fn read_json_body(body: Body) -> Result<axum::body::Bytes, ApiError> {
-    read_body(body).await.map_err(|r| match r {
-        Rejection::TooLarge => ApiError::bad_request("the request body is too large"),
-        Rejection::TimedOut => ApiError::bad_request("the request body took too long to arrive"),
-        Rejection::Api(e) => e,
-    })
+/// A JSON body for endpoints whose parameters are nested (RFC 7591), with
+/// the same size and time limits (413, 408) as every other body.
+pub async fn read_json_body(body: Body) -> Result<axum::body::Bytes, Rejection> {
+    read_body(body).await
 }
 
 /// Reads at most [`MAX_BODY`] bytes: 413 past that, 408 when the body's

@@ -113,20 +113,22 @@ fn redirect_to(kp: &Keyport, redirect: &Redirect) -> Response {
     }
 }
 
-/// A refusal no person has seen yet (`prompt=none`): back to the client,
-/// unless its redirect URIs are self-asserted (a metadata document or RFC
-/// 7591), which would make Keyport a redirector for anyone (RFC 9700
-/// §4.11.2); those get the error page.
+/// A refusal before the user acted (`prompt=none`), where the domain says
+/// it goes.
 fn refuse_unattended(
     kp: &Keyport,
     request: &AuthorizeRequest,
     code: ErrorCode,
-    why: &str,
+    why: &'static str,
 ) -> Response {
-    if !request.client.redirects_vouched_for() {
-        return refused_page(why);
+    respond(kp, request.refuse_unattended(code, why))
+}
+
+fn respond(kp: &Keyport, refusal: Refusal) -> Response {
+    match refusal {
+        Refusal::Page(why) => refused_page(why),
+        Refusal::Redirect(redirect) => redirect_to(kp, &redirect),
     }
-    redirect_to(kp, &Redirect::error(request, code, why))
 }
 
 fn refused_page(why: &str) -> Response {
@@ -144,8 +146,7 @@ fn refused_page(why: &str) -> Response {
 async fn checked(kp: &Keyport, p: &AuthorizeParams) -> Result<AuthorizeRequest, Response> {
     match kp.authorization_request(p).await {
         Ok(Ok(request)) => Ok(request),
-        Ok(Err(Refusal::Page(why))) => Err(refused_page(why)),
-        Ok(Err(Refusal::Redirect(redirect))) => Err(redirect_to(kp, &redirect)),
+        Ok(Err(refusal)) => Err(respond(kp, refusal)),
         Err(e) => Err(error_page(&e)),
     }
 }

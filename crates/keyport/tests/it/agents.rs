@@ -253,6 +253,19 @@ async fn registration_is_off_by_default_and_throttled_when_on() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
         assert_eq!(body["error"], error, "{body}");
     }
+    // A body past the limit: 413 with an RFC 6749 body, as everywhere.
+    let huge =
+        json!({ "redirect_uris": ["https://a.example/cb"], "client_name": "x".repeat(70_000) });
+    let response = server
+        .http
+        .post(server.url("/oauth/register"))
+        .json(&huge)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json_of(response).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert!(body["error"].is_string(), "{body}");
     assert_eq!(server.table_counts().await, before);
 
     // The registered public client completes a code flow.
