@@ -30,8 +30,8 @@ pub struct RegistrationRequest {
     pub scope: Option<String>,
 }
 
-/// RFC 7591 §3.2.1.
-#[derive(Debug, Serialize)]
+/// RFC 7591 §3.2.1. No `Debug`: it carries the new client's secret.
+#[derive(Serialize)]
 pub struct RegistrationResponse {
     pub client_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
