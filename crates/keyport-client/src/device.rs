@@ -266,6 +266,7 @@ mod tests {
             scope: "openid".into(),
             id_token: None,
             expires_at: None,
+            guid: None,
         }
     }
 

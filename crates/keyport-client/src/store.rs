@@ -449,6 +449,7 @@ mod tests {
             scope: String::new(),
             id_token: None,
             expires_at: None,
+            guid: None,
         };
         credentials.apply(response.clone(), 1_000).unwrap();
         assert_eq!(credentials.access_token.secret(), "at-2");

@@ -25,15 +25,19 @@ pub enum GrantType {
     /// RFC 6749 §4.4.
     #[serde(rename = "client_credentials")]
     ClientCredentials,
+    /// RFC 6749 §4.3, legacy: off unless a client lists it (seed 003).
+    #[serde(rename = "password")]
+    Password,
 }
 
 impl GrantType {
     /// Every grant, in the order discovery lists them.
-    pub const ALL: [GrantType; 4] = [
+    pub const ALL: [GrantType; 5] = [
         GrantType::AuthorizationCode,
         GrantType::DeviceCode,
         GrantType::RefreshToken,
         GrantType::ClientCredentials,
+        GrantType::Password,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -42,6 +46,7 @@ impl GrantType {
             GrantType::DeviceCode => DEVICE_CODE_GRANT,
             GrantType::RefreshToken => "refresh_token",
             GrantType::ClientCredentials => "client_credentials",
+            GrantType::Password => "password",
         }
     }
 
@@ -198,6 +203,9 @@ pub struct TokenResponse {
     /// relative `expires_in`, for clients that store tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    /// The device the password grant registered (seed 003's `guid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guid: Option<String>,
 }
 
 /// RFC 8628 §3.2 device authorization response.

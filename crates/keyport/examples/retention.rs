@@ -58,6 +58,8 @@ async fn main() -> anyhow::Result<()> {
         keys: Default::default(),
         cimd: Default::default(),
         registration: Default::default(),
+        smtp: Default::default(),
+        sms: Default::default(),
         scopes: vec![],
         clients: vec![],
     };

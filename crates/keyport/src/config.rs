@@ -295,6 +295,56 @@ impl ClientDecl {
     }
 }
 
+/// `[smtp]`: where mail (two-step codes) goes. Without a host, mail is
+/// written to `outbox/` in the data directory, one `.eml` file a message.
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Smtp {
+    pub host: Option<String>,
+    /// Default 587 with STARTTLS, 25 without.
+    pub port: Option<u16>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// The sender, e.g. `Keyport <auth@example.com>`.
+    pub from: String,
+    /// STARTTLS before anything is sent (default on).
+    pub starttls: bool,
+}
+
+impl Default for Smtp {
+    fn default() -> Self {
+        Self {
+            host: None,
+            port: None,
+            username: None,
+            password: None,
+            from: "Keyport <keyport@localhost>".into(),
+            starttls: true,
+        }
+    }
+}
+
+impl std::fmt::Debug for Smtp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Smtp")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "[redacted]"))
+            .field("from", &self.from)
+            .field("starttls", &self.starttls)
+            .finish()
+    }
+}
+
+/// `[sms]`: text-message codes are POSTed as JSON (`{"to", "text"}`) to
+/// this webhook; without one they go to the outbox.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Sms {
+    pub webhook_url: Option<String>,
+}
+
 /// The file's shape.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -311,6 +361,8 @@ pub struct FileConfig {
     pub keys: KeySettings,
     pub cimd: Cimd,
     pub registration: Registration,
+    pub smtp: Smtp,
+    pub sms: Sms,
     pub scopes: Vec<ScopeDef>,
     pub clients: Vec<ClientDecl>,
 }
@@ -332,6 +384,8 @@ pub struct Config {
     pub keys: KeySettings,
     pub cimd: Cimd,
     pub registration: Registration,
+    pub smtp: Smtp,
+    pub sms: Sms,
     pub scopes: Vec<ScopeDef>,
     pub clients: Vec<ClientDecl>,
 }
@@ -384,6 +438,8 @@ impl Config {
             keys: file.keys,
             cimd: file.cimd,
             registration: file.registration,
+            smtp: file.smtp,
+            sms: file.sms,
             scopes: file.scopes,
             clients: file.clients,
         })

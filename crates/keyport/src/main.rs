@@ -94,6 +94,18 @@ enum UserCommand {
         #[arg(long)]
         email: String,
     },
+    /// Two-step verification by authenticator app
+    #[command(subcommand)]
+    Totp(TotpCommand),
+}
+
+#[derive(Subcommand)]
+enum TotpCommand {
+    /// Turn off a user's authenticator and delete their recovery codes
+    Reset {
+        #[arg(long)]
+        email: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -321,6 +333,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print(json, done, |d| {
                 format!(
                     "cleared failed sign-ins of {}",
+                    d["email"].as_str().unwrap_or("")
+                )
+            });
+        }
+        Command::User(UserCommand::Totp(TotpCommand::Reset { email })) => {
+            let kp = open(&cli.store, &none).await?;
+            let done = admin::reset_totp(&kp, &email).await?;
+            print(json, done, |d| {
+                format!(
+                    "turned off the authenticator of {} and deleted its recovery codes",
                     d["email"].as_str().unwrap_or("")
                 )
             });

@@ -77,6 +77,8 @@ pub struct Inner {
     verified: Mutex<HashMap<Vec<u8>, Arc<AccessClaims>>>,
     /// Bounds Argon2id work to about one hash per core, off the async workers.
     password_hashing: Semaphore,
+    /// Where two-step codes are sent: SMTP or the outbox, an SMS webhook.
+    pub(crate) outbound: crate::mail::Outbound,
 }
 
 impl Keyport {
@@ -127,6 +129,8 @@ pub enum OpenError {
     Keys(#[from] keys::KeyError),
     #[error("client {0} in the configuration: {1}")]
     ConfigClient(String, String),
+    #[error(transparent)]
+    Mail(#[from] crate::mail::MailError),
 }
 
 impl Keyport {
@@ -159,6 +163,7 @@ impl Keyport {
         let key_set = KeySet::from_stored(&master, &stored)?;
         let catalogue = Catalogue::new(&config.scopes);
         let hashes = config.limits.password_hashes_in_flight.max(1);
+        let outbound = crate::mail::Outbound::new(&config)?;
         let keyport = Self(Arc::new(Inner {
             catalogue,
             keys: RwLock::new(Arc::new(key_set)),
@@ -167,6 +172,7 @@ impl Keyport {
             metadata_fetches: Semaphore::new(METADATA_FETCHES_IN_FLIGHT),
             verified: Mutex::new(HashMap::new()),
             password_hashing: Semaphore::new(hashes),
+            outbound,
             config,
             store,
             clock,

@@ -20,6 +20,10 @@ const MAX_MARKS_PER_CHAR: usize = 2;
 /// the session.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DeviceMetadata {
+    /// The device registered by the password grant (a UUID Keyport chose
+    /// or recognised; never text the device made up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cli_label: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -41,6 +45,7 @@ impl DeviceMetadata {
             version: clean(info.version),
         });
         Self {
+            guid: self.guid,
             cli_label: clean(self.cli_label),
             client_info: client_info.filter(|i| i.name.is_some() || i.version.is_some()),
             dns_name: clean(self.dns_name),

@@ -13,6 +13,7 @@ pub mod device;
 pub mod discovery;
 pub mod keys;
 pub mod metadata;
+pub mod password;
 pub mod pkce;
 pub mod poll;
 pub mod redirect;
@@ -23,6 +24,7 @@ pub mod setup;
 pub mod signin;
 pub mod tokens;
 pub mod totp;
+pub mod two_step;
 
 use std::borrow::Cow;
 
@@ -46,6 +48,13 @@ pub enum Error {
     Throttled { retry_after: i64 },
     #[error(transparent)]
     Store(#[from] store::Error),
+    /// Seed 003's two-step answers: `missing_totp` or `invalid_totp`
+    /// with the account's `two_step_mode` (HTTP 401).
+    #[error("{}: two-step verification ({})", code.as_str(), mode.as_str())]
+    TwoStep {
+        code: ErrorCode,
+        mode: two_step::TwoStepMode,
+    },
     #[error("internal error: {0}")]
     Internal(&'static str),
 }

@@ -8,6 +8,7 @@ use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::{Algorithm, Argon2, Params, PasswordHash, Version};
 
 use super::audit::Audit;
+use super::two_step::{self, TwoStepMode};
 use super::{Error, ErrorCode, Result};
 use crate::crypto;
 use crate::crypto::tokens::{Password, SessionCookie};
@@ -47,6 +48,10 @@ pub enum SignInError {
     Locked { until: i64 },
     #[error("too many sign-in attempts from your network; wait a minute")]
     Throttled { retry_after: i64 },
+    #[error("that code is not right; try again")]
+    WrongCode,
+    #[error("the sign-in has expired; sign in again")]
+    Expired,
     #[error(transparent)]
     Other(#[from] Error),
 }
@@ -66,6 +71,9 @@ impl SignInError {
                 Error::oauth(ErrorCode::AccountLocked, "the account is locked")
             }
             SignInError::Throttled { retry_after } => Error::Throttled { retry_after },
+            SignInError::WrongCode | SignInError::Expired => {
+                Error::invalid_grant("the sign-in did not complete")
+            }
             SignInError::Other(e) => e,
         }
     }
@@ -104,58 +112,142 @@ fn dummy_hash() -> String {
         .clone()
 }
 
+/// The password was right. The attempt stays counted until the sign-in
+/// finishes ([`Keyport::finish_sign_in`]), so a missing or wrong second
+/// step counts toward the lockout like a wrong password.
+#[derive(Debug)]
+pub struct PasswordChecked {
+    pub user: User,
+    attempt: i64,
+}
+
+/// Where a browser sign-in stands after the password.
+#[derive(Debug)]
+pub enum SignedIn {
+    /// Signed in: the session is live.
+    Done(BrowserSession),
+    /// The account has two-step verification: the session (cookie `id`)
+    /// becomes live once a code passes on the code page.
+    CodeNeeded {
+        id: SessionCookie,
+        mode: TwoStepMode,
+    },
+}
+
 impl Keyport {
-    /// Checks email and password; on success opens a browser session.
+    /// Email and password, then the second step when the account has one.
+    /// Opens a browser session: a live one, or one waiting for its code.
     pub async fn sign_in(
         &self,
         email: &str,
         password: &Password,
         caller: &Caller,
-    ) -> Result<BrowserSession, SignInError> {
-        let user = self.check_password(email, password, caller).await?;
+    ) -> Result<SignedIn, SignInError> {
+        let checked = self.check_password(email, password, caller).await?;
+        let mode = two_step::mode_of(&checked.user);
+        if let Some(mode) = mode {
+            self.send_sign_in_code(&checked.user, mode).await?;
+        } else {
+            self.finish_sign_in(email, &checked.user, "password", caller)
+                .await?;
+        }
         let id = SessionCookie::new(crypto::random_token());
         let now = self.clock.now();
-        let (id_hash, user_id, ip) = (id.hash(), user.id.clone(), caller.ip_string());
+        let (id_hash, user_id, ip) = (id.hash(), checked.user.id.clone(), caller.ip_string());
+        let (pending, expires_at) = match mode {
+            Some(_) => (true, now + two_step::SENT_CODE_SECS),
+            None => (false, now + BROWSER_SESSION_SECS),
+        };
         self.store
             .write(move |c| {
                 Box::pin(async move {
                     store::browser::insert(
                         c,
-                        &id_hash,
-                        &user_id,
-                        now,
-                        now + BROWSER_SESSION_SECS,
-                        ip.as_deref(),
+                        store::browser::NewBrowserSession {
+                            id_hash: &id_hash,
+                            user_id: &user_id,
+                            now,
+                            expires_at,
+                            ip: ip.as_deref(),
+                            pending_two_step: pending,
+                        },
                     )
                     .await
                 })
             })
             .await?;
-        Ok(BrowserSession {
-            id,
-            user,
-            auth_time: now,
+        Ok(match mode {
+            Some(mode) => SignedIn::CodeNeeded { id, mode },
+            None => SignedIn::Done(BrowserSession {
+                id,
+                user: checked.user,
+                auth_time: now,
+            }),
         })
     }
 
-    /// Email + password with lockout and per-IP throttling; audited.
-    ///
-    /// Failures count per normalised username, whether or not an account
-    /// has it, so an unknown name locks exactly like a real one and the
-    /// answers (and their timing) tell nothing about which accounts exist.
-    /// A lockout only blocks new sign-ins; sessions already issued carry on.
-    /// `--no-rate-limits` turns off the per-IP throttle, never the lockout.
-    pub async fn check_password(
+    /// The account and its second step behind a session still owing a code.
+    pub async fn pending_sign_in(
         &self,
-        email: &str,
-        password: &Password,
+        cookie: &SessionCookie,
+    ) -> Result<Option<(User, TwoStepMode)>> {
+        let now = self.clock.now();
+        let Some((user_id, _)) =
+            store::browser::find_pending(self.store.pool(), &cookie.hash(), now).await?
+        else {
+            return Ok(None);
+        };
+        let user = store::directory::user_by_id(self.store.pool(), &user_id).await?;
+        Ok(user
+            .filter(|u| !u.disabled)
+            .and_then(|u| two_step::mode_of(&u).map(|mode| (u, mode))))
+    }
+
+    /// The code page: checks the code for a session waiting for one. Counts
+    /// toward the lockout like a password; on success the session is live.
+    pub async fn verify_sign_in_code(
+        &self,
+        cookie: &SessionCookie,
+        code: &str,
         caller: &Caller,
     ) -> Result<User, SignInError> {
+        let Some((user, _)) = self.pending_sign_in(cookie).await? else {
+            return Err(SignInError::Expired);
+        };
+        let username = normalise_username(&user.email);
+        let attempt = self.count_attempt(&username, caller).await?;
+        if !self.check_second_step(&user, code).await? {
+            return Err(self
+                .sign_in_failed(&username, "wrong_code", attempt, caller)
+                .await
+                .map(|()| SignInError::WrongCode)?);
+        }
+        self.finish_sign_in(&user.email, &user, "two_step", caller)
+            .await?;
+        let now = self.clock.now();
+        let id_hash = cookie.hash();
+        let completed = self
+            .store
+            .write_one(move |c| {
+                Box::pin(async move {
+                    store::browser::complete_two_step(c, &id_hash, now, now + BROWSER_SESSION_SECS)
+                        .await
+                })
+            })
+            .await?;
+        if !completed {
+            return Err(SignInError::Expired);
+        }
+        Ok(user)
+    }
+
+    /// Counts one sign-in attempt for `username` under the per-IP throttle
+    /// and the lockout: the attempt's number, or why it may not go on.
+    async fn count_attempt(&self, username: &str, caller: &Caller) -> Result<i64, SignInError> {
         let now = self.clock.now();
         let limits = self.config.limits.clone();
-        let username = normalise_username(email);
         let throttle_ip = caller.ip.filter(|_| limits.enabled);
-        let name = username.clone();
+        let name = username.to_string();
         let (throttled, attempt) = self
             .store
             .write(move |c| {
@@ -180,14 +272,33 @@ impl Keyport {
             return Err(SignInError::Throttled { retry_after });
         }
         let attempt = attempt.ok_or(Error::internal("sign-in attempt not counted"))?;
-        let caller = caller.clone();
         let max = limits.failed_sign_ins_before_lockout;
         if attempt.locked_until.is_some_and(|until| until > now) || attempt.number > max {
             let until = attempt.locked_until.unwrap_or(now + limits.lockout_seconds);
-            self.audit_sign_in_failure(&username, "locked", false, &caller)
+            self.audit_sign_in_failure(username, "locked", false, caller)
                 .await?;
             return Err(SignInError::Locked { until });
         }
+        Ok(attempt.number)
+    }
+
+    /// Email + password with lockout and per-IP throttling; audited.
+    ///
+    /// Failures count per normalised username, whether or not an account
+    /// has it, so an unknown name locks exactly like a real one and the
+    /// answers (and their timing) tell nothing about which accounts exist.
+    /// A lockout only blocks new sign-ins; sessions already issued carry on.
+    /// `--no-rate-limits` turns off the per-IP throttle, never the lockout.
+    /// A right password leaves the attempt counted until
+    /// [`Keyport::finish_sign_in`].
+    pub async fn check_password(
+        &self,
+        email: &str,
+        password: &Password,
+        caller: &Caller,
+    ) -> Result<PasswordChecked, SignInError> {
+        let username = normalise_username(email);
+        let attempt = self.count_attempt(&username, caller).await?;
         let user = store::directory::user_by_email(self.store.pool(), &username).await?;
         let phc = user
             .as_ref()
@@ -198,38 +309,79 @@ impl Keyport {
             .password_work(move || verify_password(password.expose(), &phc))
             .await?;
         match user {
-            Some(user) if verified && !user.disabled => {
-                let (name, email) = (username.clone(), user.email.clone());
-                self.store
-                    .write(move |c| {
-                        Box::pin(async move {
-                            store::lockout::clear(&mut *c, &name).await?;
-                            Audit::new("sign_in", "success")
-                                .actor(Some(&email))
-                                .detail(serde_json::json!({ "method": "password" }))
-                                .record(c, now * 1000, &caller)
-                                .await
-                        })
-                    })
-                    .await?;
-                Ok(user)
-            }
+            Some(user) if verified && !user.disabled => Ok(PasswordChecked { user, attempt }),
             user => {
                 let reason = match &user {
                     None => "unknown_user",
                     Some(u) if u.disabled => "disabled",
                     Some(_) => "bad_password",
                 };
-                let reached = attempt.number >= max;
-                let locked = self
-                    .audit_sign_in_failure(&username, reason, reached, &caller)
+                self.sign_in_failed(&username, reason, attempt, caller)
                     .await?;
-                if locked {
-                    crate::telemetry::record(SecurityEvent::Lockout);
-                }
                 Err(SignInError::Invalid)
             }
         }
+    }
+
+    /// The second step of a password sign-in was missing or wrong: counted
+    /// like a wrong password (the attempt already is), and locks at the limit.
+    pub async fn second_step_failed(
+        &self,
+        checked: &PasswordChecked,
+        reason: &'static str,
+        caller: &Caller,
+    ) -> Result<()> {
+        let username = normalise_username(&checked.user.email);
+        self.sign_in_failed(&username, reason, checked.attempt, caller)
+            .await
+    }
+
+    /// A failed attempt, already counted: audited, and the name locked when
+    /// this attempt reached the limit.
+    async fn sign_in_failed(
+        &self,
+        username: &str,
+        reason: &'static str,
+        attempt: i64,
+        caller: &Caller,
+    ) -> Result<()> {
+        let reached = attempt >= self.config.limits.failed_sign_ins_before_lockout;
+        let locked = self
+            .audit_sign_in_failure(username, reason, reached, caller)
+            .await?;
+        if locked {
+            crate::telemetry::record(SecurityEvent::Lockout);
+        }
+        Ok(())
+    }
+
+    /// Every step passed: the failure count starts over; audited.
+    pub async fn finish_sign_in(
+        &self,
+        email: &str,
+        user: &User,
+        method: &'static str,
+        caller: &Caller,
+    ) -> Result<()> {
+        let now = self.clock.now();
+        let (name, email, caller) = (
+            normalise_username(email),
+            user.email.clone(),
+            caller.clone(),
+        );
+        self.store
+            .write(move |c| {
+                Box::pin(async move {
+                    store::lockout::clear(&mut *c, &name).await?;
+                    Audit::new("sign_in", "success")
+                        .actor(Some(&email))
+                        .detail(serde_json::json!({ "method": method }))
+                        .record(c, now * 1000, &caller)
+                        .await
+                })
+            })
+            .await?;
+        Ok(())
     }
 
     /// Records a failed sign-in and, when `lock` is set, locks the name for

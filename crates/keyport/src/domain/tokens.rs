@@ -172,6 +172,7 @@ impl Keyport {
             scope,
             id_token,
             expires_at: Some(rfc3339(now + ttl)),
+            guid: device_guid(&grant.session.metadata),
         };
         Ok(Minted { response, opaque })
     }
@@ -294,6 +295,12 @@ pub(super) fn open_reply(
 
 fn reply_key(presented: &Secret, purpose: &[u8]) -> [u8; 32] {
     derive_key(presented.expose().as_bytes(), purpose)
+}
+
+/// The `guid` of the device a session was registered for, if any.
+fn device_guid(metadata: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(metadata).ok()?;
+    Some(value.get("guid")?.as_str()?.to_string())
 }
 
 #[cfg(test)]

@@ -151,6 +151,21 @@ impl IntoResponse for ApiError {
                 }
                 response
             }
+            Error::TwoStep { code, mode } => {
+                crate::telemetry::oauth_error(code.as_str());
+                let description = match code {
+                    ErrorCode::MissingTotp => "a two-step verification code is required",
+                    _ => "the two-step verification code is not right",
+                };
+                let body = serde_json::json!({
+                    "error": code.as_str(),
+                    "error_description": description,
+                    "two_step_mode": mode,
+                });
+                let mut response = (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
+                no_store(&mut response);
+                response
+            }
             Error::Throttled { retry_after } => {
                 let mut response = json_error(
                     StatusCode::TOO_MANY_REQUESTS,

@@ -89,6 +89,23 @@ pub fn router(kp: Keyport, draining: Draining) -> Router {
             "/signin",
             get(pages::authorize::sign_in_page).post(pages::device::sign_in),
         )
+        .route(
+            "/signin/code",
+            get(pages::account::code_form).post(pages::account::verify_code),
+        )
+        .route("/account/security", get(pages::account::security))
+        .route(
+            "/account/security/authenticator",
+            post(pages::account::authenticator),
+        )
+        .route(
+            "/account/security/email-codes",
+            post(pages::account::email_codes),
+        )
+        .route(
+            "/account/security/sms-codes",
+            post(pages::account::sms_codes),
+        )
         .route("/device", get(pages::device::verification_page))
         .route("/device/sign-in", post(pages::device::sign_in))
         .route("/device/decision", post(pages::device::decision))

@@ -11,11 +11,12 @@ use serde_json::json;
 
 use super::error::{ApiError, bearer_required, no_store};
 use super::params::{Params, bearer_token};
-use crate::crypto::tokens::{AuthorizationCode, CodeVerifier};
+use crate::crypto::tokens::{AuthorizationCode, CodeVerifier, Password};
 use crate::domain::Error;
 use crate::domain::code::CodeExchange;
 use crate::domain::device::StartRequest;
 use crate::domain::metadata::DeviceMetadata;
+use crate::domain::password::{DeviceReport, PasswordRequest};
 use crate::domain::poll::PollRequest;
 use crate::domain::registration::RegistrationRequest;
 use crate::service::{Caller, Keyport};
@@ -78,6 +79,7 @@ pub async fn device_authorization(
         scope: params.get("scope").map(str::to_string),
         resource: params.get("resource").map(str::to_string),
         metadata: DeviceMetadata {
+            guid: None,
             cli_label: params.get("cli_label").map(str::to_string),
             client_info,
             dns_name: params.get("dns_name").map(str::to_string),
@@ -118,8 +120,25 @@ pub async fn token(
         }
         GrantType::RefreshToken => {
             let token = params.secret("refresh_token")?;
-            kp.refresh(&client, &token, params.get("scope"), &caller)
-                .await?
+            let response = kp
+                .refresh(&client, &token, params.get("scope"), &caller)
+                .await?;
+            if let Some(guid) = &response.guid {
+                kp.report_device(guid, &device_report(&params)).await?;
+            }
+            response
+        }
+        GrantType::Password => {
+            let request = PasswordRequest {
+                username: params.require("username")?.to_string(),
+                password: Password::new(params.require("password")?.to_string()),
+                auth_code: params.get("auth_code").map(str::to_string),
+                scope: params.get("scope").map(str::to_string),
+                resource: params.get("resource").map(str::to_string),
+                workspace: params.get("workspace").map(str::to_string),
+                device: device_report(&params),
+            };
+            kp.password_grant(&client, request, &caller).await?
         }
         GrantType::AuthorizationCode => {
             let exchange = CodeExchange {
@@ -144,6 +163,22 @@ pub async fn token(
     };
     crate::telemetry::token_issued(grant.as_str());
     Ok(json_no_store(response))
+}
+
+/// Seed 003's device fields, on password and refresh requests.
+fn device_report(params: &Params) -> DeviceReport {
+    let field = |name| {
+        params
+            .get(name)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    DeviceReport {
+        guid: field("guid"),
+        dns_name: field("dns_name"),
+        os_type: field("os_type"),
+        os_version: field("os_version"),
+    }
 }
 
 /// RFC 7591 §3: a JSON body of client metadata; 201 with the credentials.

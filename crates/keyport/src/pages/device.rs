@@ -20,7 +20,8 @@ use crate::domain::User;
 use crate::domain::device::{Consent, Decided, PendingRequest};
 use crate::domain::metadata::DeviceMetadata;
 use crate::domain::scopes::Role;
-use crate::domain::signin::SignInError;
+use crate::domain::signin::{SignInError, SignedIn};
+use crate::domain::two_step::SENT_CODE_SECS as TWO_STEP_COOKIE_SECS;
 use crate::service::{Caller, Keyport};
 
 #[derive(Template)]
@@ -320,18 +321,27 @@ pub async fn sign_in(
         return sign_in_page(StatusCode::FORBIDDEN, &csrf, user_code, &email, error);
     }
     let password = Password::new(form.get("password").unwrap_or("").to_string());
+    let target = match (&next, &user_code) {
+        (Some(next), _) => next.clone(),
+        (None, Some(code)) => format!("/device?user_code={}", url_encode(code)),
+        (None, None) => "/device".to_string(),
+    };
     match kp.sign_in(&email, &password, &caller).await {
-        Ok(session) => {
-            let target = match (&next, &user_code) {
-                (Some(next), _) => next.clone(),
-                (None, Some(code)) => format!("/device?user_code={}", url_encode(code)),
-                (None, None) => "/device".to_string(),
+        Ok(signed_in) => {
+            // With two-step verification the session waits on the code page.
+            let (id, location, max_age) = match signed_in {
+                SignedIn::Done(session) => (session.id, target, 12 * 3600),
+                SignedIn::CodeNeeded { id, .. } => (
+                    id,
+                    format!("/signin/code?next={}", url_encode(&target)),
+                    TWO_STEP_COOKIE_SECS,
+                ),
             };
             let names = cookies(&kp);
-            let mut response = Redirect::to(&target).into_response();
+            let mut response = Redirect::to(&location).into_response();
             response.headers_mut().append(
                 header::SET_COOKIE,
-                names.set(names.session, session.id.expose(), Some(12 * 3600)),
+                names.set(names.session, id.expose(), Some(max_age)),
             );
             response
         }
@@ -411,7 +421,7 @@ pub async fn decision(
     }
 }
 
-fn url_encode(text: &str) -> String {
+pub(super) fn url_encode(text: &str) -> String {
     percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 

@@ -2,6 +2,7 @@
 //! verification page and first-run setup. They work without JavaScript,
 //! label every input and carry a CSRF token in every form.
 
+pub mod account;
 pub mod authorize;
 pub mod device;
 pub mod setup;
@@ -194,6 +195,11 @@ pub fn error_page(e: &Error) -> Response {
             StatusCode::BAD_REQUEST,
             "Nothing changed",
             vec![description.to_string()],
+        ),
+        Error::TwoStep { mode, .. } => message(
+            StatusCode::UNAUTHORIZED,
+            "Two-step verification",
+            vec![mode.prompt().to_string()],
         ),
         Error::Throttled { retry_after } => with_retry_after(
             message(

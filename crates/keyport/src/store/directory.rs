@@ -16,9 +16,28 @@ pub struct User {
     pub password_hash: Option<String>,
     pub is_admin: bool,
     pub disabled: bool,
+    /// The authenticator's secret, sealed under the master key.
+    pub totp_sealed: Option<Sealed>,
+    /// The last authenticator time step accepted (each code works once).
+    pub totp_last_step: Option<i64>,
+    /// Whether one-time codes by email are turned on.
+    pub email_codes: bool,
+    /// The number text-message codes go to, when they are turned on.
+    pub phone: Option<String>,
 }
 
-const USER_COLUMNS: &str = "id, email, name, password_hash, is_admin, disabled";
+/// Ciphertext under the master key: not secret, but never printed either.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Sealed(pub String);
+
+impl std::fmt::Debug for Sealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[sealed]")
+    }
+}
+
+const USER_COLUMNS: &str = "id, email, name, password_hash, is_admin, disabled, \
+                            totp_secret, totp_last_step, email_codes, phone";
 
 fn user(row: &AnyRow) -> Result<User> {
     Ok(User {
@@ -28,6 +47,10 @@ fn user(row: &AnyRow) -> Result<User> {
         password_hash: opt_text(row, "password_hash")?,
         is_admin: row.try_get::<i64, _>("is_admin")? != 0,
         disabled: row.try_get::<i64, _>("disabled")? != 0,
+        totp_sealed: opt_text(row, "totp_secret")?.map(Sealed),
+        totp_last_step: row.try_get("totp_last_step")?,
+        email_codes: row.try_get::<i64, _>("email_codes")? != 0,
+        phone: opt_text(row, "phone")?,
     })
 }
 

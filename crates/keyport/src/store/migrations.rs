@@ -9,7 +9,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use super::Engine;
 
 pub(super) fn migrator(engine: Engine) -> Migrator {
-    let files: [(i64, &str, &str); 6] = match engine {
+    let files: [(i64, &str, &str); 7] = match engine {
         Engine::Sqlite => [
             (
                 1,
@@ -40,6 +40,11 @@ pub(super) fn migrator(engine: Engine) -> Migrator {
                 6,
                 "authorization code",
                 include_str!("../../migrations/sqlite/0006_authorization_code.sql"),
+            ),
+            (
+                7,
+                "two-step verification",
+                include_str!("../../migrations/sqlite/0007_two_step.sql"),
             ),
         ],
         Engine::Postgres => [
@@ -72,6 +77,11 @@ pub(super) fn migrator(engine: Engine) -> Migrator {
                 6,
                 "authorization code",
                 include_str!("../../migrations/postgres/0006_authorization_code.sql"),
+            ),
+            (
+                7,
+                "two-step verification",
+                include_str!("../../migrations/postgres/0007_two_step.sql"),
             ),
         ],
     };

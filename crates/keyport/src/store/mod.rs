@@ -22,6 +22,7 @@ pub mod lockout;
 pub mod retention;
 pub mod sessions;
 pub mod settings;
+pub mod two_step;
 
 mod migrations;
 mod writer;

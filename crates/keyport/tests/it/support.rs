@@ -129,6 +129,8 @@ impl TestServer {
             keys: Default::default(),
             cimd: Default::default(),
             registration: Default::default(),
+            smtp: Default::default(),
+            sms: Default::default(),
             scopes: vec![],
             clients: vec![],
         };

@@ -78,6 +78,8 @@ impl Server {
             keys: Default::default(),
             cimd: Default::default(),
             registration: Default::default(),
+            smtp: Default::default(),
+            sms: Default::default(),
             scopes: vec![],
             clients: vec![],
         };

@@ -41,7 +41,7 @@ impl From<crate::domain::Error> for AdminError {
 pub type Result<T> = std::result::Result<T, AdminError>;
 
 mod users;
-pub use users::{add_user, disable_user, enable_user, unlock_user};
+pub use users::{add_user, disable_user, enable_user, reset_totp, unlock_user};
 
 pub(crate) fn admin_caller() -> Caller {
     Caller::default()

@@ -1,4 +1,5 @@
-//! Admin commands on users: add, disable and enable, unlock.
+//! Admin commands on users: add, disable and enable, unlock, reset the
+//! authenticator.
 
 use serde_json::{Value, json};
 
@@ -111,4 +112,27 @@ pub async fn unlock_user(kp: &Keyport, email: &str) -> Result<Value> {
         .await?;
     audit(kp, "admin.user_unlock", json!({ "email": name })).await?;
     Ok(json!({ "email": name, "unlocked": true, "had_failures": cleared }))
+}
+
+/// Turns off a user's authenticator and deletes their recovery codes, for
+/// someone who lost their phone: they sign in with the password (and email
+/// or text-message codes, if on) and can set up a new authenticator.
+pub async fn reset_totp(kp: &Keyport, email: &str) -> Result<Value> {
+    let user = user(kp, email).await?;
+    let now = kp.clock.now();
+    let (id, email) = (user.id.clone(), user.email.clone());
+    let had = kp
+        .store
+        .write(move |c| {
+            Box::pin(async move {
+                let had = crate::domain::two_step::reset_totp(&mut *c, &id).await?;
+                Audit::new("admin.user_totp_reset", "success")
+                    .detail(json!({ "email": email, "had_authenticator": had }))
+                    .record(c, now * 1000, &admin_caller())
+                    .await?;
+                Ok(had)
+            })
+        })
+        .await?;
+    Ok(json!({ "email": user.email, "totp_reset": true, "had_authenticator": had }))
 }
