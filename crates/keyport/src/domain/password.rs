@@ -163,7 +163,7 @@ impl Keyport {
             id: crypto::random_id(),
             user_id: Some(user.id.clone()),
             client_id: client.id.to_string(),
-            workspace_id: workspace.as_ref().map(|w| w.id.clone()),
+            workspace_id: workspace.as_ref().map(|w| w.slug.clone()),
             role,
             scope: scope.to_scope_string(),
             resource,

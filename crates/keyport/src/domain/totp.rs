@@ -43,6 +43,26 @@ impl TotpSecret {
         base32(&self.0)
     }
 
+    /// A secret typed as base32 (as an authenticator app shows it);
+    /// spaces, `=` padding and letter case are ignored.
+    pub fn from_base32(text: &str) -> Option<Self> {
+        const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+        let (mut buffer, mut bits, mut out) = (0u32, 0u32, Vec::new());
+        for c in text.chars().filter(|c| !c.is_whitespace() && *c != '=') {
+            let value = ALPHABET
+                .iter()
+                .position(|a| *a as char == c.to_ascii_uppercase())?;
+            buffer = (buffer << 5) | value as u32;
+            bits += 5;
+            if bits >= 8 {
+                bits -= 8;
+                out.push((buffer >> bits) as u8);
+                buffer &= (1 << bits) - 1;
+            }
+        }
+        (!out.is_empty()).then_some(Self(out))
+    }
+
     /// The code for `step` (RFC 4226 §5.3 dynamic truncation).
     pub fn code_at(&self, step: i64) -> String {
         let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &self.0);
@@ -189,5 +209,17 @@ mod tests {
         );
         assert_eq!(format!("{:?}", TotpSecret::generate()), "[redacted]");
         assert_eq!(TotpSecret::generate().base32().len(), 32);
+    }
+
+    #[test]
+    fn base32_round_trips() {
+        let secret = TotpSecret::generate();
+        assert_eq!(
+            TotpSecret::from_base32(&secret.base32()),
+            Some(secret.clone())
+        );
+        let spaced = secret.base32().to_lowercase();
+        assert_eq!(TotpSecret::from_base32(&spaced), Some(secret));
+        assert_eq!(TotpSecret::from_base32("not base32!"), None);
     }
 }

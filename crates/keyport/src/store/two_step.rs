@@ -178,6 +178,24 @@ pub struct Device {
     pub os_version: Option<String>,
 }
 
+/// The registered device with this guid.
+pub async fn device_by_guid<'e>(db: impl Db<'e>, guid: &str) -> Result<Option<Device>> {
+    let row =
+        sqlx::query("SELECT guid, dns_name, os_type, os_version FROM devices WHERE guid = $1")
+            .bind(guid)
+            .fetch_optional(db)
+            .await?;
+    row.map(|r| {
+        Ok(Device {
+            guid: r.try_get("guid")?,
+            dns_name: super::opt_text(&r, "dns_name")?,
+            os_type: super::opt_text(&r, "os_type")?,
+            os_version: super::opt_text(&r, "os_version")?,
+        })
+    })
+    .transpose()
+}
+
 /// Whether `guid` names a device of `user_id`.
 pub async fn device_of<'e>(db: impl Db<'e>, guid: &str, user_id: &str) -> Result<bool> {
     let row = sqlx::query("SELECT 1 AS one FROM devices WHERE guid = $1 AND user_id = $2")

@@ -24,3 +24,4 @@ mod rotation;
 mod third_party;
 mod tidy;
 mod tls;
+mod two_step;

@@ -244,8 +244,23 @@ pub async fn list_sessions(kp: &Keyport, email: Option<&str>) -> Result<Value> {
                 .map(|u| u.email),
             None => None,
         };
+        let mut device: Value = serde_json::from_str(&s.metadata).unwrap_or(Value::Null);
+        // A registered device reports its name, OS and version again on refresh.
+        if let Some(guid) = device.get("guid").and_then(Value::as_str)
+            && let Some(now) = store::two_step::device_by_guid(kp.store.pool(), guid).await?
+        {
+            for (field, value) in [
+                ("dns_name", now.dns_name),
+                ("os_type", now.os_type),
+                ("os_version", now.os_version),
+            ] {
+                if let Some(value) = value {
+                    device[field] = Value::String(value);
+                }
+            }
+        }
         rows.push(SessionRow {
-            device: serde_json::from_str(&s.metadata).unwrap_or(Value::Null),
+            device,
             id: s.id,
             user,
             client_id: s.client_id,
