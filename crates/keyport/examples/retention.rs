@@ -46,6 +46,7 @@ async fn main() -> anyhow::Result<()> {
         master_key: Some("44".repeat(32)),
         trusted_proxies: vec![],
         metrics_listen: None,
+        tls: None,
         limits: Limits {
             enabled: false,
             ..Limits::default()

@@ -35,9 +35,18 @@ pub struct ServeArgs {
     /// Address to listen on
     #[arg(long, env = "KEYPORT_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// Issuer URL (https, except on loopback); default http:// + the listen address
+    /// Issuer URL (https, except on loopback); default http:// + the listen
+    /// address, or https:// with --tls-cert
     #[arg(long, env = "KEYPORT_ISSUER")]
     pub issuer: Option<String>,
+    /// Serve TLS with this certificate chain (PEM, server certificate
+    /// first); needs --tls-key. Re-read on SIGHUP
+    #[arg(long, env = "KEYPORT_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The TLS certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1);
+    /// needs --tls-cert. Re-read on SIGHUP
+    #[arg(long, env = "KEYPORT_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
     /// Seed a demo user, workspace and the public `kp` client
     #[arg(long)]
     pub demo: bool,
@@ -129,6 +138,22 @@ pub struct Cimd {
     /// Also fetch `http://127.0.0.1` and `http://[::1]` documents. For tests
     /// only: it lets a client id reach this machine's own services.
     pub allow_loopback: bool,
+}
+
+/// `[tls]`: native TLS; the same as `--tls-cert` and `--tls-key`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSection {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+/// The PEM files `keyport serve` serves TLS with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, the server's certificate first.
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// `[registration]`: RFC 7591 dynamic client registration, off by default.
@@ -355,6 +380,7 @@ pub struct FileConfig {
     pub database_url: Option<String>,
     pub trusted_proxies: Vec<IpAddr>,
     pub metrics_listen: Option<SocketAddr>,
+    pub tls: TlsSection,
     pub limits: Limits,
     pub tokens: TokenSettings,
     pub retention: Retention,
@@ -378,6 +404,9 @@ pub struct Config {
     pub trusted_proxies: Vec<IpAddr>,
     /// Serve `/metrics` on this address (only), apart from the public listener.
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve TLS natively with these files (`keyport serve`); `None` for
+    /// plain HTTP, on loopback or behind a TLS-terminating proxy.
+    pub tls: Option<TlsFiles>,
     pub limits: Limits,
     pub tokens: TokenSettings,
     pub retention: Retention,
@@ -398,6 +427,8 @@ pub enum ConfigError {
     Parse(String, String),
     #[error("invalid issuer {0:?}: {1}")]
     Issuer(String, &'static str),
+    #[error("TLS needs both a certificate and a key: {0}")]
+    TlsIncomplete(&'static str),
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -412,12 +443,24 @@ impl Config {
             .listen
             .or(file.listen)
             .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("default listen address"));
+        let tls = tls_files(
+            serve.tls_cert.clone().or(file.tls.cert),
+            serve.tls_key.clone().or(file.tls.key),
+        )?;
         let issuer = serve
             .issuer
             .clone()
             .or(file.issuer)
-            .unwrap_or_else(|| format!("http://{listen}"));
+            .unwrap_or_else(|| default_issuer(listen, tls.is_some()));
         let issuer = check_issuer(&issuer)?;
+        // The listener then speaks TLS only: an http issuer would name
+        // endpoints nobody can reach.
+        if tls.is_some() && !issuer.starts_with("https://") {
+            return Err(ConfigError::Issuer(
+                issuer,
+                "must be https when Keyport serves TLS itself (--tls-cert)",
+            ));
+        }
         let mut limits = file.limits;
         limits.enabled = !serve.no_rate_limits;
         Ok(Self {
@@ -432,6 +475,7 @@ impl Config {
             master_key: master_key_from_env(),
             trusted_proxies: file.trusted_proxies,
             metrics_listen: file.metrics_listen,
+            tls,
             limits,
             tokens: file.tokens,
             retention: file.retention,
@@ -447,6 +491,27 @@ impl Config {
 
     pub fn issuer_is_https(&self) -> bool {
         self.issuer.starts_with("https://")
+    }
+}
+
+/// With TLS on, the listener speaks https, and so does the default issuer.
+fn default_issuer(listen: SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{listen}")
+}
+
+/// Both files or neither: a certificate without its key (or the reverse)
+/// is a mistake, not a request for plain HTTP.
+fn tls_files(cert: Option<PathBuf>, key: Option<PathBuf>) -> Result<Option<TlsFiles>, ConfigError> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles { cert, key })),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(ConfigError::TlsIncomplete(
+            "the certificate is set but not the key (--tls-key, KEYPORT_TLS_KEY or [tls] key)",
+        )),
+        (None, Some(_)) => Err(ConfigError::TlsIncomplete(
+            "the key is set but not the certificate (--tls-cert, KEYPORT_TLS_CERT or [tls] cert)",
+        )),
     }
 }
 
@@ -500,6 +565,68 @@ mod tests {
         assert_eq!(file.tokens.refresh_leeway, 30);
         assert_eq!(file.clients[0].id, "acme-cli");
         assert_eq!(file.scopes[0].min_role, Some(Role::Member));
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_makes_the_default_issuer_https() {
+        let listen: SocketAddr = "0.0.0.0:8443".parse().unwrap();
+        let both = tls_files(Some("c.pem".into()), Some("k.pem".into())).unwrap();
+        assert_eq!(
+            both,
+            Some(TlsFiles {
+                cert: "c.pem".into(),
+                key: "k.pem".into()
+            })
+        );
+        assert_eq!(tls_files(None, None).unwrap(), None);
+        let no_key = tls_files(Some("c.pem".into()), None).unwrap_err();
+        assert!(no_key.to_string().contains("--tls-key"), "{no_key}");
+        let no_cert = tls_files(None, Some("k.pem".into())).unwrap_err();
+        assert!(no_cert.to_string().contains("--tls-cert"), "{no_cert}");
+        assert_eq!(default_issuer(listen, true), "https://0.0.0.0:8443");
+        assert_eq!(default_issuer(listen, false), "http://0.0.0.0:8443");
+    }
+
+    #[test]
+    fn flags_win_over_the_files_tls_section() {
+        let dir = std::env::temp_dir().join(format!("keyport-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("keyport.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:8443\"\n[tls]\ncert = \"file-cert.pem\"\nkey = \"file-key.pem\"\n",
+        )
+        .unwrap();
+        let store = StoreArgs {
+            config: Some(path),
+            ..StoreArgs::default()
+        };
+        let from_file = Config::load(&store, &ServeArgs::default()).unwrap();
+        assert_eq!(
+            from_file.tls,
+            Some(TlsFiles {
+                cert: "file-cert.pem".into(),
+                key: "file-key.pem".into()
+            })
+        );
+        assert_eq!(from_file.issuer, "https://127.0.0.1:8443");
+        let serve = ServeArgs {
+            tls_key: Some("flag-key.pem".into()),
+            issuer: Some("https://auth.example.com".into()),
+            ..ServeArgs::default()
+        };
+        let flagged = Config::load(&store, &serve).unwrap();
+        let tls = flagged.tls.unwrap();
+        assert_eq!(tls.cert, PathBuf::from("file-cert.pem"));
+        assert_eq!(tls.key, PathBuf::from("flag-key.pem"));
+        assert_eq!(flagged.issuer, "https://auth.example.com");
+        let plain_issuer = ServeArgs {
+            issuer: Some("http://127.0.0.1:8443".into()),
+            ..ServeArgs::default()
+        };
+        let refused = Config::load(&store, &plain_issuer).unwrap_err();
+        assert!(refused.to_string().contains("must be https"), "{refused}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use keyport::admin;
 use keyport::clock::SystemClock;
 use keyport::config::{Config, ServeArgs, StoreArgs};
 use keyport::domain::clients::ClientSpec;
+use keyport::http::TlsCertificate;
 use keyport::{Keyport, http};
 use serde_json::Value;
 
@@ -479,7 +480,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn run_server(store: &StoreArgs, serve: &ServeArgs) -> anyhow::Result<()> {
     let descriptors = http::serve::raise_open_file_limit();
-    let kp = open(store, serve).await?;
+    let config = Config::load(store, serve)?;
+    // A certificate or key that cannot be used stops the start before the
+    // database is opened.
+    let certificate = match &config.tls {
+        Some(files) => Some(Arc::new(TlsCertificate::load(files)?)),
+        None => None,
+    };
+    let kp = Keyport::open(config, Arc::new(SystemClock)).await?;
+    // Listening for SIGHUP before "ready" keeps its default action (exit)
+    // from ever meeting a server that reloads on it.
+    let reloads = certificate.clone().map(reload_on_hangup).transpose()?;
     let listener = tokio::net::TcpListener::bind(kp.config().listen)
         .await
         .with_context(|| format!("cannot listen on {}", kp.config().listen))?;
@@ -501,10 +512,18 @@ async fn run_server(store: &StoreArgs, serve: &ServeArgs) -> anyhow::Result<()> 
             }
         }
     }
-    tracing::info!(issuer = %kp.config().issuer, listen = %kp.config().listen, engine = ?kp.store().engine(), open_files = descriptors, "keyport is ready");
+    tracing::info!(issuer = %kp.config().issuer, listen = %kp.config().listen, tls = certificate.is_some(), engine = ?kp.store().engine(), open_files = descriptors, "keyport is ready");
     let maintenance = kp.spawn_maintenance();
     let store_handle = kp.store().clone();
-    http::serve(kp, listener, shutdown_signal()).await?;
+    match certificate {
+        Some(certificate) => {
+            http::serve_tls(kp, listener, certificate, shutdown_signal()).await?;
+        }
+        None => http::serve(kp, listener, shutdown_signal()).await?,
+    }
+    if let Some(reloads) = reloads {
+        reloads.abort();
+    }
     maintenance.abort();
     store_handle.close().await;
     tracing::info!("keyport stopped");
@@ -537,6 +556,38 @@ fn show_setup_link(data_dir: &std::path::Path, link: &str) -> anyhow::Result<()>
     std::io::Write::write_all(&mut file, text.as_bytes())?;
     tracing::warn!(file = %path.display(), "no users yet: the one-time setup link is in this file");
     Ok(())
+}
+
+/// On SIGHUP, reads the TLS certificate and key again: new handshakes get
+/// the new pair, open connections keep theirs, and a pair that cannot be
+/// used is logged and leaves the old one in place.
+#[cfg(unix)]
+fn reload_on_hangup(
+    certificate: Arc<TlsCertificate>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    Ok(tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            let certificate = certificate.clone();
+            // File reads and key parsing: off the runtime's threads.
+            match tokio::task::spawn_blocking(move || certificate.reload()).await {
+                Ok(Ok(())) => tracing::info!("tls certificate reloaded"),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "tls certificate not reloaded; serving the previous one");
+                }
+                Err(e) => tracing::error!(error = %e, "tls certificate reload failed"),
+            }
+        }
+    }))
+}
+
+/// No SIGHUP off Unix: the certificate is read at start only.
+#[cfg(not(unix))]
+fn reload_on_hangup(
+    _certificate: Arc<TlsCertificate>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    Ok(tokio::spawn(async {}))
 }
 
 async fn shutdown_signal() {

@@ -1,15 +1,17 @@
 //! HTTP: the axum router, the middleware every response passes (client IP,
 //! the HTTPS rule, request deadlines, RFC 6749 bodies on bare errors,
 //! security headers, panic guard) and, in [`serve`], the serve loop with
-//! connection caps and graceful shutdown.
+//! connection caps, native TLS ([`tls`]) and graceful shutdown.
 
 pub mod error;
 pub mod metrics;
 pub mod oauth;
 pub mod params;
 pub mod serve;
+pub mod tls;
 
-pub use serve::serve;
+pub use serve::{serve, serve_tls};
+pub use tls::{OverTls, TlsCertificate, TlsError};
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -182,14 +184,17 @@ async fn identify_caller(State(kp): State<Keyport>, mut req: Request, next: Next
     next.run(req).await
 }
 
-/// Plain HTTP is served only on loopback or through a trusted proxy that
-/// terminated TLS (RFC 6749 §3.1, §10.9).
+/// Requests are served over Keyport's own TLS from any address; plain HTTP
+/// only on loopback or through a trusted proxy that terminated TLS
+/// (RFC 6749 §3.1, §10.9).
 async fn https_only(State(kp): State<Keyport>, req: Request, next: Next) -> Response {
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
+    let over_tls = req.extensions().get::<tls::OverTls>().is_some();
     let allowed = match peer {
+        _ if over_tls => true,
         None => true, // embedded without a socket: the embedder decides
         Some(ip) if ip.is_loopback() => true,
         Some(ip) if kp.config.trusted_proxies.contains(&ip) => req

@@ -2,9 +2,12 @@
 //! per-address cap and served by hyper's HTTP/1 with a bounded request head
 //! and a header-read timeout (which also closes idle keep-alive
 //! connections); the router adds the request-body and whole-request
-//! deadlines. Shutdown is graceful: `/readyz` answers 503 for the drain
-//! period while requests are still served, then the listener closes and
-//! in-flight requests get the grace period to finish.
+//! deadlines. With native TLS ([`serve_tls`]) an admitted connection's
+//! handshake must finish within the header-read timeout too, so a client
+//! that stalls in it gives its place back. Shutdown is graceful: `/readyz`
+//! answers 503 for the drain period while requests are still served, then
+//! the listener closes and in-flight requests get the grace period to
+//! finish.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -21,12 +24,15 @@ use axum::response::Response;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use keyport_proto::ErrorCode;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use super::error::json_error;
+use super::tls::{OverTls, TlsCertificate};
 use super::{Draining, router};
 use crate::config::Limits;
 use crate::service::Keyport;
@@ -43,11 +49,33 @@ const MAX_REFUSALS_IN_FLIGHT: usize = 256;
 /// How long a refused connection gets to send its request head.
 const REFUSAL_HEAD_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Serves `kp` on `listener` until `shutdown` resolves, then drains and
-/// lets in-flight requests finish.
+/// Serves `kp` over plain HTTP on `listener` until `shutdown` resolves,
+/// then drains and lets in-flight requests finish.
 pub async fn serve(
     kp: Keyport,
     listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_with(kp, listener, None, shutdown).await
+}
+
+/// [`serve`] over TLS with `certificate`. Keep a clone of the `Arc` to call
+/// [`TlsCertificate::reload`]: new handshakes then get the new certificate
+/// while open connections carry on.
+pub async fn serve_tls(
+    kp: Keyport,
+    listener: TcpListener,
+    certificate: Arc<TlsCertificate>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let acceptor = certificate.acceptor().map_err(std::io::Error::other)?;
+    serve_with(kp, listener, Some(acceptor), shutdown).await
+}
+
+async fn serve_with(
+    kp: Keyport,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = kp.config.limits.clone();
@@ -70,6 +98,8 @@ pub async fn serve(
         connections,
         graceful: GracefulShutdown::new(),
         refusals: Arc::new(AtomicUsize::new(0)),
+        tls,
+        handshake_timeout: Duration::from_secs(limits.header_read_timeout_secs.max(1)),
     };
 
     if let Some(address) = kp.config.metrics_listen {
@@ -122,6 +152,10 @@ struct Server {
     connections: Arc<Connections>,
     graceful: GracefulShutdown,
     refusals: Arc<AtomicUsize>,
+    /// Native TLS, when on: every connection, refused ones included, is
+    /// answered over it.
+    tls: Option<TlsAcceptor>,
+    handshake_timeout: Duration,
 }
 
 impl Server {
@@ -145,16 +179,27 @@ impl Server {
 
     fn serve_connection(&self, stream: TcpStream, peer: SocketAddr, admitted: Admitted) {
         let app = self.app.clone();
-        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-            req.extensions_mut().insert(ConnectInfo(peer));
-            app.clone().oneshot(req.map(Body::new))
-        });
-        let connection = self
-            .graceful
-            .watch(self.http.serve_connection(TokioIo::new(stream), service));
+        let http = self.http.clone();
+        // Taken now, before shutdown can begin, so a connection still in its
+        // handshake when it does is told to close as soon as it is served.
+        let watcher = self.graceful.watcher();
+        let Some(tls) = self.tls.clone() else {
+            tokio::spawn(async move {
+                serve_http(&http, stream, app, peer, None, watcher).await;
+                drop(admitted);
+            });
+            return;
+        };
+        let handshake_timeout = self.handshake_timeout;
         tokio::spawn(async move {
-            // Errors here are the client's: a reset, a timeout, a bad head.
-            let _ = connection.await;
+            // The connection keeps its admitted place during the handshake,
+            // which the timeout bounds. A failed handshake is the client's
+            // (a plain-HTTP request, an untrusted certificate, a reset).
+            if let Ok(Ok(stream)) =
+                tokio::time::timeout(handshake_timeout, tls.accept(stream)).await
+            {
+                serve_http(&http, stream, app, peer, Some(OverTls), watcher).await;
+            }
             drop(admitted);
         });
     }
@@ -172,11 +217,51 @@ impl Server {
         let service = hyper::service::service_fn(move |_req: Request<Incoming>| async move {
             Ok::<_, Infallible>(refusal.response())
         });
+        let tls = self.tls.clone();
         tokio::spawn(async move {
-            let _ = http.serve_connection(TokioIo::new(stream), service).await;
+            match tls {
+                None => {
+                    let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                }
+                // An https client reads a 503 or 429 only over TLS. The
+                // handshakes are bounded like the answers: a few at a time,
+                // each within the refusal's head timeout.
+                Some(tls) => {
+                    let accepted = tokio::time::timeout(REFUSAL_HEAD_TIMEOUT, tls.accept(stream));
+                    if let Ok(Ok(stream)) = accepted.await {
+                        let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                    }
+                }
+            }
             refusals.fetch_sub(1, Ordering::SeqCst);
         });
     }
+}
+
+/// Serves one admitted connection's requests, each marked with the peer's
+/// address (and `OverTls` when it came over TLS), until it closes or
+/// shutdown asks it to.
+async fn serve_http<S>(
+    http: &http1::Builder,
+    stream: S,
+    app: Router,
+    peer: SocketAddr,
+    tls: Option<OverTls>,
+    watcher: Watcher,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        if let Some(tls) = tls {
+            req.extensions_mut().insert(tls);
+        }
+        app.clone().oneshot(req.map(Body::new))
+    });
+    // Errors here are the client's: a reset, a timeout, a bad head.
+    let _ = watcher
+        .watch(http.serve_connection(TokioIo::new(stream), service))
+        .await;
 }
 
 fn http_builder(limits: &Limits) -> http1::Builder {

@@ -16,6 +16,7 @@ mod device_errors;
 mod device_flow;
 mod instances;
 mod metrics;
+mod native_tls;
 mod oidc_clients;
 mod pg;
 mod retention;

@@ -12,6 +12,7 @@ use keyport::admin;
 use keyport::clock::ManualClock;
 use keyport::config::{Config, Limits, TokenSettings};
 use keyport::domain::clients::ClientSpec;
+use keyport::http::TlsCertificate;
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -112,17 +113,41 @@ impl TestServer {
 
     /// A server on an empty database: no users, no clients.
     pub async fn start_empty(adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::start_serving(adjust, None).await
+    }
+
+    /// A seeded server that speaks TLS itself (`keyport::http::serve_tls`)
+    /// with `certificate`, its issuer `https://127.0.0.1:<port>`. `http` is
+    /// the tests' client and must trust the certificate's CA.
+    pub async fn start_tls(
+        certificate: Arc<TlsCertificate>,
+        http: reqwest::Client,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Self {
+        let mut server = Self::start_serving(adjust, Some((certificate, http))).await;
+        server.seed().await;
+        server
+    }
+
+    async fn start_serving(
+        adjust: impl FnOnce(&mut Config),
+        tls: Option<(Arc<TlsCertificate>, reqwest::Client)>,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let data_dir = temp_dir();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut config = Config {
-            issuer: format!("http://{addr}"),
+            issuer: format!("{scheme}://{addr}"),
             listen: addr,
             data_dir: data_dir.clone(),
             database_url: None,
             master_key: Some("11".repeat(32)),
             trusted_proxies: vec![],
             metrics_listen: None,
+            tls: tls
+                .as_ref()
+                .map(|(certificate, _)| certificate.files().clone()),
             limits: Limits::default(),
             tokens: TokenSettings::default(),
             retention: Default::default(),
@@ -143,21 +168,33 @@ impl TestServer {
             .expect("keyport opens");
         let (tx, rx) = oneshot::channel::<()>();
         let server = kp.clone();
+        let (certificate, http) = match tls {
+            Some((certificate, http)) => (Some(certificate), http),
+            None => (
+                None,
+                reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .unwrap(),
+            ),
+        };
         tokio::spawn(async move {
-            keyport::http::serve(server, listener, async {
+            let shutdown = async {
                 let _ = rx.await;
-            })
-            .await
+            };
+            match certificate {
+                Some(certificate) => {
+                    keyport::http::serve_tls(server, listener, certificate, shutdown).await
+                }
+                None => keyport::http::serve(server, listener, shutdown).await,
+            }
             .unwrap();
         });
         TestServer {
             issuer: kp.config().issuer.clone(),
             kp,
             clock,
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
+            http,
             data_dir,
             rs_secret: String::new(),
             shutdown: Some(tx),

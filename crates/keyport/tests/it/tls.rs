@@ -13,7 +13,7 @@ use crate::pg::TempPostgres;
 use crate::support::*;
 
 /// A CA certificate (PEM) and the means to sign with it.
-fn new_ca(name: &str) -> (String, Issuer<'static, KeyPair>) {
+pub(crate) fn new_ca(name: &str) -> (String, Issuer<'static, KeyPair>) {
     let mut params = CertificateParams::new(Vec::new()).unwrap();
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.distinguished_name.push(DnType::CommonName, name);
@@ -23,7 +23,7 @@ fn new_ca(name: &str) -> (String, Issuer<'static, KeyPair>) {
 }
 
 /// A server certificate for `names`, signed by `issuer`: (cert, key) PEM.
-fn server_cert(issuer: &Issuer<'static, KeyPair>, names: &[&str]) -> (String, String) {
+pub(crate) fn server_cert(issuer: &Issuer<'static, KeyPair>, names: &[&str]) -> (String, String) {
     let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
     let mut params = CertificateParams::new(names).unwrap();
     params

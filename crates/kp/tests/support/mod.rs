@@ -72,6 +72,7 @@ impl Server {
             master_key: Some("11".repeat(32)),
             trusted_proxies: vec![],
             metrics_listen: None,
+            tls: None,
             limits,
             tokens,
             retention: Default::default(),
