@@ -174,6 +174,11 @@ impl Chromium {
         self.find(Locator::Css("body")).await.text().await.unwrap()
     }
 
+    /// The WebDriver client, for what the helpers here do not cover.
+    pub fn client(&self) -> &fantoccini::Client {
+        &self.client
+    }
+
     /// The URL the browser is on now (after any redirects).
     pub async fn current_url(&self) -> String {
         self.client.current_url().await.unwrap().to_string()
