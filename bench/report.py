@@ -21,6 +21,9 @@ TARGETS = {
     "cc_opaque": ("client credentials (opaque)", None, None, None),
     "code_jwt": ("code exchange + PKCE (JWT)", None, None, None),
     "code_opaque": ("code exchange + PKCE (opaque)", None, None, None),
+    "password_grant": ("password grants (Argon2id each)", None, None, None),
+    "password_spray": ("password spray, unknown users (dummy Argon2id each)", None, None, None),
+    "poll_pending_password_flood": ("pending polls during a password-grant flood", None, 2.0, 16),
 }
 EXPECTED = {
     # statuses/errors that are the normal answer for each scenario
@@ -32,6 +35,9 @@ EXPECTED = {
     "cc_opaque": {"s200"},
     "code_jwt": {"s200"},
     "code_opaque": {"s200"},
+    "password_grant": {"s200"},
+    "password_spray": {"s400"},
+    "poll_pending_password_flood": {"s400", "e:authorization_pending", "e:slow_down"},
 }
 
 
@@ -129,7 +135,7 @@ def main():
         status = lambda k: re.fullmatch(r"s\d{3}", k) is not None
         unexpected = sum(v for k, v in counts.items()
                          if status(k) and k not in expected)
-        if name == "poll_pending":
+        if name.startswith("poll_pending"):
             total = counts.get("s400", 0) or 1
             pend = counts.get("e:authorization_pending", 0)
             slow = counts.get("e:slow_down", 0)

@@ -25,7 +25,10 @@
 #   --port PORT          listen port of instance A; B listens on PORT+1 (default 18181)
 #   --out DIR            results folder (default bench/results/<UTC timestamp>)
 #   --scenarios LIST     which load scenarios to run, comma- or space-separated:
-#                        device poll refresh userinfo cc code, or "all"
+#                        device poll refresh userinfo cc code password, or "all"
+#                        (password: the Argon2id limit of one core, password
+#                        grants and an unknown-user spray, and pending polls
+#                        while a password flood runs; one instance only)
 #                        (default: device,poll,refresh,userinfo)
 #   --code-pool N        codes minted per code-exchange run (default 0: sized
 #                        from a pilot run, 1.5 x its rate x the run's length)
@@ -91,9 +94,9 @@ log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 SCENARIOS=${SCENARIOS//,/ }
-[ "$SCENARIOS" = all ] && SCENARIOS="device poll refresh userinfo cc code"
+[ "$SCENARIOS" = all ] && SCENARIOS="device poll refresh userinfo cc code password"
 for s in $SCENARIOS; do
-    case "$s" in device|poll|refresh|userinfo|cc|code) ;; *) die "unknown scenario $s (--scenarios)" ;; esac
+    case "$s" in device|poll|refresh|userinfo|cc|code|password) ;; *) die "unknown scenario $s (--scenarios)" ;; esac
 done
 want() { case " $SCENARIOS " in *" $1 "*) return 0 ;; esac; return 1; }
 # A code lives 60 s: minting plus the run must fit in it.
@@ -142,12 +145,18 @@ export BENCH_LUA_DIR="$BENCH_DIR/lua"
 CODE_BENCH=${CODE_BENCH:-"$(dirname "$BIN")/examples/code_bench"}
 if [ "$BUILD" = 1 ]; then
     targets=(--bin keyport); want code && targets+=(--example code_bench)
+    want password && targets+=(--example argon2_rate)
     log "building: cargo build --release ${targets[*]}"
     (cd "$ROOT" && cargo build --release "${targets[@]}") >"$OUT/build.log" 2>&1 \
         || { tail -30 "$OUT/build.log" >&2; die "build failed (see $OUT/build.log)"; }
 fi
 [ -x "$BIN" ] || die "$BIN not found (drop --no-build)"
 BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
+ARGON2_RATE="$(dirname "$BIN")/examples/argon2_rate"
+if want password; then
+    [ "$INSTANCES" = 1 ] || die "--scenarios password runs on one instance"
+    [ -x "$ARGON2_RATE" ] || die "$ARGON2_RATE not found (cargo build --release --example argon2_rate)"
+fi
 if want code; then
     [ -x "$CODE_BENCH" ] || die "$CODE_BENCH not found (cargo build --release --example code_bench, or --code-bench PATH)"
 fi
@@ -547,6 +556,42 @@ EOF
             DURATION=$saved; SKIP_QUIET=0
         done
     done
+fi
+
+# ---- 7. password grants, and polls during a password flood -------------------
+# The limit first: Argon2id checks per second on the server's core, one at a
+# time (Keyport's parameters, in process). Then password grants for the demo
+# user (right password: a session each), then a spray of unknown users
+# (each a dummy Argon2id check and a lockout count), then pending polls while
+# a password-grant flood (c8, from CPU 1 too) keeps the hashing busy.
+if want password; then
+    quiet_wait
+    taskset -c "$CPU_A" "$ARGON2_RATE" --secs 5 > "$OUT/argon2_rate.json" \
+        || die "the Argon2id rate measurement failed"
+    log "Argon2id limit on CPU $CPU_A: $(cat "$OUT/argon2_rate.json")"
+    taskset -c 1 "$BIN" "${STORE_ARGS[@]}" --json client add --id bench-password \
+        --name "Bench password app" --public --grant password --grant refresh_token \
+        --scope openid --scope offline_access > /dev/null 2>>"$OUT/admin.log" \
+        || die "keyport client add failed (see $OUT/admin.log)"
+    for c in $CONCURRENCY; do
+        run_wrk password_grant "$c" password.lua bench-password demo@example.com "$PASSWORD"
+    done
+    for c in $CONCURRENCY; do
+        run_wrk password_spray "$c" password.lua bench-password unused "a wrong password" spray
+    done
+    c=$(tr ' ' '\n' <<<"$CONCURRENCY" | sort -n | head -1)
+    seed_codes "$POLL_CODES" "$WORK/codes-flood-a.txt"
+    quiet_wait
+    taskset -c 1 wrk -t1 -c8 -d"$((DURATION + 4))s" --timeout 5s --latency \
+        -s "$BENCH_DIR/lua/password.lua" "$BASE" -- bench-password demo@example.com "$PASSWORD" \
+        > "$OUT/password_flood-c8.txt" 2>&1 &
+    FLOOD_PID=$!
+    sleep 2
+    SKIP_QUIET=1
+    run_wrk poll_pending_password_flood "$c" poll.lua "$WORK/codes-flood-@I@.txt" "$WRK_THREADS"
+    SKIP_QUIET=0
+    wait "$FLOOD_PID" || true
+    log "the flood beside it: $(grep -o '^BENCH_JSON.*' "$OUT/password_flood-c8.txt" | cut -c1-160)"
 fi
 
 # ---- memory kept after password sign-ins (instance A) ------------------------

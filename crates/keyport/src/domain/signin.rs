@@ -96,6 +96,12 @@ pub fn hash_password(password: &str) -> Result<String> {
         .map_err(|_| Error::internal("password hashing failed"))
 }
 
+/// Checks `password` against a stored PHC string, on the calling thread
+/// (the server runs it on the blocking pool; the benchmark measures it).
+pub fn check_password_hash(password: &str, phc: &str) -> bool {
+    verify_password(password, phc)
+}
+
 fn verify_password(password: &str, phc: &str) -> bool {
     PasswordHash::new(phc).is_ok_and(|hash| {
         // The stored hash names its own parameters; verification uses those.
