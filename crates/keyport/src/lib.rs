@@ -6,6 +6,7 @@ pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod fetch;
+pub mod hashing;
 pub mod mail;
 pub mod service;
 pub mod store;

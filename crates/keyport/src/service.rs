@@ -75,8 +75,9 @@ pub struct Inner {
     /// whole token. A CLI presents the same token for its whole life; expiry
     /// and revocation are still checked on every use.
     verified: Mutex<HashMap<Vec<u8>, Arc<AccessClaims>>>,
-    /// Bounds Argon2id work to about one hash per core, off the async workers.
-    password_hashing: Semaphore,
+    /// Argon2id work: about one hash per core, off the async workers and
+    /// below their scheduling priority.
+    password_hashing: crate::hashing::HashingPool,
     /// Where two-step codes are sent: SMTP or the outbox, an SMS webhook.
     pub(crate) outbound: crate::mail::Outbound,
 }
@@ -171,7 +172,7 @@ impl Keyport {
             metadata_clients: Mutex::new(HashMap::new()),
             metadata_fetches: Semaphore::new(METADATA_FETCHES_IN_FLIGHT),
             verified: Mutex::new(HashMap::new()),
-            password_hashing: Semaphore::new(hashes),
+            password_hashing: crate::hashing::HashingPool::new(hashes),
             outbound,
             config,
             store,
@@ -442,12 +443,8 @@ impl Keyport {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Error> {
-        let _permit = self
-            .password_hashing
-            .acquire()
-            .await
-            .map_err(|_| Error::internal("shutting down"))?;
-        tokio::task::spawn_blocking(f)
+        self.password_hashing
+            .run(f)
             .await
             .map_err(|_| Error::internal("password hashing failed"))
     }

@@ -13,7 +13,7 @@ use super::metadata::DeviceMetadata;
 use super::scopes::Role;
 use super::signin::SignInError;
 use super::tokens::Grant;
-use super::two_step;
+use super::two_step::{self, TwoStepMode};
 use super::{Error, ErrorCode, Result};
 use crate::crypto::{self, tokens::Password};
 use crate::service::{Caller, Keyport};
@@ -60,6 +60,28 @@ fn new_guid() -> String {
         .to_string()
 }
 
+/// What the second step of a password sign-in comes to, before any code
+/// is checked.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SecondStep<'a> {
+    /// The account has no second step.
+    NotAsked,
+    /// No code came: `missing_totp` (an email or text code is sent now).
+    Missing(TwoStepMode),
+    /// A code came: check it; a wrong one is `invalid_totp`.
+    Check(TwoStepMode, &'a str),
+}
+
+/// The account's second step against the request's `auth_code` (blank
+/// counts as missing).
+pub fn second_step(mode: Option<TwoStepMode>, auth_code: Option<&str>) -> SecondStep<'_> {
+    match (mode, auth_code.filter(|c| !c.trim().is_empty())) {
+        (None, _) => SecondStep::NotAsked,
+        (Some(mode), None) => SecondStep::Missing(mode),
+        (Some(mode), Some(code)) => SecondStep::Check(mode, code),
+    }
+}
+
 /// The checks that need nothing stored: a request failing them is
 /// malformed and counts toward no lockout.
 fn check_shape(request: &PasswordRequest) -> Result<()> {
@@ -97,28 +119,26 @@ impl Keyport {
             .await
             .map_err(SignInError::into_oauth)?;
         let user = checked.user.clone();
-        if let Some(mode) = two_step::mode_of(&user) {
-            let code = request
-                .auth_code
-                .as_deref()
-                .filter(|c| !c.trim().is_empty());
-            let refused = match code {
-                None => {
-                    self.second_step_failed(&checked, "missing_code", caller)
-                        .await?;
-                    self.send_sign_in_code(&user, mode).await?;
-                    Some(ErrorCode::MissingTotp)
-                }
-                Some(code) if !self.check_second_step(&user, code).await? => {
+        let refused = match second_step(two_step::mode_of(&user), request.auth_code.as_deref()) {
+            SecondStep::NotAsked => None,
+            SecondStep::Missing(mode) => {
+                self.second_step_failed(&checked, "missing_code", caller)
+                    .await?;
+                self.send_sign_in_code(&user, mode).await?;
+                Some((ErrorCode::MissingTotp, mode))
+            }
+            SecondStep::Check(mode, code) => {
+                if self.check_second_step(&user, code).await? {
+                    None
+                } else {
                     self.second_step_failed(&checked, "wrong_code", caller)
                         .await?;
-                    Some(ErrorCode::InvalidTotp)
+                    Some((ErrorCode::InvalidTotp, mode))
                 }
-                Some(_) => None,
-            };
-            if let Some(code) = refused {
-                return Err(Error::TwoStep { code, mode });
             }
+        };
+        if let Some((code, mode)) = refused {
+            return Err(Error::TwoStep { code, mode });
         }
         self.finish_sign_in(&request.username, &user, "password_grant", caller)
             .await?;
@@ -280,6 +300,25 @@ mod tests {
         assert!(check_shape(&request("ada@example.com", "")).is_err());
         assert!(check_shape(&request("ada@example.com", &"x".repeat(1024))).is_ok());
         assert!(check_shape(&request("ada@example.com", &"x".repeat(1025))).is_err());
+    }
+
+    #[test]
+    fn the_second_step_is_asked_for_only_when_the_account_has_one() {
+        use TwoStepMode::*;
+        let cases = [
+            (None, None, SecondStep::NotAsked),
+            (None, Some("123456"), SecondStep::NotAsked),
+            (
+                Some(Authenticator),
+                None,
+                SecondStep::Missing(Authenticator),
+            ),
+            (Some(Email), Some("  "), SecondStep::Missing(Email)),
+            (Some(Sms), Some("123456"), SecondStep::Check(Sms, "123456")),
+        ];
+        for (mode, code, expected) in cases {
+            assert_eq!(second_step(mode, code), expected, "{mode:?} {code:?}");
+        }
     }
 
     #[test]

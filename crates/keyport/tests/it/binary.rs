@@ -181,6 +181,26 @@ async fn setup_link_stays_out_of_the_logs_and_the_user_commands_work() {
         "",
     );
     assert!(String::from_utf8_lossy(&human.stdout).contains("ops@example.com"));
+    let reset = json_out(&keyport(
+        &store,
+        &[
+            "user",
+            "totp",
+            "reset",
+            "--email",
+            "ops@example.com",
+            "--json",
+        ],
+        "",
+    ));
+    assert_eq!(reset["totp_reset"], true, "{reset}");
+    assert_eq!(reset["had_authenticator"], false, "{reset}");
+    let missing = keyport(
+        &store,
+        &["user", "totp", "reset", "--email", "nobody@example.com"],
+        "",
+    );
+    assert!(!missing.status.success(), "an unknown user is an error");
 
     // SIGTERM: /readyz turns 503 while requests are still answered.
     let pid = server.child.id().to_string();
