@@ -1,18 +1,14 @@
 //! Argon2id work off the async runtime: a few threads of its own (about one
-//! per core), fed by a queue, that run at a lower scheduling priority than
-//! the runtime's workers. A flood of password attempts then takes only the
-//! CPU that token requests leave idle: polls, refreshes and userinfo keep
-//! their latency, and sign-ins slow down instead.
+//! per core), fed by a queue, under Linux's `SCHED_IDLE` policy: they run
+//! when the runtime's workers leave a core idle, and a worker that wakes
+//! takes the core back at once. A flood of password attempts then costs
+//! polls, refreshes and userinfo little latency; sign-ins slow down instead.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
-
-/// The nice value of the hashing threads (Linux: per thread). At 10 a busy
-/// runtime worker gets about nine tenths of a contended core.
-const HASHING_NICE: i32 = 10;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -67,9 +63,13 @@ impl HashingPool {
 
 #[cfg(target_os = "linux")]
 fn lower_priority() {
-    // On Linux the nice value is per thread: `who = 0` is this thread.
-    if let Err(e) = rustix::process::setpriority_process(None, HASHING_NICE) {
-        tracing::warn!(error = %e, "could not lower the hashing thread's priority");
+    use thread_priority::{
+        NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
+        set_thread_priority_and_policy, thread_native_id,
+    };
+    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+    if let Err(e) = set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle) {
+        tracing::warn!(error = ?e, "could not move a hashing thread to SCHED_IDLE");
     }
 }
 
@@ -90,13 +90,20 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     #[tokio::test]
-    async fn the_threads_run_at_a_lower_priority() {
+    async fn the_threads_run_only_on_idle_cpu() {
+        use thread_priority::{NormalThreadSchedulePolicy, ThreadSchedulePolicy};
         let pool = HashingPool::new(1);
-        let nice = pool
-            .run(|| rustix::process::getpriority_process(None).unwrap())
+        let policy = pool
+            .run(|| thread_priority::unix::thread_schedule_policy().unwrap())
             .await
             .unwrap();
-        assert_eq!(nice, HASHING_NICE);
-        assert_eq!(rustix::process::getpriority_process(None).unwrap(), 0);
+        assert_eq!(
+            policy,
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle)
+        );
+        assert_ne!(
+            thread_priority::unix::thread_schedule_policy().unwrap(),
+            policy
+        );
     }
 }

@@ -199,20 +199,8 @@ impl Keyport {
                         }
                         return Ok(Err(Error::invalid_grant("the code was already used")));
                     }
-                    store::sessions::insert(&mut *c, &session).await?;
-                    if let Some(hash) = &refresh_hash {
-                        store::sessions::insert_refresh(
-                            &mut *c,
-                            hash,
-                            &session.id,
-                            now,
-                            refresh_expires,
-                        )
-                        .await?;
-                    }
-                    if let Some(record) = &opaque {
-                        store::sessions::insert_opaque(&mut *c, record).await?;
-                    }
+                    let refresh = refresh_hash.as_deref().map(|h| (h, refresh_expires));
+                    store::sessions::open(&mut *c, &session, refresh, opaque.as_ref()).await?;
                     Audit::new("token.issue", "success")
                         .actor(email.as_deref())
                         .client(&session.client_id)

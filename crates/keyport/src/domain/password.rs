@@ -217,20 +217,8 @@ impl Keyport {
             .write(move |c| {
                 Box::pin(async move {
                     store::two_step::upsert_device(&mut *c, &user.id, &device, now).await?;
-                    store::sessions::insert(&mut *c, &session).await?;
-                    if let Some(hash) = &refresh_hash {
-                        store::sessions::insert_refresh(
-                            &mut *c,
-                            hash,
-                            &session.id,
-                            now,
-                            refresh_expires,
-                        )
-                        .await?;
-                    }
-                    if let Some(record) = &opaque {
-                        store::sessions::insert_opaque(&mut *c, record).await?;
-                    }
+                    let refresh = refresh_hash.as_deref().map(|h| (h, refresh_expires));
+                    store::sessions::open(&mut *c, &session, refresh, opaque.as_ref()).await?;
                     Audit::new("token.issue", "success")
                         .actor(Some(&email))
                         .client(&session.client_id)

@@ -235,14 +235,8 @@ async fn release(
     if !store::device::redeem(&mut *c, &d.id, now_ms, r.sealed.as_deref()).await? {
         return Ok(Err(already_used()));
     }
-    store::sessions::insert(&mut *c, &r.session).await?;
-    if let Some(hash) = &r.refresh_hash {
-        store::sessions::insert_refresh(&mut *c, hash, &r.session.id, now, r.refresh_expires)
-            .await?;
-    }
-    if let Some(record) = &r.opaque {
-        store::sessions::insert_opaque(&mut *c, record).await?;
-    }
+    let refresh = r.refresh_hash.as_deref().map(|h| (h, r.refresh_expires));
+    store::sessions::open(&mut *c, &r.session, refresh, r.opaque.as_ref()).await?;
     Audit::new("token.issue", "success")
         .actor(r.email.as_deref())
         .client(&r.session.client_id)

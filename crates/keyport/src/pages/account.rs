@@ -183,6 +183,16 @@ async fn signed_in(kp: &Keyport, headers: &HeaderMap) -> Result<User, Response> 
     }
 }
 
+/// A posted settings form (CSRF checked) and the signed-in user behind it.
+async fn signed_in_form(
+    kp: &Keyport,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(crate::http::params::Params, User), Response> {
+    let form = checked_form(kp, headers, body).await?;
+    Ok((form, signed_in(kp, headers).await?))
+}
+
 async fn security_page(
     kp: &Keyport,
     headers: &HeaderMap,
@@ -277,12 +287,8 @@ pub async fn authenticator(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let form = match checked_form(&kp, &headers, body).await {
-        Ok(form) => form,
-        Err(page) => return page,
-    };
-    let user = match signed_in(&kp, &headers).await {
-        Ok(user) => user,
+    let (form, user) = match signed_in_form(&kp, &headers, body).await {
+        Ok(both) => both,
         Err(response) => return response,
     };
     match form.get("action") {
@@ -345,12 +351,8 @@ pub async fn email_codes(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let form = match checked_form(&kp, &headers, body).await {
-        Ok(form) => form,
-        Err(page) => return page,
-    };
-    let user = match signed_in(&kp, &headers).await {
-        Ok(user) => user,
+    let (form, user) = match signed_in_form(&kp, &headers, body).await {
+        Ok(both) => both,
         Err(response) => return response,
     };
     let on = match form.get("action") {
@@ -378,12 +380,8 @@ pub async fn sms_codes(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let form = match checked_form(&kp, &headers, body).await {
-        Ok(form) => form,
-        Err(page) => return page,
-    };
-    let user = match signed_in(&kp, &headers).await {
-        Ok(user) => user,
+    let (form, user) = match signed_in_form(&kp, &headers, body).await {
+        Ok(both) => both,
         Err(response) => return response,
     };
     let phone = match form.get("action") {

@@ -345,7 +345,7 @@ pub async fn sign_in(
             );
             response
         }
-        Err(SignInError::Other(_)) => unavailable(),
+        Err(SignInError::Other(e)) => error_page(&e),
         Err(e @ SignInError::Throttled { retry_after }) => with_retry_after(
             sign_in_page(
                 StatusCode::TOO_MANY_REQUESTS,

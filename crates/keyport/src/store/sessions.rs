@@ -147,6 +147,25 @@ pub async fn touch<'e>(
     Ok(())
 }
 
+/// A new session with its first tokens: the session row, its refresh token
+/// (hash and expiry) when one was issued, and its opaque access token when
+/// the client uses them. Every grant that opens a session writes this.
+pub async fn open(
+    c: &mut super::Conn,
+    session: &Session,
+    refresh: Option<(&str, i64)>,
+    opaque: Option<&crate::domain::tokens::OpaqueAccessToken>,
+) -> Result<()> {
+    insert(&mut *c, session).await?;
+    if let Some((hash, expires_at)) = refresh {
+        insert_refresh(&mut *c, hash, &session.id, session.created_at, expires_at).await?;
+    }
+    if let Some(record) = opaque {
+        insert_opaque(&mut *c, record).await?;
+    }
+    Ok(())
+}
+
 pub async fn insert_refresh<'e>(
     db: impl Db<'e>,
     hash: &str,
