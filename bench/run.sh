@@ -36,6 +36,9 @@
 #                        default target/release/keyport)
 #   --code-bench PATH    the code_bench example binary (default: examples/code_bench
 #                        next to the keyport binary)
+#   --server-cpus LIST   CPUs for the (single) server, taskset syntax (default 0;
+#                        "0,1" lets it use both cores, as in production, while
+#                        wrk stays on CPU 1)
 #   --no-build           reuse target/release/keyport as it is
 #   --keep               keep the temp data dir
 #   --quiet-wait SECS    before each run, wait up to SECS for both cores to be
@@ -65,6 +68,7 @@ BUILD=1
 KEEP=0
 WRK_THREADS=1
 QUIET_WAIT=300
+SERVER_CPUS=0
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -82,10 +86,11 @@ while [ $# -gt 0 ]; do
         --code-pool) CODE_POOL=$2; shift 2 ;;
         --bin) BIN=$2; BUILD=0; shift 2 ;;
         --code-bench) CODE_BENCH=$2; shift 2 ;;
+        --server-cpus) SERVER_CPUS=$2; shift 2 ;;
         --no-build) BUILD=0; shift ;;
         --keep) KEEP=1; shift ;;
         --quiet-wait) QUIET_WAIT=$2; shift 2 ;;
-        -h|--help) sed -n '2,41p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,48p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -191,7 +196,7 @@ if [ "$INSTANCES" = 2 ]; then
     CPU_A=0; CPU_B=1; WRK_PIN=()         # wrk (and PostgreSQL) unpinned
 else
     MASTER_KEY=""
-    CPU_A=0; WRK_PIN=(taskset -c 1)
+    CPU_A=$SERVER_CPUS; WRK_PIN=(taskset -c 1)
 fi
 # The servers (and the restarts of A) inherit it; nothing else reads it.
 [ -n "$MASTER_KEY" ] && export KEYPORT_MASTER_KEY="$MASTER_KEY"
@@ -238,7 +243,7 @@ json.dump({
   "instances": $INSTANCES, "fresh_pg_db": bool($FRESH_PG_DB),
   "pinning": ("instance A on CPU 0, instance B on CPU 1; two wrk processes (one per instance, "
               "half the connections each) and PostgreSQL unpinned") if $INSTANCES == 2 else
-             "server on CPU 0, wrk (1 thread) on CPU 1" + ("; PostgreSQL unpinned" if $IS_PG else ""),
+             "server on CPU(s) $SERVER_CPUS, wrk (1 thread) on CPU 1" + ("; PostgreSQL unpinned" if $IS_PG else ""),
   "database": re.sub(r"://([^:/@]*):.*@", r"://\1:***@", os.environ.get("BENCH_DB_URL", "")) or "sqlite (temp data dir)",
   "postgres": pg.split(" on ")[0] if pg else None,
   "poll_codes_per_run": $POLL_CODES, "refresh_pool_per_run": $REFRESH_POOL,
