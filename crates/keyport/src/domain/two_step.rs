@@ -316,7 +316,7 @@ impl Keyport {
         self.store
             .write(move |c| {
                 Box::pin(async move {
-                    store::two_step::set_totp(&mut *c, &user_id, Some(&sealed), Some(step)).await?;
+                    store::two_step::set_totp(&mut *c, &user_id, &sealed, step).await?;
                     store::two_step::replace_recovery_codes(c, &user_id, &hashes).await?;
                     Audit::new("account.totp_enabled", "success")
                         .actor(Some(&email))
@@ -450,7 +450,7 @@ pub fn is_phone_number(text: &str) -> bool {
 /// Turns the authenticator off and forgets the recovery codes (`keyport user
 /// totp reset`, for someone who lost their phone).
 pub(crate) async fn reset_totp(c: &mut store::Conn, user_id: &str) -> store::Result<bool> {
-    let had = store::two_step::set_totp(&mut *c, user_id, None, None).await?;
+    let had = store::two_step::clear_totp(&mut *c, user_id).await?;
     store::two_step::delete_recovery_codes(&mut *c, user_id).await?;
     Ok(had)
 }

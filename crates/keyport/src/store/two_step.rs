@@ -8,13 +8,13 @@ use sqlx::Row;
 use super::Result;
 use super::directory::Db;
 
-/// Turns the authenticator on (`sealed`, with the step its confirming code
-/// used) or off (`None`).
+/// Turns the authenticator on: `sealed`, with the step its confirming code
+/// used.
 pub async fn set_totp<'e>(
     db: impl Db<'e>,
     user_id: &str,
-    sealed: Option<&str>,
-    last_step: Option<i64>,
+    sealed: &str,
+    last_step: i64,
 ) -> Result<bool> {
     let done = sqlx::query("UPDATE users SET totp_secret = $2, totp_last_step = $3 WHERE id = $1")
         .bind(user_id)
@@ -22,6 +22,18 @@ pub async fn set_totp<'e>(
         .bind(last_step)
         .execute(db)
         .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Turns the authenticator off: true when it was on.
+pub async fn clear_totp<'e>(db: impl Db<'e>, user_id: &str) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE users SET totp_secret = NULL, totp_last_step = NULL \
+         WHERE id = $1 AND totp_secret IS NOT NULL",
+    )
+    .bind(user_id)
+    .execute(db)
+    .await?;
     Ok(done.rows_affected() == 1)
 }
 
