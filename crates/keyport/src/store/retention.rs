@@ -31,12 +31,17 @@ pub enum Prune {
     ExpiredAuthorizationCodes,
     /// Opaque access tokens past their expiry.
     ExpiredOpaqueAccessTokens,
+    /// Email and text-message codes past their expiry.
+    ExpiredSignInCodes,
+    /// Devices the password grant registered that have not been seen since
+    /// the session cutoff.
+    IdleDevices,
     /// Audit events older than the retention.
     OldAuditEvents,
 }
 
 impl Prune {
-    pub const ALL: [Prune; 11] = [
+    pub const ALL: [Prune; 13] = [
         Prune::ExpiredRotatedTokens,
         Prune::EndedSessionTokens,
         Prune::EndedSessions,
@@ -47,6 +52,8 @@ impl Prune {
         Prune::ExpiredDeviceAuthorizations,
         Prune::ExpiredAuthorizationCodes,
         Prune::ExpiredOpaqueAccessTokens,
+        Prune::ExpiredSignInCodes,
+        Prune::IdleDevices,
         Prune::OldAuditEvents,
     ];
 
@@ -62,6 +69,8 @@ impl Prune {
             Prune::ExpiredDeviceAuthorizations => "expired_device_authorizations",
             Prune::ExpiredAuthorizationCodes => "expired_authorization_codes",
             Prune::ExpiredOpaqueAccessTokens => "expired_opaque_access_tokens",
+            Prune::ExpiredSignInCodes => "expired_sign_in_codes",
+            Prune::IdleDevices => "idle_devices",
             Prune::OldAuditEvents => "old_audit_events",
         }
     }
@@ -160,6 +169,18 @@ pub async fn prune<'e>(db: impl Db<'e>, what: Prune, at: Cutoffs, limit: i64) ->
              (SELECT token_hash FROM access_tokens WHERE expires_at < $1 LIMIT $2)"
                 .into(),
             vec![at.now, limit],
+        ),
+        Prune::ExpiredSignInCodes => (
+            "DELETE FROM sign_in_codes WHERE user_id IN \
+             (SELECT user_id FROM sign_in_codes WHERE expires_at < $1 LIMIT $2)"
+                .into(),
+            vec![at.now, limit],
+        ),
+        Prune::IdleDevices => (
+            "DELETE FROM devices WHERE guid IN \
+             (SELECT guid FROM devices WHERE last_seen_at < $1 LIMIT $2)"
+                .into(),
+            vec![at.idle_before, limit],
         ),
         Prune::OldAuditEvents => (
             "DELETE FROM audit_events WHERE id IN \
