@@ -92,6 +92,7 @@ fn check_shape(request: &PasswordRequest) -> Result<()> {
         return Err(Error::invalid_request("password is required"));
     }
     if request.password.expose().chars().count() > MAX_PASSWORD_CHARS {
+        // Longer than any password can be (`check_new_password`): malformed.
         return Err(Error::invalid_request(
             "a password has at most 1,024 characters",
         ));

@@ -27,6 +27,16 @@ pub fn normalise_username(name: &str) -> String {
         .to_lowercase()
 }
 
+/// PRODUCT.md's rule for a new password: 8 to 1,024 characters, no
+/// composition rules.
+pub fn check_new_password(password: &str) -> Result<(), &'static str> {
+    match password.chars().count() {
+        0..8 => Err("a password needs at least 8 characters"),
+        8..=1024 => Ok(()),
+        _ => Err("a password has at most 1,024 characters"),
+    }
+}
+
 /// How long a browser session lasts.
 const BROWSER_SESSION_SECS: i64 = 12 * 3600;
 
@@ -430,6 +440,41 @@ impl Keyport {
         Ok(user.filter(|u| !u.disabled).map(|u| (u, auth_time)))
     }
 
+    /// Changes a signed-in user's password after checking the current one
+    /// (a wrong one counts toward the lockout like any sign-in). Audited.
+    pub async fn change_password(
+        &self,
+        user: &User,
+        current: &Password,
+        new: &Password,
+        caller: &Caller,
+    ) -> Result<(), SignInError> {
+        if let Err(why) = check_new_password(new.expose()) {
+            return Err(SignInError::Other(Error::invalid_request(why)));
+        }
+        let checked = self.check_password(&user.email, current, caller).await?;
+        self.finish_sign_in(&user.email, &checked.user, "password_change", caller)
+            .await?;
+        let new = new.clone();
+        let phc = self
+            .password_work(move || hash_password(new.expose()))
+            .await??;
+        let now = self.clock.now();
+        let (user_id, email, caller) = (user.id.clone(), user.email.clone(), caller.clone());
+        self.store
+            .write(move |c| {
+                Box::pin(async move {
+                    store::directory::set_password_hash(&mut *c, &user_id, &phc).await?;
+                    Audit::new("account.password_changed", "success")
+                        .actor(Some(&email))
+                        .record(c, now * 1000, &caller)
+                        .await
+                })
+            })
+            .await?;
+        Ok(())
+    }
+
     pub async fn sign_out(&self, cookie: &SessionCookie) -> Result<()> {
         let id_hash = cookie.hash();
         self.store
@@ -442,6 +487,14 @@ impl Keyport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_passwords_have_8_to_1024_characters() {
+        assert!(check_new_password("seven77").is_err());
+        assert!(check_new_password("eight888").is_ok());
+        assert!(check_new_password(&"é".repeat(1024)).is_ok());
+        assert!(check_new_password(&"é".repeat(1025)).is_err());
+    }
 
     #[test]
     fn dummy_hash_parses_and_passwords_round_trip() {

@@ -96,6 +96,7 @@ pub fn router(kp: Keyport, draining: Draining) -> Router {
             get(pages::account::code_form).post(pages::account::verify_code),
         )
         .route("/account/security", get(pages::account::security))
+        .route("/account/security/password", post(pages::account::password))
         .route(
             "/account/security/authenticator",
             post(pages::account::authenticator),

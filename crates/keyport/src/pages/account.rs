@@ -1,7 +1,8 @@
 //! The two-step pages: the code page every hosted sign-in passes through
 //! when the account has a second step (`/signin/code`), and the account's
 //! security settings (`/account/security`): the authenticator with its QR
-//! code and recovery codes, email codes and text-message codes.
+//! code and recovery codes, email codes, text-message codes and the
+//! password.
 
 use askama::Template;
 use axum::Extension;
@@ -14,7 +15,7 @@ use super::device::{current_user, url_encode};
 use super::{
     Csrf, checked_form, cookies, csrf_for, error_page, message, page, read_cookie, with_retry_after,
 };
-use crate::crypto::tokens::SessionCookie;
+use crate::crypto::tokens::{Password, SessionCookie};
 use crate::domain::User;
 use crate::domain::signin::SignInError;
 use crate::domain::two_step::{TotpEnrolment, TwoStepMode};
@@ -342,6 +343,50 @@ pub async fn authenticator(
             vec!["Choose one of the buttons on the security page.".into()],
         ),
     }
+}
+
+/// `POST /account/security/password`: the current password, then the new one.
+pub async fn password(
+    State(kp): State<Keyport>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let (form, user) = match signed_in_form(&kp, &headers, body).await {
+        Ok(both) => both,
+        Err(response) => return response,
+    };
+    let current = Password::new(form.get("current_password").unwrap_or("").to_string());
+    let new = Password::new(form.get("new_password").unwrap_or("").to_string());
+    let (status, outcome) = match kp.change_password(&user, &current, &new, &caller).await {
+        Ok(()) => (StatusCode::OK, Ok("Your password is changed.")),
+        Err(SignInError::Other(crate::domain::Error::OAuth { description, .. })) => {
+            (StatusCode::BAD_REQUEST, Err(format!("{description}.")))
+        }
+        Err(SignInError::Other(e)) => return error_page(&e),
+        Err(SignInError::Invalid) => (
+            StatusCode::UNAUTHORIZED,
+            Err("The current password is not right.".to_string()),
+        ),
+        Err(e @ SignInError::Throttled { retry_after }) => {
+            let page = security_page(
+                &kp,
+                &headers,
+                &user,
+                StatusCode::TOO_MANY_REQUESTS,
+                None,
+                Some(e.to_string()),
+            )
+            .await;
+            return with_retry_after(page, retry_after);
+        }
+        Err(e) => (StatusCode::UNAUTHORIZED, Err(e.to_string())),
+    };
+    let (notice, error) = match outcome {
+        Ok(notice) => (Some(notice), None),
+        Err(error) => (None, Some(error)),
+    };
+    security_page(&kp, &headers, &user, status, notice, error).await
 }
 
 /// `POST /account/security/email-codes`: `on` or `off`.

@@ -744,3 +744,58 @@ async fn bad_password_grant_requests_change_nothing_and_count_nothing() {
     assert_eq!(server.table_counts().await, before, "nothing stored");
     assert_eq!(sign_in_failures(&server).await, 0, "no failure counted");
 }
+
+#[tokio::test]
+async fn the_password_changes_on_the_security_page() {
+    let server = anchor_server(|_| {}).await;
+    let (browser, page) = security_page(&server).await;
+    let action = "/account/security/password";
+    let wrong = browser
+        .submit(
+            &page,
+            action,
+            &[
+                ("current_password", "not it at all"),
+                ("new_password", "a new long password"),
+            ],
+        )
+        .await;
+    assert!(
+        wrong.contains("The current password is not right."),
+        "{wrong}"
+    );
+    let short = browser
+        .submit(
+            &page,
+            action,
+            &[("current_password", PASSWORD), ("new_password", "short")],
+        )
+        .await;
+    assert!(short.contains("at least 8 characters"), "{short}");
+    let done = browser
+        .submit(
+            &page,
+            action,
+            &[
+                ("current_password", PASSWORD),
+                ("new_password", "a new long password"),
+            ],
+        )
+        .await;
+    assert!(done.contains("Your password is changed."), "{done}");
+
+    let (status, body) = password_grant(&server, &[]).await;
+    assert_eq!(
+        (status, &body["error"]),
+        (StatusCode::BAD_REQUEST, &json!("invalid_grant"))
+    );
+    let (status, body) = password_grant(&server, &[("password", "a new long password")]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let events = server.audit_events().await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e == "account.password_changed:success"),
+        "{events:?}"
+    );
+}

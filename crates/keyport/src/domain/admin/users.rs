@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use super::{AdminError, Result, admin_caller, audit};
 use crate::crypto;
 use crate::domain::audit::Audit;
-use crate::domain::signin::{hash_password, normalise_username};
+use crate::domain::signin::{check_new_password, hash_password, normalise_username};
 use crate::service::Keyport;
 use crate::store::directory::{NewUser, User};
 use crate::store::{self};
@@ -21,10 +21,8 @@ pub async fn add_user(
     if !email.contains('@') || email.len() > 254 {
         return Err(AdminError(format!("{email:?} is not an email address")));
     }
-    if password.chars().count() < 8 {
-        return Err(AdminError(
-            "the password needs at least 8 characters".into(),
-        ));
+    if let Err(why) = check_new_password(&password) {
+        return Err(AdminError(why.into()));
     }
     let phc = kp.password_work(move || hash_password(&password)).await??;
     let id = crypto::random_id();
