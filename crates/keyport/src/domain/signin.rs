@@ -3,6 +3,7 @@
 //! per-IP throttling, and browser sessions.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::{Algorithm, Argon2, Params, PasswordHash, Version};
@@ -13,7 +14,7 @@ use super::{Error, ErrorCode, Result};
 use crate::crypto;
 use crate::crypto::tokens::{Password, SessionCookie};
 use crate::service::{Caller, Keyport};
-use crate::store::{self, directory::User};
+use crate::store::{self, directory::User, lockout::Attempt};
 use crate::telemetry::SecurityEvent;
 
 /// The form every username is counted and looked up in: trimmed, lower
@@ -34,6 +35,32 @@ pub fn check_new_password(password: &str) -> Result<(), &'static str> {
         0..8 => Err("a password needs at least 8 characters"),
         8..=1024 => Ok(()),
         _ => Err("a password has at most 1,024 characters"),
+    }
+}
+
+/// How long an attempt waits for room when the lockout limit is taken by
+/// attempts still being checked, and how often it asks.
+const ROOM_WAIT: Duration = Duration::from_secs(2);
+const ROOM_POLL: Duration = Duration::from_millis(50);
+
+/// What a counted sign-in attempt may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AttemptDecision {
+    /// Check the password (or code): this is attempt `number`.
+    Go(i64),
+    /// The name is locked until then.
+    Locked(i64),
+    /// Attempts still being checked fill the limit: wait for their outcome.
+    Wait,
+}
+
+/// Decides a counted attempt: locked, within the limit, or over it only
+/// because others are still in flight (no lock is set yet).
+fn decide_attempt(attempt: Attempt, now: i64, max: i64) -> AttemptDecision {
+    match attempt.locked_until {
+        Some(until) if until > now => AttemptDecision::Locked(until),
+        _ if attempt.number > max => AttemptDecision::Wait,
+        _ => AttemptDecision::Go(attempt.number),
     }
 }
 
@@ -287,15 +314,51 @@ impl Keyport {
             crate::telemetry::record(SecurityEvent::SignInThrottled);
             return Err(SignInError::Throttled { retry_after });
         }
-        let attempt = attempt.ok_or(Error::internal("sign-in attempt not counted"))?;
+        let mut attempt = attempt.ok_or(Error::internal("sign-in attempt not counted"))?;
         let max = limits.failed_sign_ins_before_lockout;
-        if attempt.locked_until.is_some_and(|until| until > now) || attempt.number > max {
-            let until = attempt.locked_until.unwrap_or(now + limits.lockout_seconds);
-            self.audit_sign_in_failure(username, "locked", false, caller)
-                .await?;
-            return Err(SignInError::Locked { until });
+        let mut waited = Duration::ZERO;
+        loop {
+            let now = self.clock.now();
+            match decide_attempt(attempt, now, max) {
+                AttemptDecision::Go(number) => return Ok(number),
+                AttemptDecision::Locked(until) => {
+                    self.audit_sign_in_failure(username, "locked", false, caller)
+                        .await?;
+                    return Err(SignInError::Locked { until });
+                }
+                AttemptDecision::Wait => {
+                    // The limit is taken by attempts still being checked:
+                    // this one is taken back, and asks again shortly. When
+                    // they fail the name locks; when one succeeds there is
+                    // room again.
+                    let name = username.to_string();
+                    self.store
+                        .write_one(move |c| {
+                            Box::pin(async move { store::lockout::release(c, &name).await })
+                        })
+                        .await?;
+                    if waited >= ROOM_WAIT {
+                        self.audit_sign_in_failure(username, "locked", false, caller)
+                            .await?;
+                        return Err(SignInError::Locked {
+                            until: now + limits.lockout_seconds,
+                        });
+                    }
+                    tokio::time::sleep(ROOM_POLL).await;
+                    waited += ROOM_POLL;
+                    let name = username.to_string();
+                    let window = limits.lockout_seconds;
+                    attempt = self
+                        .store
+                        .write_one(move |c| {
+                            Box::pin(async move {
+                                store::lockout::begin_attempt(c, &name, now, window).await
+                            })
+                        })
+                        .await?;
+                }
+            }
         }
-        Ok(attempt.number)
     }
 
     /// Email + password with lockout and per-IP throttling; audited.
@@ -487,6 +550,27 @@ impl Keyport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_attempt_over_the_limit_waits_unless_the_name_is_locked() {
+        use AttemptDecision::*;
+        let at = |number, locked_until| Attempt {
+            number,
+            locked_until,
+        };
+        let cases = [
+            (at(1, None), Go(1)),
+            (at(5, None), Go(5)),
+            (at(6, None), Wait),
+            (at(6, Some(1_900)), Locked(1_900)),
+            (at(1, Some(1_900)), Locked(1_900)),
+            (at(1, Some(1_000)), Go(1)),
+            (at(7, Some(999)), Wait),
+        ];
+        for (attempt, expected) in cases {
+            assert_eq!(decide_attempt(attempt, 1_000, 5), expected, "{attempt:?}");
+        }
+    }
 
     #[test]
     fn new_passwords_have_8_to_1024_characters() {

@@ -75,3 +75,17 @@ pub async fn clear<'e>(db: impl Db<'e>, username: &str) -> Result<bool> {
         .await?;
     Ok(done.rows_affected() == 1)
 }
+
+/// Takes back an attempt that was counted but never checked (it waited
+/// for room under the limit and gave up or will try again). A locked
+/// name's count is left alone.
+pub async fn release<'e>(db: impl Db<'e>, username: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE sign_in_failures SET failures = failures - 1 \
+         WHERE username = $1 AND failures > 0 AND locked_until IS NULL",
+    )
+    .bind(username)
+    .execute(db)
+    .await?;
+    Ok(())
+}

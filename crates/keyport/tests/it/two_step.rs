@@ -799,3 +799,14 @@ async fn the_password_changes_on_the_security_page() {
         "{events:?}"
     );
 }
+
+#[tokio::test]
+async fn concurrent_sign_ins_with_the_right_password_wait_for_room_instead_of_locking() {
+    let server = anchor_server(|c| c.limits.sign_ins_per_ip_per_minute = 1_000).await;
+    let grants = (0..12).map(|_| password_grant(&server, &[]));
+    let answers = futures_util::future::join_all(grants).await;
+    for (status, body) in &answers {
+        assert_eq!(*status, StatusCode::OK, "{body}");
+    }
+    assert_eq!(sign_in_failures(&server).await, 0);
+}
