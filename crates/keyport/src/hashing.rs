@@ -12,20 +12,29 @@ use tokio::sync::oneshot;
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// Jobs waiting per hashing thread; past this a request is refused at once
+/// rather than queued behind work that would outlast its deadline.
+const QUEUE_PER_THREAD: usize = 64;
+
 /// The hashing threads; dropping the pool lets them finish and exit.
 pub struct HashingPool {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::SyncSender<Job>,
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("password hashing failed")]
-pub struct HashingFailed;
+pub enum HashingFailed {
+    #[error("too many passwords are waiting to be checked")]
+    Busy,
+    #[error("password hashing failed")]
+    Failed,
+}
 
 impl HashingPool {
     pub fn new(threads: usize) -> Self {
-        let (jobs, queue) = mpsc::channel::<Job>();
+        let threads = threads.max(1);
+        let (jobs, queue) = mpsc::sync_channel::<Job>(threads * QUEUE_PER_THREAD);
         let queue = Arc::new(Mutex::new(queue));
-        for n in 0..threads.max(1) {
+        for n in 0..threads {
             let queue = queue.clone();
             std::thread::Builder::new()
                 .name(format!("keyport-argon2-{n}"))
@@ -46,18 +55,24 @@ impl HashingPool {
         Self { jobs }
     }
 
-    /// Runs `f` on a hashing thread and waits for its result.
+    /// Runs `f` on a hashing thread and waits for its result. A job whose
+    /// request has gone (timed out, disconnected) is skipped, and a full
+    /// queue refuses at once.
     pub async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, HashingFailed> {
         let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Box::new(move || {
+        let job: Job = Box::new(move || {
+            if !reply.is_closed() {
                 let _ = reply.send(f());
-            }))
-            .map_err(|_| HashingFailed)?;
-        answer.await.map_err(|_| HashingFailed)
+            }
+        });
+        self.jobs.try_send(job).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => HashingFailed::Busy,
+            mpsc::TrySendError::Disconnected(_) => HashingFailed::Failed,
+        })?;
+        answer.await.map_err(|_| HashingFailed::Failed)
     }
 }
 
@@ -86,6 +101,37 @@ mod tests {
         assert_eq!(pool.run(|| 6 * 7).await.unwrap(), 42);
         assert!(pool.run(|| -> i32 { panic!("boom") }).await.is_err());
         assert_eq!(pool.run(|| "still here").await.unwrap(), "still here");
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_and_abandoned_jobs_are_skipped() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::time::Duration;
+        let pool = Arc::new(HashingPool::new(1));
+        let (hold, held) = std::sync::mpsc::channel::<()>();
+        let ran = Arc::new(AtomicUsize::new(0));
+        // One job holds the thread; the queue fills behind it.
+        let p = pool.clone();
+        let blocker = tokio::spawn(async move { p.run(move || held.recv().ok()).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut waiting = Vec::new();
+        for _ in 0..QUEUE_PER_THREAD {
+            let (p, ran) = (pool.clone(), ran.clone());
+            waiting.push(tokio::spawn(async move {
+                p.run(move || ran.fetch_add(1, Ordering::SeqCst)).await
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(matches!(pool.run(|| ()).await, Err(HashingFailed::Busy)));
+        // Their requests go away before the thread gets to them.
+        for job in &waiting {
+            job.abort();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        hold.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+        assert_eq!(pool.run(|| 7).await.unwrap(), 7);
+        assert_eq!(ran.load(Ordering::SeqCst), 0);
     }
 
     #[cfg(target_os = "linux")]

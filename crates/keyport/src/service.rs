@@ -180,6 +180,12 @@ impl Keyport {
             master,
         }));
         keyport.sync_config_clients().await?;
+        let warm = keyport.clone();
+        tokio::spawn(async move {
+            let _ = warm
+                .password_work(crate::domain::signin::prepare_dummy_hash)
+                .await;
+        });
         Ok(keyport)
     }
 
@@ -443,10 +449,13 @@ impl Keyport {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Error> {
-        self.password_hashing
-            .run(f)
-            .await
-            .map_err(|_| Error::internal("password hashing failed"))
+        self.password_hashing.run(f).await.map_err(|e| match e {
+            crate::hashing::HashingFailed::Busy => Error::oauth(
+                keyport_proto::ErrorCode::TemporarilyUnavailable,
+                "too many sign-ins at once; retry shortly",
+            ),
+            crate::hashing::HashingFailed::Failed => Error::internal("password hashing failed"),
+        })
     }
 
     /// Hourly upkeep: forgets the sealed leeway replies (of rotations and

@@ -120,6 +120,26 @@ impl Keyport {
             .await
             .map_err(SignInError::into_oauth)?;
         let user = checked.user.clone();
+        // The workspace is settled before any code is spent: a request
+        // naming a workspace the user is not in changes nothing.
+        let memberships = store::directory::memberships_of(self.store.pool(), &user.id).await?;
+        let chosen = match request.workspace.as_deref() {
+            Some(slug) => choose_workspace(&memberships, Some(slug)).map(|choice| match choice {
+                WorkspaceChoice::Chosen(ws, role) => (Some(ws.clone()), role),
+                _ => (None, None),
+            }),
+            None => Ok(match memberships.first() {
+                Some((ws, role)) => (Some(ws.clone()), Role::parse(role)),
+                None => (None, None),
+            }),
+        };
+        let (workspace, role) = match chosen {
+            Ok(chosen) => chosen,
+            Err(e) => {
+                self.release_attempt(&request.username).await?;
+                return Err(e);
+            }
+        };
         let refused = match second_step(two_step::mode_of(&user), request.auth_code.as_deref()) {
             SecondStep::NotAsked => None,
             SecondStep::Missing(mode) => {
@@ -144,17 +164,6 @@ impl Keyport {
         self.finish_sign_in(&request.username, &user, "password_grant", caller)
             .await?;
 
-        let memberships = store::directory::memberships_of(self.store.pool(), &user.id).await?;
-        let (workspace, role) = match request.workspace.as_deref() {
-            Some(slug) => match choose_workspace(&memberships, Some(slug))? {
-                WorkspaceChoice::Chosen(ws, role) => (Some(ws.clone()), role),
-                _ => (None, None),
-            },
-            None => match memberships.first() {
-                Some((ws, role)) => (Some(ws.clone()), Role::parse(role)),
-                None => (None, None),
-            },
-        };
         let (scope, _) = self.catalogue.filter(&requested, role);
 
         let now = self.clock.now();

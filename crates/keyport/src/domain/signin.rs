@@ -146,6 +146,12 @@ fn verify_password(password: &str, phc: &str) -> bool {
     })
 }
 
+/// Makes the dummy hash ahead of the first unknown name (on a hashing
+/// thread, at start), so that answer takes no longer than any other.
+pub(crate) fn prepare_dummy_hash() {
+    let _ = dummy_hash();
+}
+
 /// Verified against when the email is unknown, so the answer takes as long
 /// as for a real account: a hash of a random password, made once.
 fn dummy_hash() -> String {
@@ -247,13 +253,14 @@ impl Keyport {
     }
 
     /// The code page: checks the code for a session waiting for one. Counts
-    /// toward the lockout like a password; on success the session is live.
+    /// toward the lockout like a password; on success the session is live
+    /// under a new cookie value, returned here.
     pub async fn verify_sign_in_code(
         &self,
         cookie: &SessionCookie,
         code: &str,
         caller: &Caller,
-    ) -> Result<User, SignInError> {
+    ) -> Result<BrowserSession, SignInError> {
         let Some((user, _)) = self.pending_sign_in(cookie).await? else {
             return Err(SignInError::Expired);
         };
@@ -268,20 +275,25 @@ impl Keyport {
         self.finish_sign_in(&user.email, &user, "two_step", caller)
             .await?;
         let now = self.clock.now();
-        let id_hash = cookie.hash();
+        let id = SessionCookie::new(crypto::random_token());
+        let (id_hash, new_hash) = (cookie.hash(), id.hash());
+        let expires_at = now + BROWSER_SESSION_SECS;
         let completed = self
             .store
             .write_one(move |c| {
                 Box::pin(async move {
-                    store::browser::complete_two_step(c, &id_hash, now, now + BROWSER_SESSION_SECS)
-                        .await
+                    store::browser::complete_two_step(c, &id_hash, &new_hash, now, expires_at).await
                 })
             })
             .await?;
         if !completed {
             return Err(SignInError::Expired);
         }
-        Ok(user)
+        Ok(BrowserSession {
+            id,
+            user,
+            auth_time: now,
+        })
     }
 
     /// Counts one sign-in attempt for `username` under the per-IP throttle
@@ -331,12 +343,7 @@ impl Keyport {
                     // this one is taken back, and asks again shortly. When
                     // they fail the name locks; when one succeeds there is
                     // room again.
-                    let name = username.to_string();
-                    self.store
-                        .write_one(move |c| {
-                            Box::pin(async move { store::lockout::release(c, &name).await })
-                        })
-                        .await?;
+                    self.release_attempt(username).await?;
                     if waited >= ROOM_WAIT {
                         self.audit_sign_in_failure(username, "locked", false, caller)
                             .await?;
@@ -379,14 +386,22 @@ impl Keyport {
         let username = normalise_username(email);
         let attempt = self.count_attempt(&username, caller).await?;
         let user = store::directory::user_by_email(self.store.pool(), &username).await?;
-        let phc = user
-            .as_ref()
-            .and_then(|u| u.password_hash.clone())
-            .unwrap_or_else(dummy_hash);
+        let phc = user.as_ref().and_then(|u| u.password_hash.clone());
         let password = password.clone();
-        let verified = self
-            .password_work(move || verify_password(password.expose(), &phc))
-            .await?;
+        let verified = match self
+            .password_work(move || {
+                let phc = phc.unwrap_or_else(dummy_hash);
+                verify_password(password.expose(), &phc)
+            })
+            .await
+        {
+            Ok(verified) => verified,
+            Err(e) => {
+                // Never checked (the hashing queue was full): not a failure.
+                self.release_attempt(&username).await?;
+                return Err(e.into());
+            }
+        };
         match user {
             Some(user) if verified && !user.disabled => Ok(PasswordChecked { user, attempt }),
             user => {
@@ -400,6 +415,16 @@ impl Keyport {
                 Err(SignInError::Invalid)
             }
         }
+    }
+
+    /// Takes back a counted attempt that turned out not to be one (nothing
+    /// was checked, or the request was refused for another reason).
+    pub(crate) async fn release_attempt(&self, email: &str) -> Result<()> {
+        let name = normalise_username(email);
+        self.store
+            .write_one(move |c| Box::pin(async move { store::lockout::release(c, &name).await }))
+            .await?;
+        Ok(())
     }
 
     /// The second step of a password sign-in was missing or wrong: counted

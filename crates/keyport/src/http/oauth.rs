@@ -123,8 +123,11 @@ pub async fn token(
             let response = kp
                 .refresh(&client, &token, params.get("scope"), &caller)
                 .await?;
-            if let Some(guid) = &response.guid {
-                kp.report_device(guid, &device_report(&params)).await?;
+            // Best effort: the refresh has happened whatever becomes of this.
+            if let Some(guid) = &response.guid
+                && let Err(e) = kp.report_device(guid, &device_report(&params)).await
+            {
+                tracing::warn!(error = %e, "the device's report was not stored");
             }
             response
         }

@@ -138,12 +138,12 @@ pub async fn verify_code(
     };
     let code = form.get("code").unwrap_or("");
     match kp.verify_sign_in_code(&cookie, code, &caller).await {
-        Ok(_) => {
+        Ok(session) => {
             let names = cookies(&kp);
             let mut response = Redirect::to(&next).into_response();
             response.headers_mut().append(
                 header::SET_COOKIE,
-                names.set(names.session, cookie.expose(), Some(12 * 3600)),
+                names.set(names.session, session.id.expose(), Some(12 * 3600)),
             );
             response
         }

@@ -46,20 +46,23 @@ pub async fn find_pending<'e>(
     find_in_state(db, id_hash, now, true).await
 }
 
-/// The second step is done: the session becomes a signed-in one from `now`.
+/// The second step is done: the session becomes a signed-in one from `now`,
+/// under a new id (`new_hash`), so the pending cookie is worth nothing after.
 pub async fn complete_two_step<'e>(
     db: impl Db<'e>,
     id_hash: &str,
+    new_hash: &str,
     now: i64,
     expires_at: i64,
 ) -> Result<bool> {
     let done = sqlx::query(
-        "UPDATE browser_sessions SET pending_two_step = 0, auth_time = $2, expires_at = $3 \
-         WHERE id_hash = $1 AND pending_two_step = 1 AND expires_at > $2",
+        "UPDATE browser_sessions SET pending_two_step = 0, auth_time = $2, expires_at = $3, \
+         id_hash = $4 WHERE id_hash = $1 AND pending_two_step = 1 AND expires_at > $2",
     )
     .bind(id_hash)
     .bind(now)
     .bind(expires_at)
+    .bind(new_hash)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)

@@ -270,6 +270,16 @@ async fn the_password_grant_with_an_authenticator_as_seed_003_spells_it() {
             keyport_testkit::json_of(response).await
         }
     };
+    // A workspace the user is not in is refused before any code is spent.
+    let (status, body) = password_grant(
+        &server,
+        &[("auth_code", &recovery[3]), ("workspace", "elsewhere")],
+    )
+    .await;
+    assert_eq!(
+        (status, &body["error"]),
+        (StatusCode::BAD_REQUEST, &json!("invalid_request"))
+    );
     let (status, body) = grant(recovery[3].to_uppercase()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (status, body) = grant(recovery[3].clone()).await;
