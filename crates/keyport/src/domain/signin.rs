@@ -64,6 +64,10 @@ fn decide_attempt(attempt: Attempt, now: i64, max: i64) -> AttemptDecision {
     }
 }
 
+/// How recent a sign-in must be to change how the account signs in
+/// (password, second steps): older sessions sign in again first.
+pub const RECENT_SIGN_IN_SECS: i64 = 15 * 60;
+
 /// How long a browser session lasts.
 const BROWSER_SESSION_SECS: i64 = 12 * 3600;
 
@@ -415,6 +419,12 @@ impl Keyport {
                 Err(SignInError::Invalid)
             }
         }
+    }
+
+    /// Whether a browser session signed in at `auth_time` may change the
+    /// account's sign-in settings without signing in again.
+    pub fn is_recent_sign_in(&self, auth_time: i64) -> bool {
+        self.clock.now() - auth_time <= RECENT_SIGN_IN_SECS
     }
 
     /// Takes back a counted attempt that turned out not to be one (nothing

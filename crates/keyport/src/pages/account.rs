@@ -185,13 +185,20 @@ async fn signed_in(kp: &Keyport, headers: &HeaderMap) -> Result<User, Response> 
 }
 
 /// A posted settings form (CSRF checked) and the signed-in user behind it.
+/// The sign-in must be recent: a session left open on a shared computer
+/// cannot turn off a second step or change the password without signing
+/// in (with that second step) again.
 async fn signed_in_form(
     kp: &Keyport,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(crate::http::params::Params, User), Response> {
     let form = checked_form(kp, headers, body).await?;
-    Ok((form, signed_in(kp, headers).await?))
+    match current_user(kp, headers).await {
+        Ok(Some((user, auth_time, _))) if kp.is_recent_sign_in(auth_time) => Ok((form, user)),
+        Ok(_) => Err(to_sign_in(SECURITY_PATH)),
+        Err(e) => Err(error_page(&e)),
+    }
 }
 
 async fn security_page(

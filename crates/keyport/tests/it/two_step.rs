@@ -808,6 +808,24 @@ async fn the_password_changes_on_the_security_page() {
             .any(|e| e == "account.password_changed:success"),
         "{events:?}"
     );
+
+    // A session signed in more than 15 minutes ago signs in again first.
+    server.clock.advance_secs(16 * 60);
+    let page = browser.get(&server.url("/account/security")).await;
+    let stale = browser
+        .submit(&page, "/account/security/email-codes", &[])
+        .await;
+    assert!(stale.contains("<h1>Sign in</h1>"), "{stale}");
+    let row = sqlx::query("SELECT email_codes FROM users WHERE email = $1")
+        .bind(EMAIL)
+        .fetch_one(server.kp.store().pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        sqlx::Row::get::<i64, _>(&row, "email_codes"),
+        0,
+        "nothing changed"
+    );
 }
 
 #[tokio::test]
