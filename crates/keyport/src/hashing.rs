@@ -105,32 +105,48 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_refuses_and_abandoned_jobs_are_skipped() {
+        use futures_util::FutureExt;
         use std::sync::atomic::{AtomicUsize, Ordering};
         use std::time::Duration;
         let pool = Arc::new(HashingPool::new(1));
+        // One job holds the only thread until told to go on.
+        let (started, has_started) = std::sync::mpsc::channel::<()>();
         let (hold, held) = std::sync::mpsc::channel::<()>();
-        let ran = Arc::new(AtomicUsize::new(0));
-        // One job holds the thread; the queue fills behind it.
         let p = pool.clone();
-        let blocker = tokio::spawn(async move { p.run(move || held.recv().ok()).await });
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let mut waiting = Vec::new();
+        let blocker = tokio::spawn(async move {
+            p.run(move || {
+                started.send(()).unwrap();
+                held.recv().ok()
+            })
+            .await
+        });
+        tokio::task::spawn_blocking(move || has_started.recv().unwrap())
+            .await
+            .unwrap();
+        // The queue fills with jobs whose requests are gone at once (each
+        // future is polled once, which queues the job, then dropped).
+        let ran = Arc::new(AtomicUsize::new(0));
         for _ in 0..QUEUE_PER_THREAD {
-            let (p, ran) = (pool.clone(), ran.clone());
-            waiting.push(tokio::spawn(async move {
-                p.run(move || ran.fetch_add(1, Ordering::SeqCst)).await
-            }));
+            let ran = ran.clone();
+            let job = pool.run(move || ran.fetch_add(1, Ordering::SeqCst));
+            assert!(job.now_or_never().is_none(), "queued, not answered");
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(matches!(pool.run(|| ()).await, Err(HashingFailed::Busy)));
-        // Their requests go away before the thread gets to them.
-        for job in &waiting {
-            job.abort();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(matches!(
+            pool.run(|| ()).now_or_never(),
+            Some(Err(HashingFailed::Busy))
+        ));
         hold.send(()).unwrap();
         blocker.await.unwrap().unwrap();
-        assert_eq!(pool.run(|| 7).await.unwrap(), 7);
+        // The thread works through the abandoned jobs without running them.
+        let mut answer = pool.run(|| 7).await;
+        for _ in 0..500 {
+            if !matches!(answer, Err(HashingFailed::Busy)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            answer = pool.run(|| 7).await;
+        }
+        assert_eq!(answer.unwrap(), 7);
         assert_eq!(ran.load(Ordering::SeqCst), 0);
     }
 

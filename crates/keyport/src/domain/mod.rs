@@ -12,6 +12,7 @@ pub mod code;
 pub mod device;
 pub mod discovery;
 pub mod keys;
+pub mod lockout;
 pub mod metadata;
 pub mod password;
 pub mod pkce;
