@@ -19,6 +19,7 @@ use keyport::config::{Config, Limits};
 use keyport::crypto::tokens::Secret;
 use keyport::domain::clients::ClientSpec;
 use keyport::domain::device::{Consent, StartRequest};
+use keyport::domain::password::DeviceReport;
 use keyport::domain::poll::PollRequest;
 use keyport::{Caller, Keyport};
 
@@ -136,7 +137,9 @@ async fn main() -> anyhow::Result<()> {
                 let (kp, client, caller) = (kp.clone(), client.clone(), caller.clone());
                 async move {
                     let presented = Secret::new(token);
-                    let response = kp.refresh(&client, &presented, None, &caller).await;
+                    let response = kp
+                        .refresh(&client, &presented, None, &DeviceReport::default(), &caller)
+                        .await;
                     response.map(|r| r.refresh_token.expect("rotation gives a successor"))
                 }
             })
@@ -185,12 +188,18 @@ async fn main() -> anyhow::Result<()> {
 
     // Reuse inside a token's lifetime is still caught.
     let first = Secret::new(tokens[0].clone());
-    let second = kp.refresh(&client, &first, None, &caller).await?;
+    let second = kp
+        .refresh(&client, &first, None, &DeviceReport::default(), &caller)
+        .await?;
     clock.advance_secs(86_400);
     kp.housekeeping().await?;
-    let replay = kp.refresh(&client, &first, None, &caller).await;
+    let replay = kp
+        .refresh(&client, &first, None, &DeviceReport::default(), &caller)
+        .await;
     let successor = Secret::new(second.refresh_token.expect("a successor"));
-    let after = kp.refresh(&client, &successor, None, &caller).await;
+    let after = kp
+        .refresh(&client, &successor, None, &DeviceReport::default(), &caller)
+        .await;
     anyhow::ensure!(
         replay.is_err() && after.is_err(),
         "a replay inside the token's lifetime was not caught"

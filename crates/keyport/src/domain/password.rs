@@ -32,6 +32,41 @@ pub struct DeviceReport {
     pub os_version: Option<String>,
 }
 
+impl DeviceReport {
+    /// What the device reported, cleaned ([`DeviceMetadata::cleaned`]),
+    /// as the device `guid`: the guid Keyport chose or recognised, never
+    /// the one in the request.
+    pub fn cleaned_for(&self, guid: &str) -> DeviceMetadata {
+        DeviceMetadata {
+            guid: Some(guid.to_string()),
+            dns_name: self.dns_name.clone(),
+            os_type: self.os_type.clone(),
+            os_version: self.os_version.clone(),
+            ..DeviceMetadata::default()
+        }
+        .cleaned()
+    }
+}
+
+/// The stored form of a device's cleaned report.
+fn device_row(reported: &DeviceMetadata) -> Device {
+    Device {
+        guid: reported.guid.clone().unwrap_or_default(),
+        dns_name: reported.dns_name.clone(),
+        os_type: reported.os_type.clone(),
+        os_version: reported.os_version.clone(),
+    }
+}
+
+/// A refresh's report for the session's device `guid`, when it reported
+/// anything: the row to update in the refresh's transaction.
+pub(crate) fn refreshed_device(guid: Option<&str>, report: &DeviceReport) -> Option<Device> {
+    let device = device_row(&report.cleaned_for(guid?));
+    let reported =
+        device.dns_name.is_some() || device.os_type.is_some() || device.os_version.is_some();
+    reported.then_some(device)
+}
+
 /// A password grant request, parsed at the edge.
 #[derive(Debug)]
 pub struct PasswordRequest {
@@ -175,20 +210,8 @@ impl Keyport {
             }
             _ => new_guid(),
         };
-        let reported = DeviceMetadata {
-            guid: Some(guid.clone()),
-            dns_name: request.device.dns_name.clone(),
-            os_type: request.device.os_type.clone(),
-            os_version: request.device.os_version.clone(),
-            ..DeviceMetadata::default()
-        }
-        .cleaned();
-        let device = Device {
-            guid: guid.clone(),
-            dns_name: reported.dns_name.clone(),
-            os_type: reported.os_type.clone(),
-            os_version: reported.os_version.clone(),
-        };
+        let reported = request.device.cleaned_for(&guid);
+        let device = device_row(&reported);
         let session = Session {
             id: crypto::random_id(),
             user_id: Some(user.id.clone()),
@@ -245,34 +268,6 @@ impl Keyport {
             .await?;
         Ok(minted.response)
     }
-
-    /// A refresh reported the device's name, OS or version: the device the
-    /// session was registered for is updated (never one the request names).
-    pub async fn report_device(&self, guid: &str, report: &DeviceReport) -> Result<()> {
-        let cleaned = DeviceMetadata {
-            dns_name: report.dns_name.clone(),
-            os_type: report.os_type.clone(),
-            os_version: report.os_version.clone(),
-            ..DeviceMetadata::default()
-        }
-        .cleaned();
-        if cleaned == DeviceMetadata::default() {
-            return Ok(());
-        }
-        let device = Device {
-            guid: guid.to_string(),
-            dns_name: cleaned.dns_name,
-            os_type: cleaned.os_type,
-            os_version: cleaned.os_version,
-        };
-        let now = self.clock.now();
-        self.store
-            .write_one(move |c| {
-                Box::pin(async move { store::two_step::update_device(c, &device, now).await })
-            })
-            .await?;
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -317,6 +312,20 @@ mod tests {
         for (mode, code, expected) in cases {
             assert_eq!(second_step(mode, code), expected, "{mode:?} {code:?}");
         }
+    }
+
+    #[test]
+    fn a_refresh_updates_the_sessions_device_only_with_something_reported() {
+        let report = DeviceReport {
+            guid: Some("a guid the request made up".into()),
+            os_version: Some(" 5.1.0\u{202e} ".into()),
+            ..DeviceReport::default()
+        };
+        let device = refreshed_device(Some("session-guid"), &report).unwrap();
+        assert_eq!(device.guid, "session-guid");
+        assert_eq!(device.os_version.as_deref(), Some("5.1.0\u{fffd}"));
+        assert_eq!(refreshed_device(None, &report), None);
+        assert_eq!(refreshed_device(Some("g"), &DeviceReport::default()), None);
     }
 
     #[test]

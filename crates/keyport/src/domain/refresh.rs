@@ -6,6 +6,7 @@
 
 use super::audit::Audit;
 use super::clients::Client;
+use super::password::{DeviceReport, refreshed_device};
 use super::scopes::{Role, Scopes};
 use super::tokens::{Grant, open_reply, seal_reply};
 use super::{Error, ErrorCode, Result};
@@ -28,11 +29,15 @@ impl Keyport {
     /// replaying a rotated token revokes the session, except for a retry of
     /// the session's latest rotation within the leeway, which gets the same
     /// pair back.
+    ///
+    /// A session registered for a device (the password grant's `guid`)
+    /// also takes what the device `reports` about itself now.
     pub async fn refresh(
         &self,
         client: &Client,
         presented: &Secret,
         scope: Option<&str>,
+        reports: &DeviceReport,
         caller: &Caller,
     ) -> Result<TokenResponse> {
         client.require(GrantType::RefreshToken)?;
@@ -70,6 +75,7 @@ impl Keyport {
             },
         )?;
         let (response, opaque) = (minted.response, minted.opaque);
+        let device = refreshed_device(response.guid.as_deref(), reports);
         let leeway = self.config.tokens.refresh_leeway;
         // With no leeway there is nothing to hand back, so nothing is kept.
         let sealed = (leeway > 0).then(|| seal_reply(presented, LEEWAY, &hash, &response));
@@ -107,6 +113,9 @@ impl Keyport {
                         .await?;
                         if let Some(record) = &opaque {
                             store::sessions::insert_opaque(&mut *c, record).await?;
+                        }
+                        if let Some(device) = &device {
+                            store::two_step::update_device(&mut *c, device, now).await?;
                         }
                         Audit::new("token.refresh", "success")
                             .actor(email.as_deref())

@@ -120,16 +120,9 @@ pub async fn token(
         }
         GrantType::RefreshToken => {
             let token = params.secret("refresh_token")?;
-            let response = kp
-                .refresh(&client, &token, params.get("scope"), &caller)
-                .await?;
-            // Best effort: the refresh has happened whatever becomes of this.
-            if let Some(guid) = &response.guid
-                && let Err(e) = kp.report_device(guid, &device_report(&params)).await
-            {
-                tracing::warn!(error = %e, "the device's report was not stored");
-            }
-            response
+            let device = device_report(&params);
+            kp.refresh(&client, &token, params.get("scope"), &device, &caller)
+                .await?
         }
         GrantType::Password => {
             let request = PasswordRequest {
