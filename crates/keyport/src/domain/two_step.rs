@@ -295,6 +295,40 @@ impl Keyport {
         }
     }
 
+    /// One change to how `user` signs in, made by `change` (given the
+    /// user id) and audited as `event` in the same transaction.
+    async fn change_sign_in<F>(
+        &self,
+        user: &User,
+        event: &'static str,
+        detail: Option<serde_json::Value>,
+        caller: &Caller,
+        change: F,
+    ) -> Result<()>
+    where
+        F: for<'c> FnOnce(&'c mut store::Conn, String) -> store::BoxFuture<'c, store::Result<()>>
+            + Send
+            + 'static,
+    {
+        let now = self.clock.now();
+        let (user_id, email, caller) = (user.id.clone(), user.email.clone(), caller.clone());
+        self.store
+            .write(move |c| {
+                Box::pin(async move {
+                    change(&mut *c, user_id).await?;
+                    let audit = Audit::new(event, "success").actor(Some(&email));
+                    match detail {
+                        Some(detail) => audit.detail(detail),
+                        None => audit,
+                    }
+                    .record(c, now * 1000, &caller)
+                    .await
+                })
+            })
+            .await?;
+        Ok(())
+    }
+
     /// Turns the authenticator on when `code` matches the enrolment's
     /// secret; returns the ten new recovery codes to show once.
     pub async fn confirm_totp(
@@ -304,64 +338,39 @@ impl Keyport {
         code: &str,
         caller: &Caller,
     ) -> Result<Option<Vec<String>>> {
-        let now = self.clock.now();
-        let Some(step) = enrolment.secret.verify(code, now, None) else {
+        let Some(step) = enrolment.secret.verify(code, self.clock.now(), None) else {
             return Ok(None);
         };
         let sealed = self
             .master
             .seal(enrolment.secret.expose(), &Self::totp_aad(&user.id));
         let (codes, hashes) = self.make_recovery_codes(&user.id);
-        let (user_id, email, caller) = (user.id.clone(), user.email.clone(), caller.clone());
-        self.store
-            .write(move |c| {
-                Box::pin(async move {
-                    store::two_step::set_totp(&mut *c, &user_id, &sealed, step).await?;
-                    store::two_step::replace_recovery_codes(c, &user_id, &hashes).await?;
-                    Audit::new("account.totp_enabled", "success")
-                        .actor(Some(&email))
-                        .record(c, now * 1000, &caller)
-                        .await
-                })
+        self.change_sign_in(user, "account.totp_enabled", None, caller, move |c, id| {
+            Box::pin(async move {
+                store::two_step::set_totp(&mut *c, &id, &sealed, step).await?;
+                store::two_step::replace_recovery_codes(c, &id, &hashes).await
             })
-            .await?;
+        })
+        .await?;
         Ok(Some(codes))
     }
 
     /// Turns the authenticator off and forgets the recovery codes.
     pub async fn turn_off_totp(&self, user: &User, caller: &Caller) -> Result<()> {
-        let now = self.clock.now();
-        let (user_id, email, caller) = (user.id.clone(), user.email.clone(), caller.clone());
-        self.store
-            .write(move |c| {
-                Box::pin(async move {
-                    reset_totp(&mut *c, &user_id).await?;
-                    Audit::new("account.totp_disabled", "success")
-                        .actor(Some(&email))
-                        .record(c, now * 1000, &caller)
-                        .await
-                })
-            })
-            .await?;
-        Ok(())
+        self.change_sign_in(user, "account.totp_disabled", None, caller, |c, id| {
+            Box::pin(async move { reset_totp(c, &id).await.map(|_| ()) })
+        })
+        .await
     }
 
     /// Ten new recovery codes in place of the old ones, to show once.
     pub async fn new_recovery_codes(&self, user: &User, caller: &Caller) -> Result<Vec<String>> {
-        let now = self.clock.now();
         let (codes, hashes) = self.make_recovery_codes(&user.id);
-        let (user_id, email, caller) = (user.id.clone(), user.email.clone(), caller.clone());
-        self.store
-            .write(move |c| {
-                Box::pin(async move {
-                    store::two_step::replace_recovery_codes(c, &user_id, &hashes).await?;
-                    Audit::new("account.recovery_codes_replaced", "success")
-                        .actor(Some(&email))
-                        .record(c, now * 1000, &caller)
-                        .await
-                })
-            })
-            .await?;
+        let event = "account.recovery_codes_replaced";
+        self.change_sign_in(user, event, None, caller, move |c, id| {
+            Box::pin(async move { store::two_step::replace_recovery_codes(c, &id, &hashes).await })
+        })
+        .await?;
         Ok(codes)
     }
 
@@ -377,25 +386,14 @@ impl Keyport {
 
     /// Turns email codes on or off for `user`.
     pub async fn set_email_codes(&self, user: &User, on: bool, caller: &Caller) -> Result<()> {
-        let now = self.clock.now();
-        let (user_id, email, caller) = (user.id.clone(), user.email.clone(), caller.clone());
-        self.store
-            .write(move |c| {
-                Box::pin(async move {
-                    store::two_step::set_email_codes(&mut *c, &user_id, on).await?;
-                    let event = if on {
-                        "account.email_codes_enabled"
-                    } else {
-                        "account.email_codes_disabled"
-                    };
-                    Audit::new(event, "success")
-                        .actor(Some(&email))
-                        .record(c, now * 1000, &caller)
-                        .await
-                })
-            })
-            .await?;
-        Ok(())
+        let event = match on {
+            true => "account.email_codes_enabled",
+            false => "account.email_codes_disabled",
+        };
+        self.change_sign_in(user, event, None, caller, move |c, id| {
+            Box::pin(async move { store::two_step::set_email_codes(c, &id, on).await })
+        })
+        .await
     }
 
     /// Turns text-message codes on (to `phone`) or off (`None`).
@@ -412,22 +410,13 @@ impl Keyport {
                 "a phone number is + and 8 to 15 digits",
             ));
         }
-        let now = self.clock.now();
         let phone = phone.map(str::to_string);
-        let (user_id, email, caller) = (user.id.clone(), user.email.clone(), caller.clone());
-        self.store
-            .write(move |c| {
-                Box::pin(async move {
-                    store::two_step::set_phone(&mut *c, &user_id, phone.as_deref()).await?;
-                    Audit::new("account.sms_codes_changed", "success")
-                        .actor(Some(&email))
-                        .detail(serde_json::json!({ "on": phone.is_some() }))
-                        .record(c, now * 1000, &caller)
-                        .await
-                })
-            })
-            .await?;
-        Ok(())
+        let detail = serde_json::json!({ "on": phone.is_some() });
+        let event = "account.sms_codes_changed";
+        self.change_sign_in(user, event, Some(detail), caller, move |c, id| {
+            Box::pin(async move { store::two_step::set_phone(c, &id, phone.as_deref()).await })
+        })
+        .await
     }
 
     /// Recovery codes `user` has left.

@@ -75,10 +75,7 @@ pub async fn replace_recovery_codes(
     user_id: &str,
     hashes: &[String],
 ) -> Result<()> {
-    sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
-        .bind(user_id)
-        .execute(&mut *c)
-        .await?;
+    delete_recovery_codes(&mut *c, user_id).await?;
     for hash in hashes {
         sqlx::query("INSERT INTO recovery_codes (user_id, code_hash) VALUES ($1, $2)")
             .bind(user_id)
