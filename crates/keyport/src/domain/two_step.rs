@@ -41,19 +41,6 @@ impl TwoStepMode {
             TwoStepMode::Sms => "sms",
         }
     }
-
-    /// What the code page tells the person to look at.
-    pub fn prompt(self) -> &'static str {
-        match self {
-            TwoStepMode::Authenticator => {
-                "Enter the 6-digit code from your authenticator app, or a recovery code."
-            }
-            TwoStepMode::Email => {
-                "We emailed you a 6-digit code. Enter it here, or a recovery code."
-            }
-            TwoStepMode::Sms => "We texted you a 6-digit code. Enter it here, or a recovery code.",
-        }
-    }
 }
 
 /// The second step `user` has turned on; with several, the authenticator.

@@ -63,6 +63,17 @@ struct RecoveryCodesPage<'a> {
     codes: Vec<String>,
 }
 
+/// What the code page tells the person to look at.
+pub(super) fn prompt(mode: TwoStepMode) -> &'static str {
+    match mode {
+        TwoStepMode::Authenticator => {
+            "Enter the 6-digit code from your authenticator app, or a recovery code."
+        }
+        TwoStepMode::Email => "We emailed you a 6-digit code. Enter it here, or a recovery code.",
+        TwoStepMode::Sms => "We texted you a 6-digit code. Enter it here, or a recovery code.",
+    }
+}
+
 /// Where to go after the code: a local path, else the security page.
 fn next_of(next: Option<&str>) -> String {
     next.filter(|n| super::is_local_path(n))
@@ -86,7 +97,7 @@ fn code_page(
     error: Option<String>,
 ) -> Response {
     let html = CodePage {
-        prompt: mode.prompt(),
+        prompt: prompt(mode),
         csrf: &csrf.token,
         next,
         error,

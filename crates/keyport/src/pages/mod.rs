@@ -199,7 +199,7 @@ pub fn error_page(e: &Error) -> Response {
         Error::TwoStep { mode, .. } => message(
             StatusCode::UNAUTHORIZED,
             "Two-step verification",
-            vec![mode.prompt().to_string()],
+            vec![account::prompt(*mode).to_string()],
         ),
         Error::Throttled { retry_after } => with_retry_after(
             message(
