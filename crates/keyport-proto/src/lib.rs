@@ -144,12 +144,18 @@ pub enum ErrorCode {
     /// RFC 7591 §3.2.2.
     InvalidRedirectUri,
     InvalidClientMetadata,
+    /// RFC 6750 §3.1: the token lacks the scope or role the request needs (403).
+    InsufficientScope,
+    /// The resource does not exist, or the caller may not know it does (404).
+    NotFound,
 }
 
 impl ErrorCode {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::InsufficientScope => "insufficient_scope",
+            ErrorCode::NotFound => "not_found",
             ErrorCode::InvalidClient => "invalid_client",
             ErrorCode::InvalidGrant => "invalid_grant",
             ErrorCode::UnauthorizedClient => "unauthorized_client",

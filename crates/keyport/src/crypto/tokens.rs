@@ -146,6 +146,24 @@ pub fn new_opaque_access_token(prefix: &str) -> Secret {
     Secret(with_checksum(prefix))
 }
 
+/// An API key (`kp_pat_…`), shown once, checksummed like a refresh token.
+pub fn new_api_key() -> Secret {
+    Secret(with_checksum(API_KEY_PREFIX))
+}
+
+/// The prefix of every API key.
+pub const API_KEY_PREFIX: &str = "kp_pat_";
+
+/// True when the token has an API key's shape and checksum.
+pub fn is_api_key(token: &str) -> bool {
+    token.starts_with(API_KEY_PREFIX) && checksum_ok(token)
+}
+
+/// The token of an invitation link: 256 random bits, kept as a hash.
+pub fn new_invitation_token() -> Secret {
+    Secret(super::random_token())
+}
+
 /// A confidential client's secret, shown once.
 pub fn new_client_secret() -> Secret {
     Secret(with_checksum("kp_cs_"))

@@ -10,7 +10,7 @@ use super::scopes::Scopes;
 use super::tokens::AccessClaims;
 use super::{Error, ErrorCode, Result};
 use crate::crypto::hash_secret;
-use crate::crypto::tokens::{Secret, is_opaque_token, is_well_formed_refresh_token};
+use crate::crypto::tokens::{Secret, is_api_key, is_opaque_token, is_well_formed_refresh_token};
 use crate::service::{Caller, Keyport};
 use crate::store;
 use keyport_proto::{Introspection, Userinfo};
@@ -137,6 +137,20 @@ impl Keyport {
 
     /// OIDC userinfo for a user's access token, with workspace and role.
     pub async fn userinfo(&self, token: &str) -> Result<Userinfo> {
+        if is_api_key(token) {
+            // A key is its owner's own credential: it answers with their
+            // address and name, and the scopes their role allows now.
+            let p = self.bearer(token).await?;
+            return Ok(Userinfo {
+                sub: p.user_id,
+                email: Some(p.email),
+                email_verified: Some(false),
+                name: p.name,
+                workspace: p.workspace_slug,
+                role: p.role.map(|r| r.to_string()),
+                scope: Some(p.scope.to_scope_string()),
+            });
+        }
         let (claims, user) = self.check_access_token(token).await?;
         let Some((email, name)) = user else {
             return Err(Error::oauth(
@@ -166,6 +180,27 @@ impl Keyport {
     /// client's refresh token, answers `{"active": false}` and nothing more.
     pub async fn introspect(&self, client: &Client, token: &Secret) -> Result<Introspection> {
         let inactive = Introspection::default();
+        if is_api_key(token.expose()) {
+            // Resource servers check API keys here: any authenticated
+            // confidential client learns what a live key may do now.
+            return match self.bearer(token.expose()).await {
+                Ok(p) => Ok(Introspection {
+                    active: true,
+                    scope: Some(p.scope.to_scope_string()),
+                    username: Some(p.email),
+                    token_type: Some("api_key".into()),
+                    exp: p.expires_at,
+                    iat: Some(p.issued_at),
+                    sub: Some(p.user_id),
+                    iss: Some(self.config.issuer.clone()),
+                    workspace: p.workspace_slug,
+                    role: p.role.map(|r| r.to_string()),
+                    ..inactive
+                }),
+                Err(Error::OAuth { .. }) => Ok(inactive),
+                Err(e) => Err(e),
+            };
+        }
         if is_well_formed_refresh_token(token.expose(), &client.refresh_token_prefix) {
             let Some(found) =
                 store::sessions::refresh_by_hash(self.store.pool(), &token.hash()).await?

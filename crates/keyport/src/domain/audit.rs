@@ -12,6 +12,8 @@ pub struct Audit<'a> {
     pub actor: Option<&'a str>,
     pub client_id: Option<&'a str>,
     pub session_id: Option<&'a str>,
+    pub workspace_id: Option<&'a str>,
+    pub target: Option<&'a str>,
     pub detail: Option<serde_json::Value>,
 }
 
@@ -23,6 +25,8 @@ impl<'a> Audit<'a> {
             actor: None,
             client_id: None,
             session_id: None,
+            workspace_id: None,
+            target: None,
             detail: None,
         }
     }
@@ -42,6 +46,18 @@ impl<'a> Audit<'a> {
         self
     }
 
+    /// The workspace the event concerns.
+    pub fn workspace(mut self, workspace_id: &'a str) -> Self {
+        self.workspace_id = Some(workspace_id);
+        self
+    }
+
+    /// What the event acted on: a member's email, a session or a key id.
+    pub fn target(mut self, target: &'a str) -> Self {
+        self.target = Some(target);
+        self
+    }
+
     pub fn detail(mut self, detail: serde_json::Value) -> Self {
         self.detail = Some(detail);
         self
@@ -58,6 +74,8 @@ impl<'a> Audit<'a> {
             actor: self.actor.map(str::to_string),
             client_id: self.client_id.map(str::to_string),
             session_id: self.session_id.map(str::to_string),
+            workspace_id: self.workspace_id.map(str::to_string),
+            target: self.target.map(str::to_string),
             ip: caller.ip_string(),
             detail: self.detail,
         }
@@ -72,6 +90,8 @@ impl<'a> Audit<'a> {
             actor = event.actor.as_deref(),
             client_id = event.client_id.as_deref(),
             session_id = event.session_id.as_deref(),
+            workspace_id = event.workspace_id.as_deref(),
+            target = event.target.as_deref(),
             ip = event.ip.as_deref(),
         );
         store::audit::insert(conn, &event).await

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod api_keys;
 pub mod audit;
 pub mod authorize;
 pub mod cimd;
@@ -26,6 +27,7 @@ pub mod signin;
 pub mod tokens;
 pub mod totp;
 pub mod two_step;
+pub mod workspaces;
 
 use std::borrow::Cow;
 

@@ -153,6 +153,22 @@ impl Catalogue {
         self.0.iter().map(|d| d.name.clone()).collect()
     }
 
+    /// The scopes that need a workspace role, with that role and their
+    /// description: what an API key may carry.
+    pub fn workspace_scopes(&self) -> Vec<(String, Role, String)> {
+        self.0
+            .iter()
+            .filter_map(|d| {
+                let role = d.min_role?;
+                Some((
+                    d.name.clone(),
+                    role,
+                    d.description.clone().unwrap_or_default(),
+                ))
+            })
+            .collect()
+    }
+
     pub fn describe(&self, scope: &str) -> Option<&str> {
         self.0
             .iter()

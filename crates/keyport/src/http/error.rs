@@ -1,6 +1,7 @@
 //! The only place that knows status codes: maps domain errors to RFC 6749
 //! §5.2 JSON responses. 400 by default, 401 for `invalid_client` (with
-//! `WWW-Authenticate`) and `invalid_token`, 403 for `account_locked`, 413 for
+//! `WWW-Authenticate`) and `invalid_token`, 403 for `account_locked` and
+//! `insufficient_scope`, 404 for `not_found`, 413 for
 //! oversized bodies, 429 with `Retry-After` for throttling, 503 when the
 //! database is unreachable, 500 for the server's own faults.
 
@@ -129,7 +130,10 @@ impl IntoResponse for ApiError {
                 let status = match code {
                     ErrorCode::InvalidClient | ErrorCode::InvalidToken => StatusCode::UNAUTHORIZED,
                     ErrorCode::MissingTotp | ErrorCode::InvalidTotp => StatusCode::UNAUTHORIZED,
-                    ErrorCode::AccountLocked => StatusCode::FORBIDDEN,
+                    ErrorCode::AccountLocked | ErrorCode::InsufficientScope => {
+                        StatusCode::FORBIDDEN
+                    }
+                    ErrorCode::NotFound => StatusCode::NOT_FOUND,
                     ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
                     ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
                     ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -140,6 +144,9 @@ impl IntoResponse for ApiError {
                     ErrorCode::InvalidClient => Some("Basic realm=\"keyport\""),
                     ErrorCode::InvalidToken => {
                         Some("Bearer realm=\"keyport\", error=\"invalid_token\"")
+                    }
+                    ErrorCode::InsufficientScope => {
+                        Some("Bearer realm=\"keyport\", error=\"insufficient_scope\"")
                     }
                     _ => None,
                 };

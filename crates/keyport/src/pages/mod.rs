@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
 use crate::crypto::{self, constant_time_eq};
-use crate::domain::Error;
+use crate::domain::{Error, ErrorCode};
 use crate::http::params::{Params, read_form};
 use crate::service::Keyport;
 
@@ -191,6 +191,22 @@ pub fn page(
 /// back, and a storage failure asks the user to retry.
 pub fn error_page(e: &Error) -> Response {
     match e {
+        Error::OAuth {
+            code: ErrorCode::InsufficientScope,
+            description,
+        } => message(
+            StatusCode::FORBIDDEN,
+            "Not allowed",
+            vec![description.to_string()],
+        ),
+        Error::OAuth {
+            code: ErrorCode::NotFound,
+            description,
+        } => message(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            vec![description.to_string()],
+        ),
         Error::OAuth { description, .. } => message(
             StatusCode::BAD_REQUEST,
             "Nothing changed",

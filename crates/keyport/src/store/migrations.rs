@@ -9,7 +9,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use super::Engine;
 
 pub(super) fn migrator(engine: Engine) -> Migrator {
-    let files: [(i64, &str, &str); 7] = match engine {
+    let files: [(i64, &str, &str); 8] = match engine {
         Engine::Sqlite => [
             (
                 1,
@@ -45,6 +45,11 @@ pub(super) fn migrator(engine: Engine) -> Migrator {
                 7,
                 "two-step verification",
                 include_str!("../../migrations/sqlite/0007_two_step.sql"),
+            ),
+            (
+                8,
+                "workspaces, API keys and invitations",
+                include_str!("../../migrations/sqlite/0008_workspaces.sql"),
             ),
         ],
         Engine::Postgres => [
@@ -82,6 +87,11 @@ pub(super) fn migrator(engine: Engine) -> Migrator {
                 7,
                 "two-step verification",
                 include_str!("../../migrations/postgres/0007_two_step.sql"),
+            ),
+            (
+                8,
+                "workspaces, API keys and invitations",
+                include_str!("../../migrations/postgres/0008_workspaces.sql"),
             ),
         ],
     };

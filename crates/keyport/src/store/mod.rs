@@ -10,6 +10,7 @@
 //! requests, each job isolated in a savepoint); on PostgreSQL each job is its
 //! own transaction on the pool. Reads go straight to the pool.
 
+pub mod api_keys;
 pub mod audit;
 pub mod browser;
 pub mod clients;
@@ -19,6 +20,7 @@ pub mod directory;
 pub mod keys;
 pub mod limits;
 pub mod lockout;
+pub mod members;
 pub mod retention;
 pub mod sessions;
 pub mod settings;

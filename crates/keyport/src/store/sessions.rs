@@ -349,3 +349,52 @@ pub async fn opaque_claims<'e>(db: impl Db<'e>, token_hash: &str) -> Result<Opti
         .await?;
     Ok(row.map(|r| r.try_get("claims")).transpose()?)
 }
+
+/// A live session as the dashboard lists it: with its user's email.
+#[derive(Debug, Clone)]
+pub struct ListedSession {
+    pub session: Session,
+    pub email: Option<String>,
+}
+
+/// Whose live sessions to list: one user's, or a workspace's.
+#[derive(Debug, Clone, Copy)]
+pub enum Owner<'a> {
+    User(&'a str),
+    Workspace(&'a str),
+}
+
+/// Live sessions, newest first, `limit` after the cursor `(created_at, id)`.
+pub async fn page<'e>(
+    db: impl Db<'e>,
+    owner: Owner<'_>,
+    after: Option<(i64, &str)>,
+    limit: i64,
+) -> Result<Vec<ListedSession>> {
+    let (column, value) = match owner {
+        Owner::User(id) => ("s.user_id", id),
+        Owner::Workspace(id) => ("s.workspace_id", id),
+    };
+    let (at, id) = after.unwrap_or((i64::MAX, ""));
+    let sql = format!(
+        "SELECT {COLUMNS}, u.email FROM sessions s LEFT JOIN users u ON u.id = s.user_id \
+         WHERE {column} = $1 AND s.revoked_at IS NULL AND s.user_id IS NOT NULL \
+         AND (s.created_at < $2 OR (s.created_at = $2 AND s.id < $3)) \
+         ORDER BY s.created_at DESC, s.id DESC LIMIT $4"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(value)
+        .bind(at)
+        .bind(id)
+        .bind(limit)
+        .fetch_all(db)
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(ListedSession {
+                session: session(row)?,
+                email: opt_text(row, "email")?,
+            })
+        })
+        .collect()
+}
