@@ -8,6 +8,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod authorize;
 pub mod cimd;
+pub mod client_admin;
 pub mod clients;
 pub mod code;
 pub mod device;

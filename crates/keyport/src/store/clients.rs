@@ -115,3 +115,13 @@ pub async fn rotate_secret<'e>(
     .await?;
     Ok(done.rows_affected() == 1)
 }
+
+/// Stored clients by id, `limit` after the id `after`.
+pub async fn page<'e>(db: impl Db<'e>, after: Option<&str>, limit: i64) -> Result<Vec<Client>> {
+    let rows = sqlx::query("SELECT * FROM clients WHERE id > $1 ORDER BY id LIMIT $2")
+        .bind(after.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(db)
+        .await?;
+    rows.iter().map(client).collect()
+}

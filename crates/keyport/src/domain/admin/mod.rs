@@ -7,7 +7,6 @@
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::crypto::tokens::new_client_secret;
 use crate::crypto::{self};
 use crate::domain::audit::Audit;
 use crate::domain::clients::{Client, ClientSpec};
@@ -34,6 +33,10 @@ impl From<store::Error> for AdminError {
 
 impl From<crate::domain::Error> for AdminError {
     fn from(e: crate::domain::Error) -> Self {
+        // The operator reads the sentence, not the RFC's error code.
+        if let crate::domain::Error::OAuth { description, .. } = e {
+            return AdminError(description.into_owned());
+        }
         AdminError(e.to_string())
     }
 }
@@ -66,24 +69,7 @@ pub(crate) async fn audit(kp: &Keyport, event: &'static str, detail: Value) -> R
 /// `keyport client add`: the client's settings, checked by
 /// [`ClientSpec::build`], and a secret printed once for a confidential one.
 pub async fn add_client(kp: &Keyport, new: ClientSpec) -> Result<Value> {
-    let id = new.id.clone();
-    let mut client = new.build("admin").map_err(AdminError)?;
-    let secret = client.confidential.then(new_client_secret);
-    client.secret_hash = secret.as_ref().map(|s| s.hash());
-    let now = kp.clock.now();
-    let saved = client.clone();
-    kp.store
-        .write(move |c| Box::pin(async move { store::clients::save(c, &saved, now, false).await }))
-        .await
-        .map_err(|e| {
-            if e.is_unique_violation() {
-                AdminError(format!("a client with id {id} exists already"))
-            } else {
-                e.into()
-            }
-        })?;
-    kp.forget_client(&client.id);
-    audit(kp, "admin.client_add", json!({ "client_id": client.id })).await?;
+    let (client, secret) = kp.save_new_client(new, "admin", &admin_caller()).await?;
     let mut out = client_json(&client);
     if let Some(secret) = secret {
         out["client_secret"] = Value::String(secret.expose().to_string());
@@ -94,42 +80,10 @@ pub async fn add_client(kp: &Keyport, new: ClientSpec) -> Result<Value> {
 /// `keyport client secret rotate`: a new secret, printed once; the old one
 /// keeps working for `grace` seconds so deployments can switch over.
 pub async fn rotate_client_secret(kp: &Keyport, id: &str, grace: i64) -> Result<Value> {
-    let client = kp
-        .client(id)
-        .await?
-        .ok_or_else(|| AdminError(format!("no client {id}")))?;
-    if !client.confidential {
-        return Err(AdminError(format!(
-            "{id} is a public client: it has no secret"
-        )));
-    }
-    if client.source == "config" {
-        return Err(AdminError(format!(
-            "{id} is declared in the configuration file: change its secret there"
-        )));
-    }
-    if grace < 0 {
-        return Err(AdminError("the grace period cannot be negative".into()));
-    }
-    let secret = new_client_secret();
-    let until = kp.clock.now() + grace;
-    let (owned_id, hash) = (id.to_string(), secret.hash());
-    let rotated = kp
-        .store
-        .write(move |c| {
-            Box::pin(async move { store::clients::rotate_secret(c, &owned_id, &hash, until).await })
-        })
+    let secret = kp
+        .rotate_secret(id, grace, "admin", &admin_caller())
         .await?;
-    if !rotated {
-        return Err(AdminError(format!("{id} has no secret to rotate")));
-    }
-    kp.forget_client(id);
-    audit(
-        kp,
-        "admin.client_secret_rotate",
-        json!({ "client_id": id, "grace_seconds": grace }),
-    )
-    .await?;
+    let until = kp.clock.now() + grace;
     Ok(json!({
         "client_id": id,
         "client_secret": secret.expose(),
