@@ -109,6 +109,7 @@ pub fn router(kp: Keyport, draining: Draining) -> Router {
             "/account/security/sms-codes",
             post(pages::account::sms_codes),
         )
+        .merge(dashboard_routes())
         .route("/device", get(pages::device::verification_page))
         .route("/device/sign-in", post(pages::device::sign_in))
         .route("/device/decision", post(pages::device::decision))
@@ -137,6 +138,48 @@ pub fn router(kp: Keyport, draining: Draining) -> Router {
                 "internal error",
             )
         }))
+}
+
+/// The dashboard's pages and forms, and the invitation links they hand out.
+fn dashboard_routes() -> Router<Keyport> {
+    use pages::dashboard::{api_keys, audit, clients, members, sessions};
+    Router::new()
+        .route("/dashboard", get(pages::dashboard::home))
+        .route("/dashboard/sessions", get(sessions::mine))
+        .route("/dashboard/sessions/{id}/revoke", post(sessions::revoke))
+        .route(
+            "/dashboard/api-keys",
+            get(api_keys::list).post(api_keys::create),
+        )
+        .route("/dashboard/api-keys/{id}/revoke", post(api_keys::revoke))
+        .route("/dashboard/workspaces/{slug}/members", get(members::list))
+        .route(
+            "/dashboard/workspaces/{slug}/invitations",
+            post(members::invite),
+        )
+        .route(
+            "/dashboard/workspaces/{slug}/members/{action}",
+            post(members::manage),
+        )
+        .route("/dashboard/workspaces/{slug}/leave", post(members::leave))
+        .route(
+            "/dashboard/workspaces/{slug}/sessions",
+            get(sessions::workspace),
+        )
+        .route("/dashboard/workspaces/{slug}/audit", get(audit::list))
+        .route(
+            "/dashboard/workspaces/{slug}/audit/export",
+            get(audit::export),
+        )
+        .route("/dashboard/clients", get(clients::list).post(clients::add))
+        .route(
+            "/dashboard/clients/{id}/rotate-secret",
+            post(clients::rotate_secret),
+        )
+        .route(
+            "/invitations/{token}",
+            get(members::invitation).post(members::accept),
+        )
 }
 
 /// `GET /metrics` alone, for the main listener or one of its own.

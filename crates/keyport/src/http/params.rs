@@ -188,6 +188,12 @@ impl Params {
         self.values.get(key).map(String::as_str)
     }
 
+    /// Every parameter, for forms whose field names carry data (one
+    /// checkbox per scope).
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.values.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     pub fn require(&self, key: &'static str) -> Result<&str, ApiError> {
         self.get(key)
             .ok_or_else(|| ApiError::bad_request(format!("missing parameter {key}")))

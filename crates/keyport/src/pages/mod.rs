@@ -4,6 +4,7 @@
 
 pub mod account;
 pub mod authorize;
+pub mod dashboard;
 pub mod device;
 pub mod setup;
 

@@ -1,0 +1,405 @@
+//! `/dashboard/workspaces/{slug}/members` (admins): members and roles,
+//! "Invite" (a link shown once and mailed, bound to one address), "Change
+//! role", "Remove", "Make owner" and "Leave workspace"; and
+//! `/invitations/{token}`, where the invited person accepts ("Accept"),
+//! making an account first when they have none.
+
+use askama::Template;
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Redirect, Response};
+
+use super::{Nav, bad_form, csrf, query_of, refused, signed_in, signed_in_form, when};
+use crate::crypto::tokens::Password;
+use crate::domain::scopes::Role;
+use crate::domain::workspaces::{MemberAction, NewLink};
+use crate::domain::{Error, ErrorCode, User};
+use crate::pages::device::{current_user, url_encode};
+use crate::pages::{checked_form, page};
+use crate::service::{Caller, Keyport};
+
+pub struct MemberRow {
+    pub name: String,
+    pub email: String,
+    pub role: String,
+    pub joined: String,
+    pub me: bool,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/members.html")]
+struct MembersPage<'a> {
+    nav: &'a Nav,
+    csrf: &'a str,
+    slug: &'a str,
+    workspace: &'a str,
+    my_role: Role,
+    owner: bool,
+    roles: Vec<&'static str>,
+    members: Vec<MemberRow>,
+    next: Option<String>,
+    /// (email, role, invited by, expires)
+    pending: Vec<(String, String, String, String)>,
+    invitation_link: Option<&'a str>,
+    invited: &'a str,
+    mailed: bool,
+    notice: Option<&'a str>,
+    error: Option<String>,
+}
+
+/// What a members page shows besides the list.
+#[derive(Default)]
+struct Outcome<'a> {
+    link: Option<(&'a NewLink, &'a str)>,
+    notice: Option<&'a str>,
+    error: Option<String>,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn render(
+    kp: &Keyport,
+    headers: &HeaderMap,
+    user: &User,
+    nav: &Nav,
+    slug: &str,
+    after: Option<&str>,
+    status: StatusCode,
+    outcome: Outcome<'_>,
+) -> Response {
+    let (ws, my_role, members) = match kp.members(user, slug, after, None).await {
+        Ok(found) => found,
+        Err(e) => return refused(&e),
+    };
+    let pending = match kp.pending_invitations(&ws).await {
+        Ok(pending) => pending,
+        Err(e) => return refused(&e),
+    };
+    let csrf = csrf(kp, headers);
+    let roles = [Role::Viewer, Role::Member, Role::Admin, Role::Owner]
+        .into_iter()
+        .filter(|r| *r <= my_role)
+        .map(Role::as_str)
+        .collect();
+    let html = MembersPage {
+        nav,
+        csrf: &csrf.token,
+        slug: &ws.slug,
+        workspace: &ws.name,
+        my_role,
+        owner: my_role == Role::Owner,
+        roles,
+        members: members
+            .items
+            .into_iter()
+            .map(|m| MemberRow {
+                me: m.user_id == user.id,
+                name: m.name.unwrap_or_default(),
+                email: m.email,
+                role: m.role.to_string(),
+                joined: when(m.joined_at),
+            })
+            .collect(),
+        next: members.next,
+        pending: pending
+            .into_iter()
+            .map(|i| {
+                (
+                    i.email,
+                    i.role.to_string(),
+                    i.invited_by,
+                    when(i.expires_at),
+                )
+            })
+            .collect(),
+        invitation_link: outcome.link.map(|(l, _)| l.url.as_str()),
+        invited: outcome.link.map(|(_, email)| email).unwrap_or(""),
+        mailed: outcome.link.is_some_and(|(l, _)| l.mailed),
+        notice: outcome.notice,
+        error: outcome.error,
+    };
+    page(status, html.render(), Some(&csrf))
+}
+
+/// `GET /dashboard/workspaces/{slug}/members`.
+pub async fn list(
+    State(kp): State<Keyport>,
+    headers: HeaderMap,
+    uri: Uri,
+    Path(slug): Path<String>,
+) -> Response {
+    let (user, nav) = match signed_in(&kp, &headers, &uri).await {
+        Ok(both) => both,
+        Err(response) => return response,
+    };
+    let query = query_of(&uri);
+    let after = query.get("after");
+    render(
+        &kp,
+        &headers,
+        &user,
+        &nav,
+        &slug,
+        after,
+        StatusCode::OK,
+        Outcome::default(),
+    )
+    .await
+}
+
+/// A refusal the page can explain beside the list; anything else is its own page.
+fn explained(e: Error) -> Result<String, Response> {
+    match e {
+        Error::OAuth { code, description } if !matches!(code, ErrorCode::NotFound) => {
+            Ok(format!("Nothing changed: {description}."))
+        }
+        e => Err(refused(&e)),
+    }
+}
+
+/// `POST /dashboard/workspaces/{slug}/invitations`.
+pub async fn invite(
+    State(kp): State<Keyport>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    uri: Uri,
+    Path(slug): Path<String>,
+    body: Body,
+) -> Response {
+    let (form, user, nav) = match signed_in_form(&kp, &headers, &uri, body).await {
+        Ok(all) => all,
+        Err(response) => return response,
+    };
+    let Some(role) = form.get("role").and_then(Role::parse) else {
+        return bad_form("Choose a role from the list.");
+    };
+    let email = form.get("email").unwrap_or("").trim().to_lowercase();
+    match kp.invite(&user, &slug, &email, role, &caller).await {
+        Ok(link) => {
+            let outcome = Outcome {
+                link: Some((&link, &email)),
+                ..Outcome::default()
+            };
+            render(
+                &kp,
+                &headers,
+                &user,
+                &nav,
+                &slug,
+                None,
+                StatusCode::OK,
+                outcome,
+            )
+            .await
+        }
+        Err(e) => match explained(e) {
+            Ok(error) => {
+                let outcome = Outcome {
+                    error: Some(error),
+                    ..Outcome::default()
+                };
+                let status = StatusCode::BAD_REQUEST;
+                render(&kp, &headers, &user, &nav, &slug, None, status, outcome).await
+            }
+            Err(page) => page,
+        },
+    }
+}
+
+/// `POST /dashboard/workspaces/{slug}/members/{role|remove|transfer}` and
+/// `POST /dashboard/workspaces/{slug}/leave`.
+pub async fn manage(
+    State(kp): State<Keyport>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    uri: Uri,
+    Path((slug, what)): Path<(String, String)>,
+    body: Body,
+) -> Response {
+    let (form, user, nav) = match signed_in_form(&kp, &headers, &uri, body).await {
+        Ok(all) => all,
+        Err(response) => return response,
+    };
+    let (action, target, notice) = match what.as_str() {
+        "role" => match form.get("role").and_then(Role::parse) {
+            Some(role) => (
+                MemberAction::ChangeRole(role),
+                form.get("email"),
+                "The role is changed.",
+            ),
+            None => return bad_form("Choose a role from the list."),
+        },
+        "remove" => (
+            MemberAction::Remove,
+            form.get("email"),
+            "The member is removed.",
+        ),
+        "transfer" => (
+            MemberAction::TransferOwnership,
+            form.get("email"),
+            "Ownership is handed over; you are now an admin.",
+        ),
+        "leave" => (MemberAction::Leave, Some(user.email.as_str()), ""),
+        _ => return bad_form("No such action."),
+    };
+    let Some(target) = target.map(str::to_string) else {
+        return bad_form("Choose a member.");
+    };
+    match kp
+        .manage_member(&user, &slug, &target, action, &caller)
+        .await
+    {
+        Ok(()) if action == MemberAction::Leave => {
+            Redirect::to("/dashboard/sessions").into_response()
+        }
+        Ok(()) => {
+            let outcome = Outcome {
+                notice: Some(notice),
+                ..Outcome::default()
+            };
+            let still_admin = kp.workspace_as(&user, &slug, Role::Admin).await.is_ok();
+            if !still_admin {
+                return Redirect::to("/dashboard/sessions").into_response();
+            }
+            render(
+                &kp,
+                &headers,
+                &user,
+                &nav,
+                &slug,
+                None,
+                StatusCode::OK,
+                outcome,
+            )
+            .await
+        }
+        Err(e) => match explained(e) {
+            Ok(error) => {
+                let outcome = Outcome {
+                    error: Some(error),
+                    ..Outcome::default()
+                };
+                let status = StatusCode::FORBIDDEN;
+                render(&kp, &headers, &user, &nav, &slug, None, status, outcome).await
+            }
+            Err(page) => page,
+        },
+    }
+}
+
+/// `POST /dashboard/workspaces/{slug}/leave`.
+pub async fn leave(
+    kp: State<Keyport>,
+    caller: Extension<Caller>,
+    headers: HeaderMap,
+    uri: Uri,
+    Path(slug): Path<String>,
+    body: Body,
+) -> Response {
+    manage(kp, caller, headers, uri, Path((slug, "leave".into())), body).await
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/invitation.html")]
+struct InvitationPage<'a> {
+    csrf: &'a str,
+    token: &'a str,
+    workspace: &'a str,
+    email: &'a str,
+    role: Role,
+    invited_by: &'a str,
+    new_account: bool,
+    signed_in_as: Option<&'a str>,
+    error: Option<String>,
+}
+
+/// `GET /invitations/{token}`.
+pub async fn invitation(
+    State(kp): State<Keyport>,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+) -> Response {
+    invitation_page(&kp, &headers, &token, StatusCode::OK, None).await
+}
+
+async fn invitation_page(
+    kp: &Keyport,
+    headers: &HeaderMap,
+    token: &str,
+    status: StatusCode,
+    error: Option<String>,
+) -> Response {
+    let view = match kp.invitation(token).await {
+        Ok(Some(view)) => view,
+        Ok(None) => {
+            return refused(&crate::domain::workspaces::not_found(
+                "this invitation has expired or was already used",
+            ));
+        }
+        Err(e) => return refused(&e),
+    };
+    let signed_in = match current_user(kp, headers).await {
+        Ok(found) => found.map(|(user, _, _)| user),
+        Err(e) => return refused(&e),
+    };
+    let i = &view.invitation;
+    if signed_in.is_none() && view.account_exists {
+        let next = format!("/invitations/{token}");
+        return Redirect::to(&format!("/signin?next={}", url_encode(&next))).into_response();
+    }
+    let other = signed_in
+        .as_ref()
+        .filter(|u| u.email != i.email)
+        .map(|u| u.email.as_str());
+    let csrf = csrf(kp, headers);
+    let html = InvitationPage {
+        csrf: &csrf.token,
+        token,
+        workspace: &i.workspace.name,
+        email: &i.email,
+        role: i.role,
+        invited_by: &i.invited_by,
+        new_account: signed_in.is_none(),
+        signed_in_as: other,
+        error,
+    };
+    page(status, html.render(), Some(&csrf))
+}
+
+/// `POST /invitations/{token}`: "Accept".
+pub async fn accept(
+    State(kp): State<Keyport>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+    body: Body,
+) -> Response {
+    let form = match checked_form(&kp, &headers, body).await {
+        Ok(form) => form,
+        Err(page) => return page,
+    };
+    let signed_in = match current_user(&kp, &headers).await {
+        Ok(found) => found.map(|(user, _, _)| user),
+        Err(e) => return refused(&e),
+    };
+    let joined = match &signed_in {
+        Some(user) => kp.accept_invitation(user, &token, &caller).await,
+        None => {
+            let password = Password::new(form.get("password").unwrap_or("").to_string());
+            kp.accept_invitation_new_account(&token, form.get("name"), &password, &caller)
+                .await
+        }
+    };
+    match joined {
+        Ok(_) if signed_in.is_some() => Redirect::to("/dashboard/sessions").into_response(),
+        // A new account signs in the usual way (and with its second step
+        // once it has one).
+        Ok(_) => Redirect::to("/signin?next=%2Fdashboard%2Fsessions").into_response(),
+        Err(Error::OAuth { code, description }) if code == ErrorCode::InvalidRequest => {
+            let error = Some(format!("{description}."));
+            invitation_page(&kp, &headers, &token, StatusCode::BAD_REQUEST, error).await
+        }
+        Err(e) => refused(&e),
+    }
+}
