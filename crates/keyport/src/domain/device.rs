@@ -302,6 +302,7 @@ impl Keyport {
                 let (granted, refused) = self.catalogue.filter(&requested, role);
                 let granted_text = granted.to_scope_string();
                 let workspace = chosen.map(|(ws, _)| ws.slug.clone());
+                let workspace_id = chosen.map(|(ws, _)| ws.id.clone());
                 let role_text = role.map(|r| r.as_str().to_string());
                 let scope_for_audit = granted_text.clone();
                 let approved = self
@@ -319,14 +320,16 @@ impl Keyport {
                             };
                             let approved = store::device::approve(&mut *c, &id, approval).await?;
                             if approved {
-                                Audit::new("device.approve", "success")
+                                let mut audit = Audit::new("device.approve", "success")
                                     .actor(Some(&email))
                                     .client(&client_id)
                                     .detail(serde_json::json!({
                                         "workspace": workspace, "role": role_text, "scope": scope_for_audit
-                                    }))
-                                    .record(c, now * 1000, &caller)
-                                    .await?;
+                                    }));
+                                if let Some(ws) = &workspace_id {
+                                    audit = audit.workspace(ws);
+                                }
+                                audit.record(c, now * 1000, &caller).await?;
                             }
                             Ok(approved)
                         })

@@ -499,7 +499,7 @@ impl Keyport {
                             // at their next refresh.
                             let ended = store::members::end_sessions_in(
                                 &mut *c,
-                                &ws.id,
+                                &ws.slug,
                                 &target.user_id,
                                 now,
                             )
@@ -551,7 +551,7 @@ impl Keyport {
     ) -> Result<(Workspace, Page<ListedSession>)> {
         let (ws, _) = self.workspace_as(user, slug, Role::Admin).await?;
         let page = self
-            .session_page(Owner::Workspace(&ws.id), after, limit)
+            .session_page(Owner::Workspace(&ws.slug), after, limit)
             .await?;
         Ok((ws, page))
     }
@@ -583,17 +583,23 @@ impl Keyport {
             .filter(|s| s.revoked_at.is_none())
             .ok_or_else(|| not_found("no such session"))?;
         let own = session.user_id.as_deref() == Some(user.id.as_str());
+        // Sessions name their workspace by slug.
+        let ws = match session.workspace_id.as_deref() {
+            Some(slug) => store::directory::workspace_by_slug(self.store.pool(), slug).await?,
+            None => None,
+        };
         if !own {
-            let Some(ws_id) = session.workspace_id.as_deref() else {
+            let Some(ws) = &ws else {
                 return Err(not_found("no such session"));
             };
-            let role = store::members::find(self.store.pool(), ws_id, &user.id)
+            let role = store::members::find(self.store.pool(), &ws.id, &user.id)
                 .await?
                 .map(|m| m.role);
             if role < Some(Role::Admin) {
                 return Err(not_found("no such session"));
             }
         }
+        let ws_id = ws.map(|ws| ws.id);
         let now = self.clock.now();
         let (sid, email, caller) = (session.id.clone(), user.email.clone(), caller.clone());
         let reason = if own { "user" } else { "workspace_admin" };
@@ -606,7 +612,7 @@ impl Keyport {
                             .client(&session.client_id)
                             .session(&sid)
                             .target(&sid);
-                        if let Some(ws) = &session.workspace_id {
+                        if let Some(ws) = &ws_id {
                             audit = audit.workspace(ws);
                         }
                         audit.record(c, now * 1000, &caller).await?;

@@ -13,6 +13,7 @@ mod browser_two_step;
 mod code_flow;
 mod connections;
 mod crash;
+mod dashboard;
 mod device_errors;
 mod device_flow;
 mod instances;

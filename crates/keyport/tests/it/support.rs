@@ -416,6 +416,23 @@ impl TestServer {
         self.login_keeping_code().await.1
     }
 
+    /// A full device login whose device calls itself `label`.
+    pub async fn login_with_label(&self, label: &str) -> Value {
+        let start = self
+            .start_device(&[("resource", AUDIENCE), ("cli_label", label)])
+            .await;
+        let done = self
+            .approve(
+                start["verification_uri_complete"].as_str().unwrap(),
+                "approve",
+            )
+            .await;
+        assert!(done.contains("Device approved"), "{done}");
+        let (status, tokens) = self.poll(start["device_code"].as_str().unwrap()).await;
+        assert_eq!(status, StatusCode::OK, "{tokens}");
+        tokens
+    }
+
     /// A full device login that also hands back its device code.
     pub async fn login_keeping_code(&self) -> (String, Value) {
         let start = self.start_device(&[("resource", AUDIENCE)]).await;
