@@ -9,6 +9,7 @@ mod bad_input;
 mod binary;
 mod browser;
 mod browser_code;
+mod browser_dashboard;
 mod browser_two_step;
 mod code_flow;
 mod connections;
