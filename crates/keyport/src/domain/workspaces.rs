@@ -497,9 +497,10 @@ impl Keyport {
                             store::members::remove(&mut *c, &ws.id, &target.user_id).await?;
                             // Their CLI sessions in this workspace end now, not
                             // at their next refresh.
+                            // Sessions name their workspace by slug.
                             let ended = store::members::end_sessions_in(
                                 &mut *c,
-                                &ws.id,
+                                &ws.slug,
                                 &target.user_id,
                                 now,
                             )
@@ -551,7 +552,7 @@ impl Keyport {
     ) -> Result<(Workspace, Page<ListedSession>)> {
         let (ws, _) = self.workspace_as(user, slug, Role::Admin).await?;
         let page = self
-            .session_page(Owner::Workspace(&ws.id), after, limit)
+            .session_page(Owner::Workspace(&ws.slug), after, limit)
             .await?;
         Ok((ws, page))
     }
@@ -583,17 +584,23 @@ impl Keyport {
             .filter(|s| s.revoked_at.is_none())
             .ok_or_else(|| not_found("no such session"))?;
         let own = session.user_id.as_deref() == Some(user.id.as_str());
+        // A session names its workspace by slug; the audit trail by id.
+        let workspace = match session.workspace_id.as_deref() {
+            Some(slug) => store::directory::workspace_by_slug(self.store.pool(), slug).await?,
+            None => None,
+        };
         if !own {
-            let Some(ws_id) = session.workspace_id.as_deref() else {
+            let Some(ws) = &workspace else {
                 return Err(not_found("no such session"));
             };
-            let role = store::members::find(self.store.pool(), ws_id, &user.id)
+            let role = store::members::find(self.store.pool(), &ws.id, &user.id)
                 .await?
                 .map(|m| m.role);
             if role < Some(Role::Admin) {
                 return Err(not_found("no such session"));
             }
         }
+        let workspace_id = workspace.map(|ws| ws.id);
         let now = self.clock.now();
         let (sid, email, caller) = (session.id.clone(), user.email.clone(), caller.clone());
         let reason = if own { "user" } else { "workspace_admin" };
@@ -606,7 +613,7 @@ impl Keyport {
                             .client(&session.client_id)
                             .session(&sid)
                             .target(&sid);
-                        if let Some(ws) = &session.workspace_id {
+                        if let Some(ws) = &workspace_id {
                             audit = audit.workspace(ws);
                         }
                         audit.record(c, now * 1000, &caller).await?;

@@ -99,10 +99,11 @@ pub async fn remove<'e>(db: impl Db<'e>, workspace_id: &str, user_id: &str) -> R
     Ok(done.rows_affected() == 1)
 }
 
-/// Ends a user's live sessions in one workspace (they left or were removed).
+/// Ends a user's live sessions in one workspace, named by slug as sessions
+/// name it (they left or were removed).
 pub async fn end_sessions_in<'e>(
     db: impl Db<'e>,
-    workspace_id: &str,
+    workspace_slug: &str,
     user_id: &str,
     now: i64,
 ) -> Result<u64> {
@@ -110,7 +111,7 @@ pub async fn end_sessions_in<'e>(
         "UPDATE sessions SET revoked_at = $3, revoked_reason = 'membership' \
          WHERE workspace_id = $1 AND user_id = $2 AND revoked_at IS NULL",
     )
-    .bind(workspace_id)
+    .bind(workspace_slug)
     .bind(user_id)
     .bind(now)
     .execute(db)

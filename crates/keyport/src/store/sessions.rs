@@ -357,7 +357,8 @@ pub struct ListedSession {
     pub email: Option<String>,
 }
 
-/// Whose live sessions to list: one user's, or a workspace's.
+/// Whose live sessions to list: one user's (by id), or a workspace's (by
+/// slug: a session's `workspace_id` column holds the slug).
 #[derive(Debug, Clone, Copy)]
 pub enum Owner<'a> {
     User(&'a str),
