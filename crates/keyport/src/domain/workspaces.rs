@@ -12,7 +12,9 @@ use crate::crypto::{self, hash_secret};
 use crate::service::{Caller, Keyport};
 use crate::store::directory::NewUser;
 use crate::store::members::{Invitation, Member, NewInvitation};
-use crate::store::sessions::{ListedSession, Owner};
+/// A live session as the lists show it, with its user's email.
+pub use crate::store::sessions::ListedSession;
+use crate::store::sessions::Owner;
 use crate::store::{self, audit::AuditEvent, audit::Filter};
 
 /// How long an invitation link works.

@@ -139,29 +139,29 @@ pub async fn openapi_json() -> Response {
 
 /// A refusal on its way out: an RFC 6749 error from the domain, a bad
 /// request from parsing, or the bare `Bearer` challenge.
-pub struct Refused(Response);
+pub struct Refused(Box<Response>);
 
 impl IntoResponse for Refused {
     fn into_response(self) -> Response {
-        self.0
+        *self.0
     }
 }
 
 impl From<ApiError> for Refused {
     fn from(e: ApiError) -> Self {
-        Refused(e.into_response())
+        Refused(Box::new(e.into_response()))
     }
 }
 
 impl From<Error> for Refused {
     fn from(e: Error) -> Self {
-        Refused(ApiError(e).into_response())
+        Refused(Box::new(ApiError(e).into_response()))
     }
 }
 
 impl From<Rejection> for Refused {
     fn from(e: Rejection) -> Self {
-        Refused(e.into_response())
+        Refused(Box::new(e.into_response()))
     }
 }
 
@@ -185,7 +185,7 @@ pub async fn authorize(kp: &Keyport, headers: &HeaderMap, scope: &str) -> Result
 /// endpoints that refuse every token.
 pub async fn authenticate(kp: &Keyport, headers: &HeaderMap) -> Result<Authed, Refused> {
     let Some(token) = bearer_token(headers) else {
-        return Err(Refused(bearer_required()));
+        return Err(Refused(Box::new(bearer_required())));
     };
     let principal = kp.bearer(token).await?;
     let user = kp.user_of(&principal).await?;
@@ -199,9 +199,24 @@ pub fn json_reply(status: StatusCode, value: impl Serialize) -> Response {
     response
 }
 
+/// The query parameters that are numbers: present, they must hold one.
+const NUMBERS: &[&str] = &["limit", "from", "to"];
+
 /// The URL query, parsed as strictly as a form (repeats and NUL refused).
+/// An empty value counts as absent (RFC 6749 §3.1), except for a number:
+/// `limit=` is a malformed number, not the default.
 pub fn query(uri: &Uri) -> Result<Params, Refused> {
-    Ok(parse_query(uri.query().unwrap_or(""))?)
+    let raw = uri.query().unwrap_or("");
+    for pair in raw.split('&') {
+        if let Some(name) = pair
+            .strip_suffix('=')
+            .or((!pair.contains('=')).then_some(pair))
+            && NUMBERS.contains(&name)
+        {
+            return Err(ApiError::bad_request(format!("{name} must be a number")).into());
+        }
+    }
+    Ok(parse_query(raw)?)
 }
 
 /// `limit` (1 to 500, default 50) and `cursor` of a list request.

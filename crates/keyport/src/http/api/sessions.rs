@@ -9,9 +9,9 @@ use axum::response::IntoResponse;
 use super::json::{ErrorBody, SessionPage, SessionView};
 use super::{Reply, authorize, json_reply, page_ask, query};
 use crate::domain::scopes::Role;
+use crate::domain::workspaces::ListedSession;
 use crate::domain::workspaces::Page;
 use crate::service::{Caller, Keyport};
-use crate::store::sessions::ListedSession;
 
 fn session_page(page: Page<ListedSession>) -> SessionPage {
     SessionPage {
