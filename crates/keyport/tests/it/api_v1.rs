@@ -255,6 +255,54 @@ async fn api_v1_guards_workspace_and_role() {
         .map(|s| s["user"].as_str().unwrap())
         .collect();
     assert!(users.contains(&BOB) && users.contains(&EMAIL), "{users:?}");
+
+    // The owner revokes bob's session; the viewer cannot revoke the owner's.
+    let sessions = body["items"].as_array().unwrap();
+    let id_of = |email: &str| {
+        sessions.iter().find(|s| s["user"] == email).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (bobs, alices) = (id_of(BOB), id_of(EMAIL));
+    let (status, body) = call(
+        &server,
+        Method::DELETE,
+        &format!("/api/v1/sessions/{alices}"),
+        Some(&viewer),
+        None,
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "a viewer lacks workspace:write: {body}"
+    );
+    let (status, body) = call(
+        &server,
+        Method::DELETE,
+        &format!("/api/v1/sessions/{bobs}"),
+        Some(&owner),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (status, _) = get(&server, "/api/v1/sessions", &viewer).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "bob's token ended with his session"
+    );
+    // The revocation is in acme's audit trail, with its actor.
+    let (status, body) = get(
+        &server,
+        "/api/v1/workspaces/acme/audit?event=session.revoke",
+        &owner,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["items"][0]["actor"], EMAIL);
+    assert_eq!(body["items"][0]["target"], bobs.as_str());
 }
 
 #[tokio::test]
@@ -329,6 +377,8 @@ fn urlencode(text: &str) -> String {
 async fn api_v1_revokes_a_session_and_its_refresh_fails() {
     let server = start().await;
     let first = login_as(&server, EMAIL, PASSWORD).await;
+    // A second later, so the lists' newest-first order tells them apart.
+    server.clock.advance_secs(1);
     let second = login_as(&server, EMAIL, PASSWORD).await;
     let token = access(&second);
     let (status, body) = get(&server, "/api/v1/sessions?limit=1", &token).await;
