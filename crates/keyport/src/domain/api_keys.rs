@@ -66,6 +66,19 @@ impl Principal {
         }
     }
 
+    /// Refuses unless the token acts as an owner of its workspace: clients
+    /// serve the whole server, so a token bound to a workspace where its
+    /// user is less than owner does not manage them, whatever the user is
+    /// elsewhere. A server admin's token manages them as `keyport client`
+    /// does.
+    pub fn acts_as_owner(&self, user: &User) -> Result<()> {
+        if user.is_admin || self.role == Some(Role::Owner) {
+            Ok(())
+        } else {
+            Err(forbidden("only workspace owners manage clients"))
+        }
+    }
+
     /// Refuses unless the token carries `scope` (and the role still allows it).
     pub fn needs(&self, scope: &str) -> Result<()> {
         if self.scope.contains(scope) {
@@ -246,6 +259,16 @@ impl Keyport {
             return Err(super::workspaces::not_found("no such API key"));
         }
         Ok(())
+    }
+
+    /// The account a checked bearer token speaks for, read again: the
+    /// domain's operations take a `User`, and an account disabled or
+    /// deleted since the token was checked makes the token invalid.
+    pub async fn user_of(&self, principal: &Principal) -> Result<User> {
+        store::directory::user_by_id(self.store.pool(), &principal.user_id)
+            .await?
+            .filter(|u| !u.disabled)
+            .ok_or_else(invalid_token)
     }
 
     /// Who a bearer token (an access token or an API key) speaks for, with

@@ -12,7 +12,9 @@ use crate::crypto::{self, hash_secret};
 use crate::service::{Caller, Keyport};
 use crate::store::directory::NewUser;
 use crate::store::members::{Invitation, Member, NewInvitation};
-use crate::store::sessions::{ListedSession, Owner};
+/// A live session as the lists show it, with its user's email.
+pub use crate::store::sessions::ListedSession;
+use crate::store::sessions::Owner;
 use crate::store::{self, audit::AuditEvent, audit::Filter};
 
 /// How long an invitation link works.
@@ -497,6 +499,7 @@ impl Keyport {
                             store::members::remove(&mut *c, &ws.id, &target.user_id).await?;
                             // Their CLI sessions in this workspace end now, not
                             // at their next refresh.
+                            // Sessions name their workspace by slug.
                             let ended = store::members::end_sessions_in(
                                 &mut *c,
                                 &ws.slug,
@@ -583,13 +586,13 @@ impl Keyport {
             .filter(|s| s.revoked_at.is_none())
             .ok_or_else(|| not_found("no such session"))?;
         let own = session.user_id.as_deref() == Some(user.id.as_str());
-        // Sessions name their workspace by slug.
-        let ws = match session.workspace_id.as_deref() {
+        // A session names its workspace by slug; the audit trail by id.
+        let workspace = match session.workspace_id.as_deref() {
             Some(slug) => store::directory::workspace_by_slug(self.store.pool(), slug).await?,
             None => None,
         };
         if !own {
-            let Some(ws) = &ws else {
+            let Some(ws) = &workspace else {
                 return Err(not_found("no such session"));
             };
             let role = store::members::find(self.store.pool(), &ws.id, &user.id)
@@ -599,7 +602,7 @@ impl Keyport {
                 return Err(not_found("no such session"));
             }
         }
-        let ws_id = ws.map(|ws| ws.id);
+        let workspace_id = workspace.map(|ws| ws.id);
         let now = self.clock.now();
         let (sid, email, caller) = (session.id.clone(), user.email.clone(), caller.clone());
         let reason = if own { "user" } else { "workspace_admin" };
@@ -612,7 +615,7 @@ impl Keyport {
                             .client(&session.client_id)
                             .session(&sid)
                             .target(&sid);
-                        if let Some(ws) = &ws_id {
+                        if let Some(ws) = &workspace_id {
                             audit = audit.workspace(ws);
                         }
                         audit.record(c, now * 1000, &caller).await?;

@@ -3,6 +3,7 @@
 //! security headers, panic guard) and, in [`serve`], the serve loop with
 //! connection caps, native TLS ([`tls`]) and graceful shutdown.
 
+pub mod api;
 pub mod error;
 pub mod metrics;
 pub mod oauth;
@@ -116,6 +117,7 @@ pub fn router(kp: Keyport, draining: Draining) -> Router {
         .route("/device/sign-out", post(pages::device::sign_out))
         .route("/setup", get(pages::setup::form).post(pages::setup::create))
         .route("/assets/keyport.css", get(pages::stylesheet))
+        .nest("/api/v1", api::router())
         .fallback(not_found)
         .layer(middleware::from_fn(metrics::count_responses))
         .layer(middleware::from_fn_with_state(kp.clone(), https_only))

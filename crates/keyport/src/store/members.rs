@@ -99,8 +99,8 @@ pub async fn remove<'e>(db: impl Db<'e>, workspace_id: &str, user_id: &str) -> R
     Ok(done.rows_affected() == 1)
 }
 
-/// Ends a user's live sessions in one workspace (they left or were
-/// removed). Sessions name their workspace by slug.
+/// Ends a user's live sessions in one workspace, named by slug as sessions
+/// name it (they left or were removed).
 pub async fn end_sessions_in<'e>(
     db: impl Db<'e>,
     workspace_slug: &str,

@@ -358,7 +358,7 @@ pub struct ListedSession {
 }
 
 /// Whose live sessions to list: one user's (by id), or a workspace's (by
-/// slug, as sessions name their workspace).
+/// slug: a session's `workspace_id` column holds the slug).
 #[derive(Debug, Clone, Copy)]
 pub enum Owner<'a> {
     User(&'a str),

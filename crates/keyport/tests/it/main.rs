@@ -4,6 +4,7 @@
 mod support;
 
 mod agents;
+mod api_v1;
 mod backup;
 mod bad_input;
 mod binary;
