@@ -165,17 +165,11 @@ impl Server {
     /// Signs in as alice through the hosted page's forms and approves, as a
     /// user who opened `verification_uri_complete` would.
     pub async fn approve(&self, verification_uri_complete: &str) {
-        self.approve_as(verification_uri_complete, EMAIL, PASSWORD)
-            .await;
-    }
-
-    /// Signs in as `email` on the hosted page's forms and approves.
-    pub async fn approve_as(&self, verification_uri_complete: &str, email: &str, password: &str) {
         let done = decide_device(
             &self.issuer,
             verification_uri_complete,
-            email,
-            password,
+            EMAIL,
+            PASSWORD,
             "approve",
         )
         .await;
@@ -271,17 +265,6 @@ impl Kp {
     /// `kp login --no-browser` as a user runs it: waits for the URL on
     /// stderr, approves it on the server's page, and waits for kp to exit.
     pub async fn login(&self, server: &Server, label: &str) -> Output {
-        self.login_as(server, label, EMAIL, PASSWORD).await
-    }
-
-    /// [`Kp::login`], approved on the page by the account `email`.
-    pub async fn login_as(
-        &self,
-        server: &Server,
-        label: &str,
-        email: &str,
-        password: &str,
-    ) -> Output {
         let mut child = self
             .command(&[
                 "login",
@@ -332,7 +315,7 @@ impl Kp {
             rest
         });
 
-        server.approve_as(&url, email, password).await;
+        server.approve(&url).await;
 
         let mut output = tokio::time::timeout(KP_TIMEOUT, child.wait_with_output())
             .await

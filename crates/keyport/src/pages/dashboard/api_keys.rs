@@ -43,6 +43,7 @@ struct KeysPage<'a> {
     next: Option<String>,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn render(
     kp: &Keyport,
     headers: &HeaderMap,

@@ -167,12 +167,10 @@ async fn answer_refusal(
     e: Error,
 ) -> Response {
     match e {
-        Error::OAuth { code, description }
-            if matches!(
-                code,
-                ErrorCode::InvalidRequest | ErrorCode::InvalidClientMetadata
-            ) =>
-        {
+        Error::OAuth {
+            code: ErrorCode::InvalidRequest | ErrorCode::InvalidClientMetadata,
+            description,
+        } => {
             let shown = Shown {
                 secret: None,
                 notice: None,

@@ -24,6 +24,8 @@ pub struct MemberRow {
     pub name: String,
     pub email: String,
     pub role: String,
+    /// Each role offered and whether it is the member's.
+    pub options: Vec<(&'static str, bool)>,
     pub joined: String,
     pub me: bool,
 }
@@ -37,7 +39,8 @@ struct MembersPage<'a> {
     workspace: &'a str,
     my_role: Role,
     owner: bool,
-    roles: Vec<&'static str>,
+    /// The roles this admin may hand out, the invitation's default marked.
+    roles: Vec<(&'static str, bool)>,
     members: Vec<MemberRow>,
     next: Option<String>,
     /// (email, role, invited by, expires)
@@ -77,11 +80,14 @@ async fn render(
         Err(e) => return refused(&e),
     };
     let csrf = csrf(kp, headers);
-    let roles = [Role::Viewer, Role::Member, Role::Admin, Role::Owner]
+    let offered: Vec<Role> = [Role::Viewer, Role::Member, Role::Admin, Role::Owner]
         .into_iter()
         .filter(|r| *r <= my_role)
-        .map(Role::as_str)
         .collect();
+    let options = |of: Role| -> Vec<(&'static str, bool)> {
+        offered.iter().map(|r| (r.as_str(), *r == of)).collect()
+    };
+    let roles = options(Role::Member);
     let html = MembersPage {
         nav,
         csrf: &csrf.token,
@@ -95,6 +101,7 @@ async fn render(
             .into_iter()
             .map(|m| MemberRow {
                 me: m.user_id == user.id,
+                options: options(m.role),
                 name: m.name.unwrap_or_default(),
                 email: m.email,
                 role: m.role.to_string(),
@@ -149,12 +156,12 @@ pub async fn list(
 }
 
 /// A refusal the page can explain beside the list; anything else is its own page.
-fn explained(e: Error) -> Result<String, Response> {
+fn explained(e: &Error) -> Option<String> {
     match e {
         Error::OAuth { code, description } if !matches!(code, ErrorCode::NotFound) => {
-            Ok(format!("Nothing changed: {description}."))
+            Some(format!("Nothing changed: {description}."))
         }
-        e => Err(refused(&e)),
+        _ => None,
     }
 }
 
@@ -193,8 +200,8 @@ pub async fn invite(
             )
             .await
         }
-        Err(e) => match explained(e) {
-            Ok(error) => {
+        Err(e) => match explained(&e) {
+            Some(error) => {
                 let outcome = Outcome {
                     error: Some(error),
                     ..Outcome::default()
@@ -202,7 +209,7 @@ pub async fn invite(
                 let status = StatusCode::BAD_REQUEST;
                 render(&kp, &headers, &user, &nav, &slug, None, status, outcome).await
             }
-            Err(page) => page,
+            None => refused(&e),
         },
     }
 }
@@ -274,8 +281,8 @@ pub async fn manage(
             )
             .await
         }
-        Err(e) => match explained(e) {
-            Ok(error) => {
+        Err(e) => match explained(&e) {
+            Some(error) => {
                 let outcome = Outcome {
                     error: Some(error),
                     ..Outcome::default()
@@ -283,7 +290,7 @@ pub async fn manage(
                 let status = StatusCode::FORBIDDEN;
                 render(&kp, &headers, &user, &nav, &slug, None, status, outcome).await
             }
-            Err(page) => page,
+            None => refused(&e),
         },
     }
 }
@@ -396,7 +403,10 @@ pub async fn accept(
         // A new account signs in the usual way (and with its second step
         // once it has one).
         Ok(_) => Redirect::to("/signin?next=%2Fdashboard%2Fsessions").into_response(),
-        Err(Error::OAuth { code, description }) if code == ErrorCode::InvalidRequest => {
+        Err(Error::OAuth {
+            code: ErrorCode::InvalidRequest,
+            description,
+        }) => {
             let error = Some(format!("{description}."));
             invitation_page(&kp, &headers, &token, StatusCode::BAD_REQUEST, error).await
         }
