@@ -17,6 +17,11 @@ pub use crate::store::sessions::ListedSession;
 use crate::store::sessions::Owner;
 use crate::store::{self, audit::AuditEvent, audit::Filter};
 
+/// The rows the dashboard and `/api/v1` list, as the store reads them.
+pub use crate::store::api_keys::ApiKey;
+pub use crate::store::audit::{AuditEvent as AuditRow, Filter as AuditFilter};
+pub use crate::store::members::Member as MemberRow;
+
 /// How long an invitation link works.
 pub const INVITATION_SECS: i64 = 7 * 24 * 3600;
 /// Rows per page on the dashboard and in `/api/v1`, unless asked otherwise.

@@ -7,10 +7,10 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use super::json::{AuditEventView, AuditPage, ErrorBody};
 use super::{Reply, authorize, json_reply, page_ask, query};
 use crate::domain::scopes::Role;
+use crate::domain::workspaces::AuditFilter as Filter;
 use crate::http::error::ApiError;
 use crate::http::params::Params;
 use crate::service::Keyport;
-use crate::store::audit::Filter;
 
 /// The latest instant a filter may name: the end of year 9999, so that
 /// milliseconds never overflow.

@@ -9,10 +9,10 @@ use crate::domain::Workspace;
 use crate::domain::clients::{Client, ClientSpec};
 use crate::domain::scopes::Role;
 use crate::domain::tokens::rfc3339;
+use crate::domain::workspaces::ApiKey;
+use crate::domain::workspaces::AuditRow as AuditEvent;
 use crate::domain::workspaces::ListedSession;
-use crate::store::api_keys::ApiKey;
-use crate::store::audit::AuditEvent;
-use crate::store::members::Member;
+use crate::domain::workspaces::MemberRow as Member;
 
 /// RFC 6749 §5.2: every error body.
 #[derive(Serialize, ToSchema)]

@@ -13,12 +13,12 @@ use futures_util::stream;
 use super::{Nav, csrf, query_of, refused, signed_in};
 use crate::domain::scopes::Role;
 use crate::domain::workspaces::MAX_PAGE_SIZE;
+use crate::domain::workspaces::{AuditFilter as Filter, AuditRow as AuditEvent};
 use crate::domain::{Error, Workspace};
 use crate::http::params::Params;
 use crate::pages::device::url_encode;
 use crate::pages::page;
 use crate::service::Keyport;
-use crate::store::audit::{AuditEvent, Filter};
 
 /// The filter fields as typed, shown back in the form.
 #[derive(Default)]

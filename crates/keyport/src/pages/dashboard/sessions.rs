@@ -10,9 +10,9 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
 
 use super::{Nav, back_to, csrf, query_of, refused, signed_in, signed_in_form, when};
+use crate::domain::workspaces::ListedSession;
 use crate::pages::page;
 use crate::service::{Caller, Keyport};
-use crate::store::sessions::ListedSession;
 
 pub struct Row {
     pub id: String,
