@@ -13,8 +13,9 @@ use axum::response::{IntoResponse, Redirect, Response};
 
 use super::{Nav, bad_form, csrf, query_of, refused, signed_in, signed_in_form, when};
 use crate::crypto::tokens::Password;
+use crate::domain::invitations::NewLink;
 use crate::domain::scopes::Role;
-use crate::domain::workspaces::{MemberAction, NewLink};
+use crate::domain::workspaces::MemberAction;
 use crate::domain::{Error, ErrorCode, User};
 use crate::pages::device::{current_user, url_encode};
 use crate::pages::{checked_form, page};
