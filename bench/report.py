@@ -16,6 +16,7 @@ TARGETS = {
     "poll_pending": ("pending polls", 15_000, 2.0, 16),
     "refresh": ("refresh grants (rotation)", 5_000, None, None),
     "userinfo": ("userinfo (Bearer JWT)", 10_000, None, None),
+    "userinfo_api_key": ("userinfo (Bearer kp_pat_ API key)", None, None, None),
     # no targets set for these yet
     "cc_jwt": ("client credentials (JWT)", None, None, None),
     "cc_opaque": ("client credentials (opaque)", None, None, None),
@@ -31,6 +32,7 @@ EXPECTED = {
     "poll_pending": {"s400", "e:authorization_pending", "e:slow_down"},
     "refresh": {"s200"},
     "userinfo": {"s200"},
+    "userinfo_api_key": {"s200"},
     "cc_jwt": {"s200"},
     "cc_opaque": {"s200"},
     "code_jwt": {"s200"},
@@ -228,6 +230,20 @@ def main():
         w("| PostgreSQL database size after all runs | %s MiB | — | — |" % mib(kb))
     except (OSError, ValueError):
         pass
+    audit = load(os.path.join(d, "audit.json"))
+    if audit:
+        w("")
+        w("Audit trail of workspace demo with %d added events (seeded in %.1f s); median of runs, fresh connection each:"
+          % (audit["rows"], audit["seed_s"]))
+        w("")
+        w("| request | time to first byte | total | size | peak RSS of A |")
+        w("|---|---:|---:|---:|---:|")
+        for name, c in audit["cases"].items():
+            w("| %s `%s` | %.1f ms | %.1f ms | %s KiB | %s |"
+              % (name.replace("_", " "), c["path"], c["ttfb_ms_median"], c["total_ms_median"],
+                 "%.0f" % (c["bytes"] / 1024),
+                 "%s MiB (%s before)" % (mib(c["peak_rss_kb"]), mib(c["rss_before_kb"]))
+                 if c["peak_rss_kb"] else "—"))
     problems = [r for r in rows if r.get("server_error_log_lines") or not r.get("server_alive", True)]
     w("")
     warned = [r for r in rows if r.get("server_warn_log_lines")]

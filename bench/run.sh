@@ -25,11 +25,15 @@
 #   --port PORT          listen port of instance A; B listens on PORT+1 (default 18181)
 #   --out DIR            results folder (default bench/results/<UTC timestamp>)
 #   --scenarios LIST     which load scenarios to run, comma- or space-separated:
-#                        device poll refresh userinfo cc code password, or "all"
+#                        device poll refresh userinfo cc code password apikey
+#                        audit, or "all" (apikey: userinfo with a kp_pat_ API
+#                        key made on the dashboard; audit: the workspace audit
+#                        page and its CSV/JSON export over --audit-rows events)
 #                        (password: the Argon2id limit of one core, password
 #                        grants and an unknown-user spray, and pending polls
 #                        while a password flood runs; one instance only)
 #                        (default: device,poll,refresh,userinfo)
+#   --audit-rows N       audit events added for the audit scenario (default 100000)
 #   --code-pool N        codes minted per code-exchange run (default 0: sized
 #                        from a pilot run, 1.5 x its rate x the run's length)
 #   --bin PATH           the keyport binary to run (implies --no-build;
@@ -53,6 +57,7 @@ BIN="$ROOT/target/release/keyport"
 CODE_BENCH=""
 SCENARIOS="device poll refresh userinfo"
 CODE_POOL=0
+AUDIT_ROWS=100000
 
 DATABASE_URL=""
 FRESH_PG_DB=0
@@ -84,6 +89,7 @@ while [ $# -gt 0 ]; do
         --out) OUT=$2; shift 2 ;;
         --scenarios) SCENARIOS=$2; shift 2 ;;
         --code-pool) CODE_POOL=$2; shift 2 ;;
+        --audit-rows) AUDIT_ROWS=$2; shift 2 ;;
         --bin) BIN=$2; BUILD=0; shift 2 ;;
         --code-bench) CODE_BENCH=$2; shift 2 ;;
         --server-cpus) SERVER_CPUS=$2; shift 2 ;;
@@ -99,9 +105,9 @@ log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 SCENARIOS=${SCENARIOS//,/ }
-[ "$SCENARIOS" = all ] && SCENARIOS="device poll refresh userinfo cc code password"
+[ "$SCENARIOS" = all ] && SCENARIOS="device poll refresh userinfo cc code password apikey audit"
 for s in $SCENARIOS; do
-    case "$s" in device|poll|refresh|userinfo|cc|code|password) ;; *) die "unknown scenario $s (--scenarios)" ;; esac
+    case "$s" in device|poll|refresh|userinfo|cc|code|password|apikey|audit) ;; *) die "unknown scenario $s (--scenarios)" ;; esac
 done
 want() { case " $SCENARIOS " in *" $1 "*) return 0 ;; esac; return 1; }
 # A code lives 60 s: minting plus the run must fit in it.
@@ -606,6 +612,36 @@ if want password; then
     SKIP_QUIET=0
     wait "$FLOOD_PID" || true
     log "the flood beside it: $(grep -o '^BENCH_JSON.*' "$OUT/password_flood-c8.txt" | cut -c1-160)"
+fi
+
+# ---- 8. userinfo with an API key ---------------------------------------------
+# A kp_pat_ key created on instance A's dashboard (signed in, the form's
+# every scope, workspace demo); each request looks its hash up and re-checks
+# the owner's current role.
+if want apikey; then
+    if ! taskset -c 1 python3 "$BENCH_DIR/dashboard.py" api-key --base "$BASE" \
+        --email demo@example.com --password="$PASSWORD" --out "$WORK/api-key.txt" 2>&1 \
+        | tee -a "$OUT/dashboard.log" >&2; then
+        die "API key creation failed (see $OUT/dashboard.log)"
+    fi
+    for c in $CONCURRENCY; do
+        run_wrk userinfo_api_key "$c" userinfo.lua "$WORK/api-key.txt"
+    done
+fi
+
+# ---- 9. the audit trail over many events ------------------------------------
+# --audit-rows events added to workspace demo in the database, then instance
+# A's audit page (first, filtered, tenth by cursor) and both exports, signed
+# in as the owner: time to first byte, total time, peak RSS (audit.json).
+if want audit; then
+    audit_store=(--sqlite "$DATA_DIR/data/keyport.db")
+    [ "$IS_PG" = 1 ] && audit_store=(--database-url "$DATABASE_URL")
+    quiet_wait
+    if ! taskset -c 1 python3 "$BENCH_DIR/dashboard.py" audit --base "$BASE" --pid "$SERVER_PID" \
+        --email demo@example.com --password="$PASSWORD" "${audit_store[@]}" \
+        --rows "$AUDIT_ROWS" --out "$OUT/audit.json" 2>&1 | tee -a "$OUT/dashboard.log" >&2; then
+        die "audit measurement failed (see $OUT/dashboard.log)"
+    fi
 fi
 
 # ---- memory kept after password sign-ins (instance A) ------------------------

@@ -10,6 +10,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder};
@@ -26,7 +27,7 @@ const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// well under a second; the margin is for a cold Chromium on a loaded CI box.
 pub const PAGE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One Chromium at a time in a test binary: two starting together on a
+/// One test's Chromium at a time in a test binary: two starting together on a
 /// small, busy machine starve each other's renderers into WebDriver timeouts.
 static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -37,7 +38,7 @@ pub struct Chromium {
     // Fields drop in order: the driver outlives the session it serves, and
     // the next test's browser starts only once this one is gone.
     _driver: ChromeDriver,
-    _turn: tokio::sync::MutexGuard<'static, ()>,
+    _turn: Arc<tokio::sync::MutexGuard<'static, ()>>,
 }
 
 impl Chromium {
@@ -55,7 +56,17 @@ impl Chromium {
              Install them with `apt-get install -y chromium chromium-driver`",
             missing.join(" and ")
         );
-        let turn = ONE_BROWSER.lock().await;
+        let turn = Arc::new(ONE_BROWSER.lock().await);
+        Self::start(turn).await
+    }
+
+    /// A second, separate browser (its own profile, cookies and driver)
+    /// for a test with two people in it, sharing this one's turn.
+    pub async fn another(&self) -> Self {
+        Self::start(Arc::clone(&self._turn)).await
+    }
+
+    async fn start(turn: Arc<tokio::sync::MutexGuard<'static, ()>>) -> Self {
         let driver = ChromeDriver::spawn().await;
         let mut capabilities = serde_json::Map::new();
         capabilities.insert("browserName".into(), json!("chrome"));

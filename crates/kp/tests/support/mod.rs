@@ -265,6 +265,26 @@ impl Kp {
     /// `kp login --no-browser` as a user runs it: waits for the URL on
     /// stderr, approves it on the server's page, and waits for kp to exit.
     pub async fn login(&self, server: &Server, label: &str) -> Output {
+        self.login_approved_by(
+            server,
+            label,
+            |url| async move { server.approve(&url).await },
+        )
+        .await
+    }
+
+    /// [`Kp::login`] with the approval left to `approve`, which is handed
+    /// the `verification_uri_complete` kp printed (a test's own browser).
+    pub async fn login_approved_by<F, Fut>(
+        &self,
+        server: &Server,
+        label: &str,
+        approve: F,
+    ) -> Output
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
         let mut child = self
             .command(&[
                 "login",
@@ -315,7 +335,7 @@ impl Kp {
             rest
         });
 
-        server.approve(&url).await;
+        approve(url).await;
 
         let mut output = tokio::time::timeout(KP_TIMEOUT, child.wait_with_output())
             .await

@@ -7,12 +7,14 @@ use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect};
 
-use super::{Nav, bad_form, csrf, query_of, refused, signed_in, signed_in_form, when, when_opt};
+use super::{
+    Answer, Nav, Visit, bad_form, query_of, refused, signed_in, signed_in_form, when, when_opt,
+};
 use crate::crypto::tokens::Secret;
+use crate::domain::Error;
 use crate::domain::api_keys::KeyRequest;
-use crate::domain::{Error, User};
 use crate::pages::page;
 use crate::service::{Caller, Keyport};
 
@@ -43,30 +45,31 @@ struct KeysPage<'a> {
     next: Option<String>,
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What a render shows beside the list: a key just made, or why none was.
+#[derive(Default)]
+struct Shown<'a> {
+    created: Option<(String, &'a Secret)>,
+    error: Option<String>,
+}
+
 async fn render(
-    kp: &Keyport,
-    headers: &HeaderMap,
-    user: &User,
-    nav: &Nav,
+    v: &Visit<'_>,
     after: Option<&str>,
     status: StatusCode,
-    created: Option<(String, &Secret)>,
-    error: Option<String>,
-) -> Response {
-    let (workspaces, keys) = match (
-        kp.workspaces_of(user).await,
-        kp.api_keys_of(user, after, None).await,
-    ) {
-        (Ok(ws), Ok(keys)) => (ws, keys),
-        (Err(e), _) | (_, Err(e)) => return refused(&e),
-    };
-    let csrf = csrf(kp, headers);
+    shown: Shown<'_>,
+) -> Answer {
+    let (kp, user) = (v.kp, &v.user);
+    let workspaces = kp.workspaces_of(user).await.map_err(|e| refused(&e))?;
+    let keys = kp
+        .api_keys_of(user, after, None)
+        .await
+        .map_err(|e| refused(&e))?;
+    let csrf = v.csrf();
     let html = KeysPage {
-        nav,
+        nav: &v.nav,
         csrf: &csrf.token,
-        created: created.map(|(name, key)| (name, key.expose())),
-        error,
+        created: shown.created.map(|(name, key)| (name, key.expose())),
+        error: shown.error,
         workspaces: workspaces
             .into_iter()
             .map(|(ws, role)| (ws.slug, ws.name, role.to_string()))
@@ -92,27 +95,14 @@ async fn render(
             .collect(),
         next: keys.next,
     };
-    page(status, html.render(), Some(&csrf))
+    Ok(page(status, html.render(), Some(&csrf)))
 }
 
 /// `GET /dashboard/api-keys`.
-pub async fn list(State(kp): State<Keyport>, headers: HeaderMap, uri: Uri) -> Response {
-    let (user, nav) = match signed_in(&kp, &headers, &uri).await {
-        Ok(both) => both,
-        Err(response) => return response,
-    };
+pub async fn list(State(kp): State<Keyport>, headers: HeaderMap, uri: Uri) -> Answer {
+    let v = signed_in(&kp, &headers, &uri).await?;
     let query = query_of(&uri);
-    render(
-        &kp,
-        &headers,
-        &user,
-        &nav,
-        query.get("after"),
-        StatusCode::OK,
-        None,
-        None,
-    )
-    .await
+    render(&v, query.get("after"), StatusCode::OK, Shown::default()).await
 }
 
 /// `POST /dashboard/api-keys`: makes a key and shows it once.
@@ -122,11 +112,8 @@ pub async fn create(
     headers: HeaderMap,
     uri: Uri,
     body: Body,
-) -> Response {
-    let (form, user, nav) = match signed_in_form(&kp, &headers, &uri, body).await {
-        Ok(all) => all,
-        Err(response) => return response,
-    };
+) -> Answer {
+    let (form, v) = signed_in_form(&kp, &headers, &uri, body).await?;
     let scopes: Vec<String> = form
         .iter()
         .filter_map(|(key, _)| key.strip_prefix("scope."))
@@ -136,7 +123,7 @@ pub async fn create(
         None => None,
         Some(days) => match days.parse::<i64>() {
             Ok(days) => Some(days),
-            Err(_) => return bad_form("Choose when the key expires from the list."),
+            Err(_) => return Err(bad_form("Choose when the key expires from the list.")),
         },
     };
     let asked = KeyRequest {
@@ -145,34 +132,22 @@ pub async fn create(
         scopes: &scopes,
         expires_in_days,
     };
-    match kp.create_api_key(&user, &asked, &caller).await {
+    match kp.create_api_key(&v.user, &asked, &caller).await {
         Ok((key, secret)) => {
-            render(
-                &kp,
-                &headers,
-                &user,
-                &nav,
-                None,
-                StatusCode::OK,
-                Some((key.name, &secret)),
-                None,
-            )
-            .await
+            let shown = Shown {
+                created: Some((key.name, &secret)),
+                error: None,
+            };
+            render(&v, None, StatusCode::OK, shown).await
         }
         Err(Error::OAuth { description, code }) if code != crate::domain::ErrorCode::NotFound => {
-            render(
-                &kp,
-                &headers,
-                &user,
-                &nav,
-                None,
-                StatusCode::BAD_REQUEST,
-                None,
-                Some(format!("No key was made: {description}.")),
-            )
-            .await
+            let shown = Shown {
+                created: None,
+                error: Some(format!("No key was made: {description}.")),
+            };
+            render(&v, None, StatusCode::BAD_REQUEST, shown).await
         }
-        Err(e) => refused(&e),
+        Err(e) => Err(refused(&e)),
     }
 }
 
@@ -184,13 +159,10 @@ pub async fn revoke(
     uri: Uri,
     Path(id): Path<String>,
     body: Body,
-) -> Response {
-    let (_, user, _) = match signed_in_form(&kp, &headers, &uri, body).await {
-        Ok(all) => all,
-        Err(response) => return response,
-    };
-    match kp.revoke_api_key(&user, &id, &caller).await {
-        Ok(()) => Redirect::to("/dashboard/api-keys").into_response(),
-        Err(e) => refused(&e),
-    }
+) -> Answer {
+    let (_, v) = signed_in_form(&kp, &headers, &uri, body).await?;
+    kp.revoke_api_key(&v.user, &id, &caller)
+        .await
+        .map_err(|e| refused(&e))?;
+    Ok(Redirect::to("/dashboard/api-keys").into_response())
 }

@@ -7,10 +7,10 @@ use askama::Template;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use futures_util::stream;
 
-use super::{Nav, csrf, query_of, refused, signed_in};
+use super::{Answer, Nav, query_of, refused, signed_in};
 use crate::domain::scopes::Role;
 use crate::domain::workspaces::MAX_PAGE_SIZE;
 use crate::domain::workspaces::{AuditFilter as Filter, AuditRow as AuditEvent};
@@ -112,27 +112,18 @@ pub async fn list(
     headers: HeaderMap,
     uri: Uri,
     Path(slug): Path<String>,
-) -> Response {
-    let (user, nav) = match signed_in(&kp, &headers, &uri).await {
-        Ok(both) => both,
-        Err(response) => return response,
-    };
+) -> Answer {
+    let v = signed_in(&kp, &headers, &uri).await?;
     let query = query_of(&uri);
-    let (filter, typed) = match filter_of(&query) {
-        Ok(both) => both,
-        Err(e) => return refused(&e),
-    };
-    let (ws, found) = match kp
-        .audit_page(&user, &slug, &filter, query.get("after"), None)
+    let (filter, typed) = filter_of(&query).map_err(|e| refused(&e))?;
+    let (ws, found) = kp
+        .audit_page(&v.user, &slug, &filter, query.get("after"), None)
         .await
-    {
-        Ok(found) => found,
-        Err(e) => return refused(&e),
-    };
-    let csrf = csrf(&kp, &headers);
+        .map_err(|e| refused(&e))?;
+    let csrf = v.csrf();
     let opt = |v: Option<String>| v.unwrap_or_default();
     let html = AuditPage {
-        nav: &nav,
+        nav: &v.nav,
         csrf: &csrf.token,
         slug: &ws.slug,
         workspace: &ws.name,
@@ -155,7 +146,7 @@ pub async fn list(
             .collect(),
         next: found.next,
     };
-    page(StatusCode::OK, html.render(), Some(&csrf))
+    Ok(page(StatusCode::OK, html.render(), Some(&csrf)))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -171,31 +162,29 @@ pub async fn export(
     headers: HeaderMap,
     uri: Uri,
     Path(slug): Path<String>,
-) -> Response {
-    let (user, _) = match signed_in(&kp, &headers, &uri).await {
-        Ok(both) => both,
-        Err(response) => return response,
-    };
+) -> Answer {
+    let v = signed_in(&kp, &headers, &uri).await?;
     let query = query_of(&uri);
     let format = match query.get("format") {
         Some("json") => Format::Json,
         None | Some("csv") => Format::Csv,
-        Some(_) => return refused(&Error::invalid_request("the format is csv or json")),
+        Some(_) => {
+            return Err(refused(&Error::invalid_request(
+                "the format is csv or json",
+            )));
+        }
     };
-    let filter = match filter_of(&query) {
-        Ok((filter, _)) => filter,
-        Err(e) => return refused(&e),
-    };
-    let ws = match kp.workspace_as(&user, &slug, Role::Admin).await {
-        Ok((ws, _)) => ws,
-        Err(e) => return refused(&e),
-    };
+    let (filter, _) = filter_of(&query).map_err(|e| refused(&e))?;
+    let (ws, _) = kp
+        .workspace_as(&v.user, &slug, Role::Admin)
+        .await
+        .map_err(|e| refused(&e))?;
     let (content_type, extension) = match format {
         Format::Csv => ("text/csv; charset=utf-8", "csv"),
         Format::Json => ("application/json", "json"),
     };
     let disposition = format!("attachment; filename=\"audit-{}.{extension}\"", ws.slug);
-    let body = Body::from_stream(batches(kp, ws, filter, format));
+    let body = Body::from_stream(batches(kp.clone(), ws, filter, format));
     let mut response = (StatusCode::OK, body).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -203,7 +192,7 @@ pub async fn export(
     if let Ok(value) = HeaderValue::from_str(&disposition) {
         headers.insert(header::CONTENT_DISPOSITION, value);
     }
-    response
+    Ok(response)
 }
 
 /// Where an export is: before its first batch, after some, or done.

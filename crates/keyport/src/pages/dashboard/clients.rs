@@ -8,12 +8,11 @@ use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
-use axum::response::Response;
 
-use super::{Nav, bad_form, csrf, query_of, refused, signed_in, signed_in_form};
+use super::{Answer, Nav, Visit, bad_form, query_of, refused, signed_in, signed_in_form};
 use crate::crypto::tokens::Secret;
 use crate::domain::clients::ClientSpec;
-use crate::domain::{Error, ErrorCode, User};
+use crate::domain::{Error, ErrorCode};
 use crate::pages::page;
 use crate::service::{Caller, Keyport};
 use keyport_proto::DEVICE_CODE_GRANT;
@@ -40,6 +39,7 @@ struct ClientsPage<'a> {
     next: Option<String>,
 }
 
+#[derive(Default)]
 struct Shown<'a> {
     secret: Option<(String, &'a Secret, bool)>,
     notice: Option<&'a str>,
@@ -47,21 +47,18 @@ struct Shown<'a> {
 }
 
 async fn render(
-    kp: &Keyport,
-    headers: &HeaderMap,
-    user: &User,
-    nav: &Nav,
+    v: &Visit<'_>,
     after: Option<&str>,
     status: StatusCode,
     shown: Shown<'_>,
-) -> Response {
-    let found = match kp.clients_page(user, after, None).await {
-        Ok(found) => found,
-        Err(e) => return refused(&e),
-    };
-    let csrf = csrf(kp, headers);
+) -> Answer {
+    let found =
+        v.kp.clients_page(&v.user, after, None)
+            .await
+            .map_err(|e| refused(&e))?;
+    let csrf = v.csrf();
     let html = ClientsPage {
-        nav,
+        nav: &v.nav,
         csrf: &csrf.token,
         secret: shown.secret.map(|(id, s, grace)| (id, s.expose(), grace)),
         notice: shown.notice,
@@ -89,31 +86,14 @@ async fn render(
             .collect(),
         next: found.next,
     };
-    page(status, html.render(), Some(&csrf))
+    Ok(page(status, html.render(), Some(&csrf)))
 }
 
 /// `GET /dashboard/clients`.
-pub async fn list(State(kp): State<Keyport>, headers: HeaderMap, uri: Uri) -> Response {
-    let (user, nav) = match signed_in(&kp, &headers, &uri).await {
-        Ok(both) => both,
-        Err(response) => return response,
-    };
+pub async fn list(State(kp): State<Keyport>, headers: HeaderMap, uri: Uri) -> Answer {
+    let v = signed_in(&kp, &headers, &uri).await?;
     let query = query_of(&uri);
-    let shown = Shown {
-        secret: None,
-        notice: None,
-        error: None,
-    };
-    render(
-        &kp,
-        &headers,
-        &user,
-        &nav,
-        query.get("after"),
-        StatusCode::OK,
-        shown,
-    )
-    .await
+    render(&v, query.get("after"), StatusCode::OK, Shown::default()).await
 }
 
 fn words(text: Option<&str>) -> Vec<String> {
@@ -159,26 +139,19 @@ fn spec_of(form: &crate::http::params::Params) -> Result<ClientSpec, &'static st
 }
 
 /// Refusals the page explains beside the form; anything else is its own page.
-async fn answer_refusal(
-    kp: &Keyport,
-    headers: &HeaderMap,
-    user: &User,
-    nav: &Nav,
-    e: Error,
-) -> Response {
+async fn answer_refusal(v: &Visit<'_>, e: Error) -> Answer {
     match e {
         Error::OAuth {
             code: ErrorCode::InvalidRequest | ErrorCode::InvalidClientMetadata,
             description,
         } => {
             let shown = Shown {
-                secret: None,
-                notice: None,
                 error: Some(format!("Nothing changed: {description}.")),
+                ..Shown::default()
             };
-            render(kp, headers, user, nav, None, StatusCode::BAD_REQUEST, shown).await
+            render(v, None, StatusCode::BAD_REQUEST, shown).await
         }
-        e => refused(&e),
+        e => Err(refused(&e)),
     }
 }
 
@@ -189,16 +162,10 @@ pub async fn add(
     headers: HeaderMap,
     uri: Uri,
     body: Body,
-) -> Response {
-    let (form, user, nav) = match signed_in_form(&kp, &headers, &uri, body).await {
-        Ok(all) => all,
-        Err(response) => return response,
-    };
-    let spec = match spec_of(&form) {
-        Ok(spec) => spec,
-        Err(why) => return bad_form(why),
-    };
-    match kp.add_client_as(&user, spec, &caller).await {
+) -> Answer {
+    let (form, v) = signed_in_form(&kp, &headers, &uri, body).await?;
+    let spec = spec_of(&form).map_err(bad_form)?;
+    match kp.add_client_as(&v.user, spec, &caller).await {
         Ok((client, secret)) => {
             let shown = Shown {
                 secret: secret
@@ -207,9 +174,9 @@ pub async fn add(
                 notice: Some("The client is added."),
                 error: None,
             };
-            render(&kp, &headers, &user, &nav, None, StatusCode::OK, shown).await
+            render(&v, None, StatusCode::OK, shown).await
         }
-        Err(e) => answer_refusal(&kp, &headers, &user, &nav, e).await,
+        Err(e) => answer_refusal(&v, e).await,
     }
 }
 
@@ -221,20 +188,16 @@ pub async fn rotate_secret(
     uri: Uri,
     Path(id): Path<String>,
     body: Body,
-) -> Response {
-    let (_, user, nav) = match signed_in_form(&kp, &headers, &uri, body).await {
-        Ok(all) => all,
-        Err(response) => return response,
-    };
-    match kp.rotate_secret_as(&user, &id, &caller).await {
+) -> Answer {
+    let (_, v) = signed_in_form(&kp, &headers, &uri, body).await?;
+    match kp.rotate_secret_as(&v.user, &id, &caller).await {
         Ok(secret) => {
             let shown = Shown {
                 secret: Some((id, &secret, true)),
-                notice: None,
-                error: None,
+                ..Shown::default()
             };
-            render(&kp, &headers, &user, &nav, None, StatusCode::OK, shown).await
+            render(&v, None, StatusCode::OK, shown).await
         }
-        Err(e) => answer_refusal(&kp, &headers, &user, &nav, e).await,
+        Err(e) => answer_refusal(&v, e).await,
     }
 }

@@ -11,14 +11,14 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
 
-use super::{Nav, bad_form, csrf, query_of, refused, signed_in, signed_in_form, when};
+use super::{Answer, Nav, Visit, bad_form, query_of, refused, signed_in, signed_in_form, when};
 use crate::crypto::tokens::Password;
 use crate::domain::invitations::NewLink;
 use crate::domain::scopes::Role;
 use crate::domain::workspaces::MemberAction;
-use crate::domain::{Error, ErrorCode, User};
+use crate::domain::{Error, ErrorCode};
 use crate::pages::device::{current_user, url_encode};
-use crate::pages::{checked_form, page};
+use crate::pages::{checked_form, csrf_for, page};
 use crate::service::{Caller, Keyport};
 
 pub struct MemberRow {
@@ -61,26 +61,20 @@ struct Outcome<'a> {
     error: Option<String>,
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn render(
-    kp: &Keyport,
-    headers: &HeaderMap,
-    user: &User,
-    nav: &Nav,
+    v: &Visit<'_>,
     slug: &str,
     after: Option<&str>,
     status: StatusCode,
     outcome: Outcome<'_>,
-) -> Response {
-    let (ws, my_role, members) = match kp.members(user, slug, after, None).await {
-        Ok(found) => found,
-        Err(e) => return refused(&e),
-    };
-    let pending = match kp.pending_invitations(&ws).await {
-        Ok(pending) => pending,
-        Err(e) => return refused(&e),
-    };
-    let csrf = csrf(kp, headers);
+) -> Answer {
+    let (kp, user) = (v.kp, &v.user);
+    let (ws, my_role, members) = kp
+        .members(user, slug, after, None)
+        .await
+        .map_err(|e| refused(&e))?;
+    let pending = kp.pending_invitations(&ws).await.map_err(|e| refused(&e))?;
+    let csrf = v.csrf();
     let offered: Vec<Role> = [Role::Viewer, Role::Member, Role::Admin, Role::Owner]
         .into_iter()
         .filter(|r| *r <= my_role)
@@ -90,7 +84,7 @@ async fn render(
     };
     let roles = options(Role::Member);
     let html = MembersPage {
-        nav,
+        nav: &v.nav,
         csrf: &csrf.token,
         slug: &ws.slug,
         workspace: &ws.name,
@@ -127,7 +121,7 @@ async fn render(
         notice: outcome.notice,
         error: outcome.error,
     };
-    page(status, html.render(), Some(&csrf))
+    Ok(page(status, html.render(), Some(&csrf)))
 }
 
 /// `GET /dashboard/workspaces/{slug}/members`.
@@ -136,33 +130,31 @@ pub async fn list(
     headers: HeaderMap,
     uri: Uri,
     Path(slug): Path<String>,
-) -> Response {
-    let (user, nav) = match signed_in(&kp, &headers, &uri).await {
-        Ok(both) => both,
-        Err(response) => return response,
-    };
+) -> Answer {
+    let v = signed_in(&kp, &headers, &uri).await?;
     let query = query_of(&uri);
-    let after = query.get("after");
     render(
-        &kp,
-        &headers,
-        &user,
-        &nav,
+        &v,
         &slug,
-        after,
+        query.get("after"),
         StatusCode::OK,
         Outcome::default(),
     )
     .await
 }
 
-/// A refusal the page can explain beside the list; anything else is its own page.
-fn explained(e: &Error) -> Option<String> {
+/// The page again after a refusal it can explain beside the list (with
+/// `status`); any other refusal is a page of its own.
+async fn explain(v: &Visit<'_>, slug: &str, status: StatusCode, e: Error) -> Answer {
     match e {
         Error::OAuth { code, description } if !matches!(code, ErrorCode::NotFound) => {
-            Some(format!("Nothing changed: {description}."))
+            let outcome = Outcome {
+                error: Some(format!("Nothing changed: {description}.")),
+                ..Outcome::default()
+            };
+            render(v, slug, None, status, outcome).await
         }
-        _ => None,
+        e => Err(refused(&e)),
     }
 }
 
@@ -174,44 +166,21 @@ pub async fn invite(
     uri: Uri,
     Path(slug): Path<String>,
     body: Body,
-) -> Response {
-    let (form, user, nav) = match signed_in_form(&kp, &headers, &uri, body).await {
-        Ok(all) => all,
-        Err(response) => return response,
-    };
+) -> Answer {
+    let (form, v) = signed_in_form(&kp, &headers, &uri, body).await?;
     let Some(role) = form.get("role").and_then(Role::parse) else {
-        return bad_form("Choose a role from the list.");
+        return Err(bad_form("Choose a role from the list."));
     };
     let email = form.get("email").unwrap_or("").trim().to_lowercase();
-    match kp.invite(&user, &slug, &email, role, &caller).await {
+    match kp.invite(&v.user, &slug, &email, role, &caller).await {
         Ok(link) => {
             let outcome = Outcome {
                 link: Some((&link, &email)),
                 ..Outcome::default()
             };
-            render(
-                &kp,
-                &headers,
-                &user,
-                &nav,
-                &slug,
-                None,
-                StatusCode::OK,
-                outcome,
-            )
-            .await
+            render(&v, &slug, None, StatusCode::OK, outcome).await
         }
-        Err(e) => match explained(&e) {
-            Some(error) => {
-                let outcome = Outcome {
-                    error: Some(error),
-                    ..Outcome::default()
-                };
-                let status = StatusCode::BAD_REQUEST;
-                render(&kp, &headers, &user, &nav, &slug, None, status, outcome).await
-            }
-            None => refused(&e),
-        },
+        Err(e) => explain(&v, &slug, StatusCode::BAD_REQUEST, e).await,
     }
 }
 
@@ -224,11 +193,8 @@ pub async fn manage(
     uri: Uri,
     Path((slug, what)): Path<(String, String)>,
     body: Body,
-) -> Response {
-    let (form, user, nav) = match signed_in_form(&kp, &headers, &uri, body).await {
-        Ok(all) => all,
-        Err(response) => return response,
-    };
+) -> Answer {
+    let (form, v) = signed_in_form(&kp, &headers, &uri, body).await?;
     let (action, target, notice) = match what.as_str() {
         "role" => match form.get("role").and_then(Role::parse) {
             Some(role) => (
@@ -236,7 +202,7 @@ pub async fn manage(
                 form.get("email"),
                 "The role is changed.",
             ),
-            None => return bad_form("Choose a role from the list."),
+            None => return Err(bad_form("Choose a role from the list.")),
         },
         "remove" => (
             MemberAction::Remove,
@@ -248,52 +214,27 @@ pub async fn manage(
             form.get("email"),
             "Ownership is handed over; you are now an admin.",
         ),
-        "leave" => (MemberAction::Leave, Some(user.email.as_str()), ""),
-        _ => return bad_form("No such action."),
+        "leave" => (MemberAction::Leave, Some(v.user.email.as_str()), ""),
+        _ => return Err(bad_form("No such action.")),
     };
     let Some(target) = target.map(str::to_string) else {
-        return bad_form("Choose a member.");
+        return Err(bad_form("Choose a member."));
     };
-    match kp
-        .manage_member(&user, &slug, &target, action, &caller)
+    if let Err(e) = kp
+        .manage_member(&v.user, &slug, &target, action, &caller)
         .await
     {
-        Ok(()) if action == MemberAction::Leave => {
-            Redirect::to("/dashboard/sessions").into_response()
-        }
-        Ok(()) => {
-            let outcome = Outcome {
-                notice: Some(notice),
-                ..Outcome::default()
-            };
-            let still_admin = kp.workspace_as(&user, &slug, Role::Admin).await.is_ok();
-            if !still_admin {
-                return Redirect::to("/dashboard/sessions").into_response();
-            }
-            render(
-                &kp,
-                &headers,
-                &user,
-                &nav,
-                &slug,
-                None,
-                StatusCode::OK,
-                outcome,
-            )
-            .await
-        }
-        Err(e) => match explained(&e) {
-            Some(error) => {
-                let outcome = Outcome {
-                    error: Some(error),
-                    ..Outcome::default()
-                };
-                let status = StatusCode::FORBIDDEN;
-                render(&kp, &headers, &user, &nav, &slug, None, status, outcome).await
-            }
-            None => refused(&e),
-        },
+        return explain(&v, &slug, StatusCode::FORBIDDEN, e).await;
     }
+    let still_admin = kp.workspace_as(&v.user, &slug, Role::Admin).await.is_ok();
+    if action == MemberAction::Leave || !still_admin {
+        return Ok(Redirect::to("/dashboard/sessions").into_response());
+    }
+    let outcome = Outcome {
+        notice: Some(notice),
+        ..Outcome::default()
+    };
+    render(&v, &slug, None, StatusCode::OK, outcome).await
 }
 
 /// `POST /dashboard/workspaces/{slug}/leave`.
@@ -304,7 +245,7 @@ pub async fn leave(
     uri: Uri,
     Path(slug): Path<String>,
     body: Body,
-) -> Response {
+) -> Answer {
     manage(kp, caller, headers, uri, Path((slug, "leave".into())), body).await
 }
 
@@ -360,7 +301,7 @@ async fn invitation_page(
         .as_ref()
         .filter(|u| u.email != i.email)
         .map(|u| u.email.as_str());
-    let csrf = csrf(kp, headers);
+    let csrf = csrf_for(kp, headers);
     let html = InvitationPage {
         csrf: &csrf.token,
         token,

@@ -30,12 +30,32 @@ pub struct Nav {
     pub clients: bool,
 }
 
-/// The signed-in user and the navigation, or the redirect to sign in.
-pub(crate) async fn signed_in(
-    kp: &Keyport,
-    headers: &HeaderMap,
+/// A signed-in person's request to the dashboard: what every page needs to
+/// answer it.
+pub(crate) struct Visit<'a> {
+    pub kp: &'a Keyport,
+    pub headers: &'a HeaderMap,
+    pub user: User,
+    pub nav: Nav,
+}
+
+impl Visit<'_> {
+    /// The CSRF token and cookie for a page about to be rendered.
+    pub fn csrf(&self) -> Csrf {
+        csrf_for(self.kp, self.headers)
+    }
+}
+
+/// What a dashboard handler answers: a page, or the page that stopped it
+/// early (sign in first, a refused form).
+pub type Answer = Result<Response, Response>;
+
+/// The signed-in visit, or the redirect to sign in.
+pub(crate) async fn signed_in<'a>(
+    kp: &'a Keyport,
+    headers: &'a HeaderMap,
     uri: &Uri,
-) -> Result<(User, Nav), Response> {
+) -> Result<Visit<'a>, Response> {
     let user = match current_user(kp, headers).await {
         Ok(Some((user, _, _))) => user,
         Ok(None) => {
@@ -48,7 +68,12 @@ pub(crate) async fn signed_in(
         Err(e) => return Err(error_page(&e)),
     };
     let nav = nav_for(kp, &user).await.map_err(|e| error_page(&e))?;
-    Ok((user, nav))
+    Ok(Visit {
+        kp,
+        headers,
+        user,
+        nav,
+    })
 }
 
 async fn nav_for(kp: &Keyport, user: &User) -> Result<Nav, crate::domain::Error> {
@@ -64,16 +89,16 @@ async fn nav_for(kp: &Keyport, user: &User) -> Result<Nav, crate::domain::Error>
     })
 }
 
-/// A posted dashboard form: its CSRF token checked, and the signed-in user.
-pub(crate) async fn signed_in_form(
-    kp: &Keyport,
-    headers: &HeaderMap,
+/// A posted dashboard form: its CSRF token checked, and the signed-in visit.
+pub(crate) async fn signed_in_form<'a>(
+    kp: &'a Keyport,
+    headers: &'a HeaderMap,
     uri: &Uri,
     body: Body,
-) -> Result<(Params, User, Nav), Response> {
+) -> Result<(Params, Visit<'a>), Response> {
     let form = checked_form(kp, headers, body).await?;
-    let (user, nav) = signed_in(kp, headers, uri).await?;
-    Ok((form, user, nav))
+    let visit = signed_in(kp, headers, uri).await?;
+    Ok((form, visit))
 }
 
 /// `GET /dashboard`.
@@ -126,9 +151,4 @@ pub(crate) fn bad_form(why: &str) -> Response {
         "Bad request",
         vec![why.to_string()],
     )
-}
-
-/// The CSRF token and cookie for a page about to be rendered.
-pub(crate) fn csrf(kp: &Keyport, headers: &HeaderMap) -> Csrf {
-    csrf_for(kp, headers)
 }

@@ -9,7 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
 
-use super::{Nav, back_to, csrf, query_of, refused, signed_in, signed_in_form, when};
+use super::{Answer, Nav, Visit, back_to, query_of, refused, signed_in, signed_in_form, when};
 use crate::domain::workspaces::ListedSession;
 use crate::pages::page;
 use crate::service::{Caller, Keyport};
@@ -65,24 +65,15 @@ fn row(listed: ListedSession) -> Row {
 }
 
 /// `GET /dashboard/sessions`.
-pub async fn mine(State(kp): State<Keyport>, headers: HeaderMap, uri: Uri) -> Response {
-    let (user, nav) = match signed_in(&kp, &headers, &uri).await {
-        Ok(both) => both,
-        Err(response) => return response,
-    };
+pub async fn mine(State(kp): State<Keyport>, headers: HeaderMap, uri: Uri) -> Answer {
+    let v = signed_in(&kp, &headers, &uri).await?;
     let query = query_of(&uri);
-    match kp.my_sessions(&user, query.get("after"), None).await {
-        Ok(found) => render(
-            &kp,
-            &headers,
-            &nav,
-            "My CLI sessions".into(),
-            false,
-            found,
-            "/dashboard/sessions",
-        ),
-        Err(e) => refused(&e),
-    }
+    let found = kp
+        .my_sessions(&v.user, query.get("after"), None)
+        .await
+        .map_err(|e| refused(&e))?;
+    let heading = "My CLI sessions".to_string();
+    Ok(render(&v, heading, false, found, "/dashboard/sessions"))
 }
 
 /// `GET /dashboard/workspaces/{slug}/sessions` (admins).
@@ -91,41 +82,27 @@ pub async fn workspace(
     headers: HeaderMap,
     uri: Uri,
     Path(slug): Path<String>,
-) -> Response {
-    let (user, nav) = match signed_in(&kp, &headers, &uri).await {
-        Ok(both) => both,
-        Err(response) => return response,
-    };
+) -> Answer {
+    let v = signed_in(&kp, &headers, &uri).await?;
     let query = query_of(&uri);
-    match kp
-        .workspace_sessions(&user, &slug, query.get("after"), None)
+    let (ws, found) = kp
+        .workspace_sessions(&v.user, &slug, query.get("after"), None)
         .await
-    {
-        Ok((ws, found)) => render(
-            &kp,
-            &headers,
-            &nav,
-            format!("CLI sessions in {}", ws.name),
-            true,
-            found,
-            uri.path(),
-        ),
-        Err(e) => refused(&e),
-    }
+        .map_err(|e| refused(&e))?;
+    let heading = format!("CLI sessions in {}", ws.name);
+    Ok(render(&v, heading, true, found, uri.path()))
 }
 
 fn render(
-    kp: &Keyport,
-    headers: &HeaderMap,
-    nav: &Nav,
+    v: &Visit<'_>,
     heading: String,
     show_user: bool,
     found: crate::domain::workspaces::Page<ListedSession>,
     back: &str,
 ) -> Response {
-    let csrf = csrf(kp, headers);
+    let csrf = v.csrf();
     let html = SessionsPage {
-        nav,
+        nav: &v.nav,
         csrf: &csrf.token,
         heading,
         show_user,
@@ -145,13 +122,10 @@ pub async fn revoke(
     uri: Uri,
     Path(id): Path<String>,
     body: Body,
-) -> Response {
-    let (form, user, _) = match signed_in_form(&kp, &headers, &uri, body).await {
-        Ok(all) => all,
-        Err(response) => return response,
-    };
-    match kp.revoke_session_as(&user, &id, &caller).await {
-        Ok(()) => back_to(&form, "/dashboard/sessions"),
-        Err(e) => refused(&e),
-    }
+) -> Answer {
+    let (form, v) = signed_in_form(&kp, &headers, &uri, body).await?;
+    kp.revoke_session_as(&v.user, &id, &caller)
+        .await
+        .map_err(|e| refused(&e))?;
+    Ok(back_to(&form, "/dashboard/sessions"))
 }
