@@ -84,8 +84,21 @@ pub struct Filter {
     pub to_ms: Option<i64>,
 }
 
+/// An id bound for a time: ids begin with the time in 13 lowercase hex
+/// digits, so `at_ms >= t` holds exactly when `id >= id_at(t)`. `None` past
+/// what 13 digits hold (the year 144,683).
+fn id_at(at_ms: i64) -> Option<String> {
+    (0..1 << 52)
+        .contains(&at_ms)
+        .then(|| format!("{at_ms:013x}"))
+}
+
 /// A workspace's events, newest first, `limit` of them with ids below
 /// `before` (ids start with the time, so they order events in time).
+///
+/// Only the filters asked for reach the SQL, and the time range becomes a
+/// range of ids: every page, filtered or not, is one walk down the
+/// `(workspace_id, id)` index.
 pub async fn page<'e>(
     db: impl Db<'e>,
     workspace_id: &str,
@@ -93,23 +106,58 @@ pub async fn page<'e>(
     before: Option<&str>,
     limit: i64,
 ) -> Result<Vec<AuditEvent>> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM audit_events WHERE workspace_id = $1 AND id < $2 \
-         AND ($3 IS NULL OR actor = $3) AND ($4 IS NULL OR event = $4) \
-         AND ($5 IS NULL OR client_id = $5) AND at_ms >= $6 AND at_ms < $7 \
-         ORDER BY id DESC LIMIT $8"
+    // Every id is 13 hex digits of time and more: "g" sorts after them all.
+    let mut upper = before.unwrap_or("g").to_string();
+    if let Some(to) = filter.to_ms.map(|ms| id_at(ms.max(0))) {
+        upper = upper.min(to.unwrap_or_else(|| "g".into()));
+    }
+    let lower = filter
+        .from_ms
+        .map(|ms| id_at(ms.max(0)).unwrap_or_else(|| "g".into()))
+        .unwrap_or_default();
+    let mut sql = format!(
+        "SELECT {COLUMNS} FROM audit_events WHERE workspace_id = $1 AND id < $2 AND id >= $3"
     );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let mut binds: Vec<&str> = Vec::new();
+    for (column, value) in [
+        ("actor", &filter.actor),
+        ("event", &filter.event),
+        ("client_id", &filter.client_id),
+    ] {
+        if let Some(value) = value {
+            binds.push(value);
+            sql.push_str(&format!(" AND {column} = ${}", binds.len() + 3));
+        }
+    }
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", binds.len() + 4));
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(workspace_id)
-        // Every id is 13 hex digits of time and more: "g" sorts after them all.
-        .bind(before.unwrap_or("g"))
-        .bind(&filter.actor)
-        .bind(&filter.event)
-        .bind(&filter.client_id)
-        .bind(filter.from_ms.unwrap_or(0))
-        .bind(filter.to_ms.unwrap_or(i64::MAX))
-        .bind(limit)
-        .fetch_all(db)
-        .await?;
+        .bind(upper)
+        .bind(lower);
+    for value in binds {
+        query = query.bind(value);
+    }
+    let rows = query.bind(limit).fetch_all(db).await?;
     rows.iter().map(event).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::id_at;
+
+    #[test]
+    fn time_bounds_order_ids_as_their_times() {
+        let id = |ms: i64| format!("{ms:013x}0123456789ab");
+        let t = 1_780_000_000_123;
+        let bound = id_at(t).unwrap();
+        assert!(
+            id(t).as_str() >= bound.as_str(),
+            "an event at the bound is in"
+        );
+        assert!(id(t - 1).as_str() < bound.as_str(), "one before it is out");
+        assert!(id(t + 1).as_str() >= bound.as_str());
+        assert!(id(0).as_str() >= id_at(0).unwrap().as_str());
+        assert_eq!(id_at(-1), None);
+        assert_eq!(id_at(1 << 52), None, "past 13 digits there is no bound");
+    }
 }

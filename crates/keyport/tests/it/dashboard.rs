@@ -5,6 +5,7 @@
 //! owners, and escaping of every name a user or device controls.
 
 use keyport::admin;
+use keyport::clock::Clock;
 use keyport_testkit::{Browser, form_fields};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -330,6 +331,28 @@ async fn admins_revoke_members_sessions_and_read_and_export_the_audit_trail() {
         .await;
     assert!(page.contains("session.revoke"), "{page}");
     assert!(!page.contains("device.approve"), "filtered: {page}");
+    // Dates: the day of the revocation keeps it; the days around it do not.
+    let day = |offset: i64| {
+        let at = time::OffsetDateTime::from_unix_timestamp(server.clock.now() + offset * 86_400)
+            .unwrap();
+        format!(
+            "{:04}-{:02}-{:02}",
+            at.year(),
+            u8::from(at.month()),
+            at.day()
+        )
+    };
+    let dated = |from: String, to: String| {
+        server.url(&format!(
+            "/dashboard/workspaces/acme/audit?event=session.revoke&from={from}&to={to}"
+        ))
+    };
+    let page = alice.get(&dated(day(0), day(0))).await;
+    assert!(page.contains("<td>session.revoke</td>"), "today: {page}");
+    let page = alice.get(&dated(day(-3), day(-1))).await;
+    assert!(!page.contains("<td>session.revoke"), "before today: {page}");
+    let page = alice.get(&dated(day(1), day(3))).await;
+    assert!(!page.contains("<td>session.revoke"), "after today: {page}");
     let csv = alice
         .get(&server.url("/dashboard/workspaces/acme/audit/export?format=csv&event=session.revoke"))
         .await;
