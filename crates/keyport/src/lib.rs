@@ -5,6 +5,7 @@ pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod domain;
+pub mod embed;
 pub mod fetch;
 pub mod hashing;
 pub mod mail;

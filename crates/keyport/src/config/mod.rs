@@ -179,6 +179,35 @@ impl Config {
         })
     }
 
+    /// The configuration `keyport serve` would use with no file and no
+    /// flags, at `issuer` with its data in `data_dir`, for a program that
+    /// embeds Keyport (its [`Router`](crate::http::router) or its
+    /// [service API](crate::embed)). The issuer is checked as `serve`
+    /// checks it; the fields stay public to change anything else.
+    pub fn embedded(issuer: &str, data_dir: impl Into<PathBuf>) -> Result<Self, ConfigError> {
+        let issuer = check_issuer(issuer)?;
+        Ok(Self {
+            issuer,
+            listen: DEFAULT_LISTEN.parse().expect("default listen address"),
+            data_dir: data_dir.into(),
+            database_url: None,
+            master_key: master_key_from_env(),
+            trusted_proxies: Vec::new(),
+            metrics_listen: None,
+            tls: None,
+            limits: Limits::default(),
+            tokens: TokenSettings::default(),
+            retention: Retention::default(),
+            keys: KeySettings::default(),
+            cimd: Cimd::default(),
+            registration: Registration::default(),
+            smtp: Smtp::default(),
+            sms: Sms::default(),
+            scopes: Vec::new(),
+            clients: Vec::new(),
+        })
+    }
+
     pub fn issuer_is_https(&self) -> bool {
         self.issuer.starts_with("https://")
     }

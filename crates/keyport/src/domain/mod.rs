@@ -87,6 +87,14 @@ impl Error {
     pub fn internal(what: &'static str) -> Self {
         Error::Internal(what)
     }
+
+    /// The RFC error code a client would see, when the refusal has one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Error::OAuth { code, .. } | Error::TwoStep { code, .. } => Some(*code),
+            Error::Throttled { .. } | Error::Store(_) | Error::Internal(_) => None,
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

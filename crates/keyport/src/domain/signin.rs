@@ -370,6 +370,12 @@ impl Keyport {
     }
 
     /// The user behind a browser session cookie, if it is live.
+    /// The account with this email address (compared as stored: lowercase).
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
+        let email = email.trim().to_lowercase();
+        Ok(store::directory::user_by_email(self.store.pool(), &email).await?)
+    }
+
     pub async fn browser_user(&self, cookie: &SessionCookie) -> Result<Option<(User, i64)>> {
         let now = self.clock.now();
         let Some((user_id, auth_time)) =

@@ -18,6 +18,7 @@ mod crash;
 mod dashboard;
 mod device_errors;
 mod device_flow;
+mod embed;
 mod instances;
 mod metrics;
 mod native_tls;
