@@ -64,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
         sms: Default::default(),
         scopes: vec![],
         clients: vec![],
+        profiles: vec![],
     };
     let clock = ManualClock::starting_now();
     let kp = Keyport::open(config, Arc::new(clock.clone())).await?;

@@ -11,8 +11,8 @@ use serde::Deserialize;
 mod sections;
 
 pub use sections::{
-    Cimd, ClientDecl, ClientKind, KeySettings, Limits, Registration, Retention, ScopeDef, Sms,
-    Smtp, TlsFiles, TlsSection, TokenSettings,
+    Cimd, ClientDecl, ClientKind, KeySettings, Limits, ProfileDecl, ProfileKind, Registration,
+    Retention, ScopeDef, Sms, Smtp, TlsFiles, TlsSection, TokenSettings,
 };
 
 /// Flags every command shares: where the data lives.
@@ -81,6 +81,7 @@ pub struct FileConfig {
     pub sms: Sms,
     pub scopes: Vec<ScopeDef>,
     pub clients: Vec<ClientDecl>,
+    pub profiles: Vec<ProfileDecl>,
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +108,7 @@ pub struct Config {
     pub sms: Sms,
     pub scopes: Vec<ScopeDef>,
     pub clients: Vec<ClientDecl>,
+    pub profiles: Vec<ProfileDecl>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +121,8 @@ pub enum ConfigError {
     Issuer(String, &'static str),
     #[error("TLS needs both a certificate and a key: {0}")]
     TlsIncomplete(&'static str),
+    #[error("[[profiles]] {0}: {1}")]
+    Profile(String, String),
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -176,6 +180,7 @@ impl Config {
             sms: file.sms,
             scopes: file.scopes,
             clients: file.clients,
+            profiles: check_profiles(file.profiles)?,
         })
     }
 
@@ -205,12 +210,68 @@ impl Config {
             sms: Sms::default(),
             scopes: Vec::new(),
             clients: Vec::new(),
+            profiles: Vec::new(),
         })
     }
 
     pub fn issuer_is_https(&self) -> bool {
         self.issuer.starts_with("https://")
     }
+}
+
+/// First path segments of Keyport's own routes, which no profile may take.
+const RESERVED_SEGMENTS: &[&str] = &[
+    "oauth",
+    ".well-known",
+    "device",
+    "signin",
+    "account",
+    "dashboard",
+    "setup",
+    "assets",
+    "invitations",
+    "healthz",
+    "readyz",
+    "metrics",
+];
+
+/// The profiles this version serves, each at a path of its own.
+pub fn check_profiles(profiles: Vec<ProfileDecl>) -> Result<Vec<ProfileDecl>, ConfigError> {
+    let mut seen = std::collections::HashSet::new();
+    for p in &profiles {
+        let bad = |why: &str| ConfigError::Profile(p.kind.as_str().to_string(), why.to_string());
+        if !matches!(p.kind, ProfileKind::Anysola | ProfileKind::Openskill) {
+            return Err(bad("this kind is not served by this version of Keyport"));
+        }
+        if p.client.is_empty() {
+            return Err(bad("client must name a client"));
+        }
+        let shaped = p.prefix.is_empty()
+            || (p.prefix.starts_with('/')
+                && !p.prefix.ends_with('/')
+                && p.prefix[1..]
+                    .split('/')
+                    .all(|seg| !seg.is_empty() && seg != "." && seg != ".."));
+        if !shaped {
+            return Err(bad(
+                "prefix is \"\" or a path like \"/legacy\" (no trailing slash)",
+            ));
+        }
+        // Keyport's own paths stay its own.
+        let first = p
+            .base()
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or("");
+        if RESERVED_SEGMENTS.contains(&first) || p.base().starts_with("/api/v1") {
+            return Err(bad("prefix would cover one of Keyport's own paths"));
+        }
+        if !seen.insert(p.base().to_string()) {
+            return Err(bad("another profile is mounted at the same path"));
+        }
+    }
+    Ok(profiles)
 }
 
 /// With TLS on, the listener speaks https, and so does the default issuer.
@@ -359,5 +420,27 @@ mod tests {
         assert!(check_issuer("http://127.0.0.1:8080").is_ok());
         assert!(check_issuer("http://localhost:1").is_ok());
         assert!(check_issuer("http://[::1]:8080").is_ok());
+    }
+
+    #[test]
+    fn profiles_are_read_from_the_file_and_checked() {
+        let file: FileConfig = toml::from_str(
+            "[[profiles]]\nkind = \"openskill\"\nclient = \"osk-cli\"\nprefix = \"\"\n\n\
+             [[profiles]]\nkind = \"anysola\"\nclient = \"anysola-cli\"\n",
+        )
+        .unwrap();
+        let profiles = check_profiles(file.profiles).unwrap();
+        assert_eq!(profiles[0].kind, ProfileKind::Openskill);
+        assert_eq!(profiles[0].base(), "/api/auth");
+        assert_eq!(profiles[1].base(), "/api/oauth");
+        let unknown = "[[profiles]]\nkind = \"keycloak\"\nclient = \"x\"\n";
+        assert!(toml::from_str::<FileConfig>(unknown).is_err());
+        let not_served = ProfileDecl {
+            kind: ProfileKind::Anny,
+            client: "x".into(),
+            prefix: String::new(),
+        };
+        let refused = check_profiles(vec![not_served]).unwrap_err().to_string();
+        assert!(refused.contains("not served"), "{refused}");
     }
 }

@@ -203,6 +203,68 @@ pub struct ScopeDef {
     pub description: Option<String>,
 }
 
+/// Which seed system's API a profile serves (PRODUCT.md, "Seed API
+/// profiles").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProfileKind {
+    /// Seed 000: `/api/oauth/{device,token,userinfo,revoke}`, JSON bodies.
+    Anysola,
+    /// Seed 001.
+    Anny,
+    /// Seed 002: `/api/auth/{device/code,device/token,refresh,revoke}`.
+    Openskill,
+    /// Seed 003.
+    Anchor,
+    /// Seed 004.
+    Sqlos,
+}
+
+impl ProfileKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProfileKind::Anysola => "anysola",
+            ProfileKind::Anny => "anny",
+            ProfileKind::Openskill => "openskill",
+            ProfileKind::Anchor => "anchor",
+            ProfileKind::Sqlos => "sqlos",
+        }
+    }
+
+    /// The base path of the seed's own API.
+    pub fn default_base(self) -> &'static str {
+        match self {
+            ProfileKind::Anysola => "/api/oauth",
+            ProfileKind::Openskill => "/api/auth",
+            ProfileKind::Anny | ProfileKind::Anchor => "/oauth",
+            ProfileKind::Sqlos => "/sqlos/auth",
+        }
+    }
+}
+
+/// `[[profiles]]`: one seed system's documented API, mounted beside
+/// Keyport's own and served by the same domain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileDecl {
+    pub kind: ProfileKind,
+    /// Requests that name no `client_id` act as this client.
+    pub client: String,
+    /// Replaces the seed's base path; "" serves the seed's own paths.
+    #[serde(default)]
+    pub prefix: String,
+}
+
+impl ProfileDecl {
+    /// Where the profile's routes live: the prefix, or the seed's own base.
+    pub fn base(&self) -> &str {
+        match self.prefix.as_str() {
+            "" => self.kind.default_base(),
+            prefix => prefix,
+        }
+    }
+}
+
 /// A client declared in the configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -8,6 +8,7 @@ pub mod error;
 pub mod metrics;
 pub mod oauth;
 pub mod params;
+pub mod profiles;
 pub mod serve;
 pub mod tls;
 
@@ -118,6 +119,7 @@ pub fn router(kp: Keyport, draining: Draining) -> Router {
         .route("/setup", get(pages::setup::form).post(pages::setup::create))
         .route("/assets/keyport.css", get(pages::stylesheet))
         .nest("/api/v1", api::router())
+        .merge(profiles::router(&kp))
         .fallback(not_found)
         .layer(middleware::from_fn(metrics::count_responses))
         .layer(middleware::from_fn_with_state(kp.clone(), https_only))

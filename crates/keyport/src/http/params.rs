@@ -55,6 +55,31 @@ fn bad(description: impl Into<std::borrow::Cow<'static, str>>) -> Rejection {
     Rejection::Api(ApiError::bad_request(description))
 }
 
+impl Params {
+    /// `value` for `name` when the request sent none (a seed profile's
+    /// implied `client_id` or `grant_type`).
+    pub fn or_default(mut self, name: &str, value: &str) -> Self {
+        self.values
+            .entry(name.to_string())
+            .or_insert_with(|| value.to_string());
+        self
+    }
+
+    /// The parameter `from` under the name `to`, as a seed's field named
+    /// differently from RFC 6749's. Refused when the request sent both.
+    pub fn renamed(mut self, from: &str, to: &str) -> Result<Self, ApiError> {
+        if let Some(value) = self.values.remove(from) {
+            if self.values.contains_key(to) {
+                return Err(ApiError::bad_request(format!(
+                    "send {from} or {to}, not both"
+                )));
+            }
+            self.values.insert(to.to_string(), value);
+        }
+        Ok(self)
+    }
+}
+
 impl<S: Send + Sync> FromRequest<S> for Params {
     type Rejection = Rejection;
 

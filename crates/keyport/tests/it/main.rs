@@ -24,6 +24,7 @@ mod metrics;
 mod native_tls;
 mod oidc_clients;
 mod pg;
+mod profiles;
 mod retention;
 mod review;
 mod rotation;

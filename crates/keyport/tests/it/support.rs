@@ -158,6 +158,7 @@ impl TestServer {
             sms: Default::default(),
             scopes: vec![],
             clients: vec![],
+            profiles: vec![],
         };
         let database = test_database().await;
         config.database_url = database.as_ref().map(|(url, _)| url.clone());

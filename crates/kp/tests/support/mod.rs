@@ -83,6 +83,7 @@ impl Server {
             sms: Default::default(),
             scopes: vec![],
             clients: vec![],
+            profiles: vec![],
         };
         let kp = Keyport::open(config, Arc::new(SystemClock))
             .await
