@@ -66,6 +66,9 @@ mod session;
 mod store;
 mod web;
 
+#[cfg(feature = "resource-server")]
+pub mod resource;
+
 pub use device::{DeviceLogin, DeviceLoginRequest, DeviceMetadata, PollOptions};
 pub use discovery::Issuer;
 pub use error::{Error, Result};

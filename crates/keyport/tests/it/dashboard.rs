@@ -47,7 +47,7 @@ async fn sign_in(
 }
 
 /// alice's browser, signed in, on `path`.
-async fn signed_in(server: &TestServer, path: &str) -> (Browser, String) {
+pub(crate) async fn signed_in(server: &TestServer, path: &str) -> (Browser, String) {
     let browser = server.browser();
     let page = sign_in(&browser, server, EMAIL, PASSWORD, path).await;
     (browser, page)
@@ -63,7 +63,12 @@ fn shown(page: &str, id: &str) -> String {
     page[start..start + page[start..].find('<').unwrap()].to_string()
 }
 
-async fn create_key(browser: &Browser, server: &TestServer, name: &str, scopes: &[&str]) -> String {
+pub(crate) async fn create_key(
+    browser: &Browser,
+    server: &TestServer,
+    name: &str,
+    scopes: &[&str],
+) -> String {
     let page = browser.get(&server.url("/dashboard/api-keys")).await;
     let mut fields = vec![("name", name), ("workspace", "acme")];
     let names: Vec<String> = scopes.iter().map(|s| format!("scope.{s}")).collect();

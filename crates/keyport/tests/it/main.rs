@@ -25,6 +25,7 @@ mod native_tls;
 mod oidc_clients;
 mod pg;
 mod profiles;
+mod resource;
 mod retention;
 mod review;
 mod rotation;
