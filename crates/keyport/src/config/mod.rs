@@ -157,6 +157,15 @@ impl Config {
         }
         let mut limits = file.limits;
         limits.enabled = !serve.no_rate_limits;
+        let profiles = check_profiles(file.profiles)?;
+        // Seed 003: "Non-HTTPS requests will be rejected."
+        if profiles.iter().any(|p| p.kind == ProfileKind::Anchor) && !issuer.starts_with("https://")
+        {
+            return Err(ConfigError::Profile(
+                "anchor".into(),
+                "needs an https issuer (seed 003 is HTTPS only)".into(),
+            ));
+        }
         Ok(Self {
             issuer,
             listen,
@@ -180,7 +189,7 @@ impl Config {
             sms: file.sms,
             scopes: file.scopes,
             clients: file.clients,
-            profiles: check_profiles(file.profiles)?,
+            profiles,
         })
     }
 
@@ -240,7 +249,7 @@ pub fn check_profiles(profiles: Vec<ProfileDecl>) -> Result<Vec<ProfileDecl>, Co
     let mut seen = std::collections::HashSet::new();
     for p in &profiles {
         let bad = |why: &str| ConfigError::Profile(p.kind.as_str().to_string(), why.to_string());
-        if !matches!(p.kind, ProfileKind::Anysola | ProfileKind::Openskill) {
+        if p.kind == ProfileKind::Sqlos {
             return Err(bad("this kind is not served by this version of Keyport"));
         }
         if p.client.is_empty() {
@@ -257,14 +266,17 @@ pub fn check_profiles(profiles: Vec<ProfileDecl>) -> Result<Vec<ProfileDecl>, Co
                 "prefix is \"\" or a path like \"/legacy\" (no trailing slash)",
             ));
         }
-        // Keyport's own paths stay its own.
+        // Keyport's own paths stay its own. (anny and anchor without a
+        // prefix are Keyport's own `/oauth/…`, answered in their shape.)
+        let native =
+            p.prefix.is_empty() && matches!(p.kind, ProfileKind::Anny | ProfileKind::Anchor);
         let first = p
             .base()
             .trim_start_matches('/')
             .split('/')
             .next()
             .unwrap_or("");
-        if RESERVED_SEGMENTS.contains(&first) || p.base().starts_with("/api/v1") {
+        if !native && (RESERVED_SEGMENTS.contains(&first) || p.base().starts_with("/api/v1")) {
             return Err(bad("prefix would cover one of Keyport's own paths"));
         }
         if !seen.insert(p.base().to_string()) {
@@ -436,7 +448,7 @@ mod tests {
         let unknown = "[[profiles]]\nkind = \"keycloak\"\nclient = \"x\"\n";
         assert!(toml::from_str::<FileConfig>(unknown).is_err());
         let not_served = ProfileDecl {
-            kind: ProfileKind::Anny,
+            kind: ProfileKind::Sqlos,
             client: "x".into(),
             prefix: String::new(),
         };

@@ -158,7 +158,11 @@ pub async fn token(
         }
     };
     crate::telemetry::token_issued(grant.as_str());
-    Ok(json_no_store(response))
+    let body = match kp.config.profiles.is_empty() {
+        true => serde_json::to_value(&response).expect("token responses serialize"),
+        false => super::profiles::token_response(&kp, client.id.as_str(), response),
+    };
+    Ok(json_no_store(body))
 }
 
 /// Seed 003's device fields, on password and refresh requests.

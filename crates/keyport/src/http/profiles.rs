@@ -12,7 +12,8 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::json;
+use keyport_proto::TokenResponse;
+use serde_json::{Value, json};
 
 use super::error::{ApiError, no_store};
 use super::oauth;
@@ -30,8 +31,10 @@ pub fn router(kp: &Keyport) -> Router<Keyport> {
             let routes = match profile.kind {
                 ProfileKind::Anysola => anysola(profile),
                 ProfileKind::Openskill => openskill(profile),
+                ProfileKind::Anny => anny(profile),
+                ProfileKind::Anchor => anchor(profile),
                 // Refused when the configuration is read.
-                ProfileKind::Anny | ProfileKind::Anchor | ProfileKind::Sqlos => Router::new(),
+                ProfileKind::Sqlos => Router::new(),
             };
             router.merge(routes)
         })
@@ -110,6 +113,65 @@ fn openskill(profile: &ProfileDecl) -> Router<Keyport> {
             &format!("{base}/revoke"),
             post(revoke_refresh_token).layer(Extension(implied(profile, None))),
         )
+}
+
+/// Seed 001 (anny): Keyport's own `/oauth/authorize` and `/oauth/token`
+/// (JSON bodies work there already); its client's token responses carry
+/// `expiresIn` and `expiresAt` too ([`token_response`]). With a prefix,
+/// `…/authorize` and `…/token` lead to them.
+fn anny(profile: &ProfileDecl) -> Router<Keyport> {
+    if profile.prefix.is_empty() {
+        return Router::new();
+    }
+    let base = profile.base();
+    Router::new()
+        .route(&format!("{base}/authorize"), get(to_authorize))
+        .route(&format!("{base}/token"), post(oauth::token))
+}
+
+/// Seed 003 (Anchor): Keyport's own `/oauth/token` (password and refresh
+/// grants with `guid` and the device fields) and `/oauth/revoke`; its
+/// client's token responses say `"scope": "full"`. With a prefix,
+/// `…/token` and `…/revoke` lead to them.
+fn anchor(profile: &ProfileDecl) -> Router<Keyport> {
+    if profile.prefix.is_empty() {
+        return Router::new();
+    }
+    let base = profile.base();
+    Router::new()
+        .route(&format!("{base}/token"), post(oauth::token))
+        .route(&format!("{base}/revoke"), post(oauth::revoke))
+}
+
+/// `…/authorize` of a prefixed anny profile: the same request at Keyport's own.
+async fn to_authorize(uri: axum::http::Uri) -> Response {
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    axum::response::Redirect::temporary(&format!("/oauth/authorize{query}")).into_response()
+}
+
+/// A token response in the shape the client's profile documents: anny adds
+/// `expiresIn` and `expiresAt` (`+00:00`, as its example shows), Anchor's
+/// `scope` is always `"full"`. Other clients get RFC 6749's shape as is.
+pub fn token_response(kp: &Keyport, client_id: &str, response: TokenResponse) -> Value {
+    let mut body = serde_json::to_value(&response).expect("token responses serialize");
+    let kind = kp
+        .config
+        .profiles
+        .iter()
+        .find(|p| p.client == client_id)
+        .map(|p| p.kind);
+    match kind {
+        Some(ProfileKind::Anny) => {
+            body["expiresIn"] = json!(response.expires_in);
+            if let Some(at) = &response.expires_at {
+                let offset = at.strip_suffix('Z').map(|t| format!("{t}+00:00"));
+                body["expiresAt"] = json!(offset.unwrap_or_else(|| at.clone()));
+            }
+        }
+        Some(ProfileKind::Anchor) => body["scope"] = json!("full"),
+        _ => {}
+    }
+    body
 }
 
 async fn device_start(

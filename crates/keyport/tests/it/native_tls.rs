@@ -164,7 +164,9 @@ async fn approve_over_https(server: &TestServer, ca_pem: &str, complete: &str) -
 
 /// A seeded in-process server speaking TLS with a certificate from a fresh
 /// CA; returns it with the CA's PEM.
-async fn tls_server(adjust: impl FnOnce(&mut keyport::config::Config)) -> (TestServer, String) {
+pub(crate) async fn tls_server(
+    adjust: impl FnOnce(&mut keyport::config::Config),
+) -> (TestServer, String) {
     let (ca_pem, ca) = new_ca("Keyport native TLS test CA");
     let files = tls_files(&temp_dir());
     install(&files, &ca);

@@ -296,3 +296,149 @@ fn profiles_that_would_shadow_keyport_or_each_other_are_refused() {
         .is_ok()
     );
 }
+
+#[tokio::test]
+async fn anny_token_responses_add_expires_in_and_at() {
+    use crate::code_flow::{APP_REDIRECT, CodeBrowser, add_app, authorize_url, public_app, query};
+    let server = TestServer::start_with(|config: &mut Config| {
+        config.profiles = vec![profile(ProfileKind::Anny, "anny-app", "")];
+    })
+    .await;
+    let secret = add_app(
+        &server,
+        ClientSpec {
+            id: "anny-app".into(),
+            confidential: true,
+            ..public_app()
+        },
+    )
+    .await
+    .unwrap();
+    // Step 1 as the seed writes it, `scope=` included.
+    let url = authorize_url(
+        &server,
+        &[
+            ("client_id", "anny-app"),
+            ("response_type", "code"),
+            ("redirect_uri", APP_REDIRECT),
+            ("state", "random_state"),
+            ("scope", ""),
+        ],
+    );
+    let back = CodeBrowser::new(&server).authorize(&url, "approve").await;
+    assert_eq!(query(&back, "state").as_deref(), Some("random_state"));
+    let code = query(&back, "code").unwrap();
+    // Step 2: the JSON body of the seed's fetch().
+    let (status, tokens) = post_json(
+        &server,
+        "/oauth/token",
+        json!({
+            "client_id": "anny-app",
+            "client_secret": secret,
+            "code": code,
+            "redirect_uri": APP_REDIRECT,
+            "grant_type": "authorization_code"
+        }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    assert!(tokens["access_token"].is_string() && tokens["refresh_token"].is_string());
+    assert_eq!(tokens["expiresIn"], tokens["expires_in"]);
+    let at = tokens["expiresAt"].as_str().unwrap();
+    assert!(at.ends_with("+00:00"), "{at}");
+    assert!(
+        time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).is_ok()
+    );
+
+    // Other clients keep RFC 6749's shape.
+    let tokens = server.login().await;
+    assert!(tokens.get("expiresIn").is_none(), "{tokens}");
+}
+
+#[tokio::test]
+async fn anchor_password_and_refresh_answer_scope_full_over_https() {
+    let (server, _) = crate::native_tls::tls_server(|config: &mut Config| {
+        config.profiles = vec![profile(ProfileKind::Anchor, "anchor", "")];
+    })
+    .await;
+    admin::add_client(
+        &server.kp,
+        ClientSpec {
+            id: "anchor".into(),
+            name: "Anchor".into(),
+            confidential: false,
+            grants: vec!["password".into(), "refresh_token".into()],
+            scopes: vec!["openid offline_access agents:read".into()],
+            default_scopes: vec!["openid offline_access agents:read".into()],
+            ..ClientSpec::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(server.issuer.starts_with("https://"));
+
+    // The seed's example request, form-encoded, with the device fields.
+    let (status, tokens) = server
+        .post_form(
+            "/oauth/token",
+            &[
+                ("grant_type", "password"),
+                ("client_id", "anchor"),
+                ("username", EMAIL),
+                ("password", PASSWORD),
+                ("guid", ""),
+                ("dns_name", "build-01"),
+                ("os_type", "osx"),
+                ("os_version", "14.2"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    assert_eq!(tokens["scope"], "full");
+    assert_eq!(tokens["token_type"], "Bearer");
+    assert!(tokens["guid"].is_string(), "{tokens}");
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+
+    let (status, refreshed) = server
+        .post_form(
+            "/oauth/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("client_id", "anchor"),
+                ("refresh_token", refresh),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{refreshed}");
+    assert_eq!(refreshed["scope"], "full");
+
+    let access = refreshed["access_token"].as_str().unwrap();
+    let (status, _) = server
+        .post_form(
+            "/oauth/revoke",
+            &[
+                ("client_id", "anchor"),
+                ("token", access),
+                ("token_type_hint", "access_token"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = server.userinfo(access).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // A wrong password is still the RFC answer, not "full" of anything.
+    let (status, refused) = server
+        .post_form(
+            "/oauth/token",
+            &[
+                ("grant_type", "password"),
+                ("client_id", "anchor"),
+                ("username", EMAIL),
+                ("password", "wrong"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert_eq!(refused["error"], "invalid_grant");
+}
