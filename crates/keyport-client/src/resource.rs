@@ -33,7 +33,7 @@
 //!     .introspection("acme-api", "the client secret")
 //!     .build()
 //!     .await?;
-//! let app = Router::new()
+//! let app: Router = Router::new()
 //!     .route("/todos", get(todos))
 //!     .with_state(rs.clone())
 //!     .merge(rs.metadata_router());

@@ -883,52 +883,6 @@ async fn the_resource_named_at_the_exchange_must_be_the_authorized_one() {
 }
 
 #[tokio::test]
-async fn seed_001s_json_exchange_works_as_written() {
-    // anny's documented request: a JSON body with the secret in it.
-    let server = TestServer::start().await;
-    let secret = add_app(
-        &server,
-        ClientSpec {
-            id: "anny-app".into(),
-            confidential: true,
-            ..public_app()
-        },
-    )
-    .await
-    .unwrap();
-    let browser = CodeBrowser::new(&server);
-    let url = authorize_url(
-        &server,
-        &[
-            ("client_id", "anny-app"),
-            ("response_type", "code"),
-            ("redirect_uri", APP_REDIRECT),
-            ("state", "random_state"),
-            ("scope", ""),
-        ],
-    );
-    let code = query(&browser.authorize(&url, "approve").await, "code").unwrap();
-    let response = server
-        .http
-        .post(server.url("/oauth/token"))
-        .json(&serde_json::json!({
-            "client_id": "anny-app",
-            "client_secret": secret,
-            "code": code,
-            "redirect_uri": APP_REDIRECT,
-            "grant_type": "authorization_code",
-        }))
-        .send()
-        .await
-        .unwrap();
-    let (status, tokens) = json_of(response).await;
-    assert_eq!(status, StatusCode::OK, "{tokens}");
-    assert!(tokens["refresh_token"].is_string(), "{tokens}");
-    assert!(tokens["expires_in"].as_u64().unwrap() > 0);
-    assert!(tokens["expires_at"].as_str().unwrap().ends_with('Z'));
-}
-
-#[tokio::test]
 async fn a_member_of_several_workspaces_chooses_one_and_the_token_carries_it() {
     let server = TestServer::start().await;
     add_app(&server, public_app()).await;

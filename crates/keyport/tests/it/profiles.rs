@@ -353,6 +353,10 @@ async fn anny_token_responses_add_expires_in_and_at() {
     // Other clients keep RFC 6749's shape.
     let tokens = server.login().await;
     assert!(tokens.get("expiresIn").is_none(), "{tokens}");
+    assert!(
+        tokens["expires_at"].as_str().unwrap().ends_with('Z'),
+        "{tokens}"
+    );
 }
 
 #[tokio::test]
