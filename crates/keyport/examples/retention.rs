@@ -65,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
         scopes: vec![],
         clients: vec![],
         profiles: vec![],
+        headless: Default::default(),
     };
     let clock = ManualClock::starting_now();
     let kp = Keyport::open(config, Arc::new(clock.clone())).await?;

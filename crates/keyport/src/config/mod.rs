@@ -11,7 +11,7 @@ use serde::Deserialize;
 mod sections;
 
 pub use sections::{
-    Cimd, ClientDecl, ClientKind, KeySettings, Limits, ProfileDecl, ProfileKind, Registration,
+    Cimd, ClientDecl, ClientKind, Headless, KeySettings, Limits, ProfileDecl, ProfileKind, Registration,
     Retention, ScopeDef, Sms, Smtp, TlsFiles, TlsSection, TokenSettings,
 };
 
@@ -82,6 +82,7 @@ pub struct FileConfig {
     pub scopes: Vec<ScopeDef>,
     pub clients: Vec<ClientDecl>,
     pub profiles: Vec<ProfileDecl>,
+    pub headless: Headless,
 }
 
 #[derive(Debug, Clone)]
@@ -109,6 +110,7 @@ pub struct Config {
     pub scopes: Vec<ScopeDef>,
     pub clients: Vec<ClientDecl>,
     pub profiles: Vec<ProfileDecl>,
+    pub headless: Headless,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +125,8 @@ pub enum ConfigError {
     TlsIncomplete(&'static str),
     #[error("[[profiles]] {0}: {1}")]
     Profile(String, String),
+    #[error("[headless] {0}")]
+    Headless(String),
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -190,6 +194,7 @@ impl Config {
             scopes: file.scopes,
             clients: file.clients,
             profiles,
+            headless: check_headless(file.headless)?,
         })
     }
 
@@ -220,12 +225,41 @@ impl Config {
             scopes: Vec::new(),
             clients: Vec::new(),
             profiles: Vec::new(),
+            headless: Headless::default(),
         })
     }
 
     pub fn issuer_is_https(&self) -> bool {
         self.issuer.starts_with("https://")
     }
+}
+
+/// `ui_url` an absolute http(s) URL; each origin `scheme://host[:port]`;
+/// the origin of `ui_url` allowed with the others.
+pub fn check_headless(mut headless: Headless) -> Result<Headless, ConfigError> {
+    let origin_of = |text: &str| -> Option<String> {
+        let url = url::Url::parse(text).ok()?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return None;
+        }
+        Some(url.origin().ascii_serialization())
+    };
+    for origin in &headless.allowed_origins {
+        if origin_of(origin).as_deref() != Some(origin.as_str()) {
+            return Err(ConfigError::Headless(format!(
+                "allowed_origins: {origin:?} is not an origin like \"https://app.example.com\""
+            )));
+        }
+    }
+    if let Some(ui) = &headless.ui_url {
+        let origin = origin_of(ui).ok_or_else(|| {
+            ConfigError::Headless(format!("ui_url: {ui:?} is not an http(s) URL"))
+        })?;
+        if !headless.allows(&origin) {
+            headless.allowed_origins.push(origin);
+        }
+    }
+    Ok(headless)
 }
 
 /// First path segments of Keyport's own routes, which no profile may take.

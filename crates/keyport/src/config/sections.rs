@@ -203,6 +203,26 @@ pub struct ScopeDef {
     pub description: Option<String>,
 }
 
+/// `[headless]`: a team's own sign-in and approval UI on the headless API.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Headless {
+    /// With it, `/device?user_code=…` sends the browser to
+    /// `ui_url?request=ID&view=device` instead of the hosted page.
+    pub ui_url: Option<String>,
+    /// Origins (`https://app.example.com`) whose pages may call
+    /// `/api/headless` from the browser (CORS, with credentials); the
+    /// origin of `ui_url` is one of them.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Headless {
+    /// Whether a page at `origin` may call the headless API.
+    pub fn allows(&self, origin: &str) -> bool {
+        self.allowed_origins.iter().any(|o| o == origin)
+    }
+}
+
 /// Which seed system's API a profile serves (PRODUCT.md, "Seed API
 /// profiles").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]

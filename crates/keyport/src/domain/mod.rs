@@ -13,6 +13,7 @@ pub mod clients;
 pub mod code;
 pub mod device;
 pub mod discovery;
+pub mod headless;
 pub mod invitations;
 pub mod keys;
 pub mod lockout;

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod error;
+pub mod headless;
 pub mod metrics;
 pub mod oauth;
 pub mod params;
@@ -119,6 +120,7 @@ pub fn router(kp: Keyport, draining: Draining) -> Router {
         .route("/setup", get(pages::setup::form).post(pages::setup::create))
         .route("/assets/keyport.css", get(pages::stylesheet))
         .nest("/api/v1", api::router())
+        .nest("/api/headless", headless::router(&kp))
         .merge(profiles::router(&kp))
         .fallback(not_found)
         .layer(middleware::from_fn(metrics::count_responses))

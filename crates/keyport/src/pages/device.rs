@@ -72,7 +72,7 @@ pub struct DeviceQuery {
 }
 
 /// The signed-in user, if the session cookie names a live session.
-pub(super) async fn current_user(
+pub(crate) async fn current_user(
     kp: &Keyport,
     headers: &HeaderMap,
 ) -> Result<Option<(User, i64, SessionCookie)>, Error> {
@@ -134,6 +134,33 @@ fn unavailable() -> Response {
 const PENDING_CODE_FIELD: &str = "pending_code";
 
 /// `GET /device` and `GET /device?user_code=…`.
+/// With `[headless] ui_url`: the team's own UI takes the browser, with
+/// the request the code names (`?request=ID&view=device`), or with
+/// `error=invalid_code` for a code that names none.
+async fn to_headless_ui(
+    kp: &Keyport,
+    caller: &Caller,
+    ui: &str,
+    user_code: Option<&str>,
+) -> Response {
+    let Ok(mut url) = url::Url::parse(ui) else {
+        return unavailable();
+    };
+    if let Some(code) = user_code {
+        match kp.request_id_for_user_code(code, caller).await {
+            Ok(Some(id)) => {
+                url.query_pairs_mut().append_pair("request", &id);
+            }
+            Ok(None) => {
+                url.query_pairs_mut().append_pair("error", "invalid_code");
+            }
+            Err(e) => return error_page(&e),
+        }
+    }
+    url.query_pairs_mut().append_pair("view", "device");
+    Redirect::to(url.as_str()).into_response()
+}
+
 pub async fn verification_page(
     State(kp): State<Keyport>,
     Extension(caller): Extension<Caller>,
@@ -146,6 +173,9 @@ pub async fn verification_page(
         .as_deref()
         .map(str::trim)
         .filter(|c| !c.is_empty());
+    if let Some(ui) = &kp.config.headless.ui_url {
+        return to_headless_ui(&kp, &caller, ui, user_code).await;
+    }
     let Ok(signed_in) = current_user(&kp, &headers).await else {
         return unavailable();
     };

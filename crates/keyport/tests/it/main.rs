@@ -19,6 +19,7 @@ mod dashboard;
 mod device_errors;
 mod device_flow;
 mod embed;
+mod headless;
 mod instances;
 mod metrics;
 mod native_tls;

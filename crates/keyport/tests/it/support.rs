@@ -159,6 +159,7 @@ impl TestServer {
             scopes: vec![],
             clients: vec![],
             profiles: vec![],
+            headless: Default::default(),
         };
         let database = test_database().await;
         config.database_url = database.as_ref().map(|(url, _)| url.clone());

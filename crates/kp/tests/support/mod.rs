@@ -84,6 +84,7 @@ impl Server {
             scopes: vec![],
             clients: vec![],
             profiles: vec![],
+            headless: Default::default(),
         };
         let kp = Keyport::open(config, Arc::new(SystemClock))
             .await
