@@ -11,8 +11,8 @@ use serde::Deserialize;
 mod sections;
 
 pub use sections::{
-    Cimd, ClientDecl, ClientKind, Headless, KeySettings, Limits, ProfileDecl, ProfileKind, Registration,
-    Retention, ScopeDef, Sms, Smtp, TlsFiles, TlsSection, TokenSettings,
+    Cimd, ClientDecl, ClientKind, Headless, KeySettings, Limits, ProfileDecl, ProfileKind,
+    Registration, Retention, ScopeDef, Sms, Smtp, TlsFiles, TlsSection, TokenSettings,
 };
 
 /// Flags every command shares: where the data lives.

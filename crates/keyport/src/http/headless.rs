@@ -137,8 +137,9 @@ async fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: Body) -> Resu
     let bytes = super::params::read_json_body(body)
         .await
         .map_err(IntoResponse::into_response)?;
-    serde_json::from_slice(&bytes)
-        .map_err(|_| ApiError::bad_request("the body does not have the documented fields").into_response())
+    serde_json::from_slice(&bytes).map_err(|_| {
+        ApiError::bad_request("the body does not have the documented fields").into_response()
+    })
 }
 
 fn reply(status: StatusCode, body: Value) -> Response {
@@ -161,7 +162,10 @@ fn view_json(view: &RequestView) -> Value {
 
 /// The signed-in user with the session's sign-in time and cookie, or 401
 /// `login_required`.
-async fn signed_in(kp: &Keyport, headers: &HeaderMap) -> Result<(User, i64, SessionCookie), Response> {
+async fn signed_in(
+    kp: &Keyport,
+    headers: &HeaderMap,
+) -> Result<(User, i64, SessionCookie), Response> {
     match current_user(kp, headers).await {
         Ok(Some(found)) => Ok(found),
         Ok(None) => Err(json_error(
@@ -174,7 +178,11 @@ async fn signed_in(kp: &Keyport, headers: &HeaderMap) -> Result<(User, i64, Sess
 }
 
 /// `GET /api/headless/requests/{id}`.
-async fn request(State(kp): State<Keyport>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn request(
+    State(kp): State<Keyport>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
     let view = match kp.device_request(&id).await {
         Ok(Some(view)) => view,
         Ok(None) => {
@@ -230,24 +238,38 @@ fn sign_in_refused(e: SignInError) -> Response {
     match e {
         SignInError::Other(e) => ApiError(e).into_response(),
         SignInError::Throttled { retry_after } => {
-            let response = json_error(StatusCode::TOO_MANY_REQUESTS, Code::SlowDown.as_str(), &text);
+            let response = json_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                Code::SlowDown.as_str(),
+                &text,
+            );
             crate::pages::with_retry_after(response, retry_after)
         }
         SignInError::Locked { .. } => {
             json_error(StatusCode::FORBIDDEN, Code::AccountLocked.as_str(), &text)
         }
-        SignInError::Expired => json_error(StatusCode::UNAUTHORIZED, Code::LoginRequired.as_str(), &text),
+        SignInError::Expired => json_error(
+            StatusCode::UNAUTHORIZED,
+            Code::LoginRequired.as_str(),
+            &text,
+        ),
         SignInError::Invalid | SignInError::WrongCode => {
             json_error(StatusCode::UNAUTHORIZED, Code::InvalidGrant.as_str(), &text)
         }
     }
 }
 
-fn with_session(kp: &Keyport, mut response: Response, id: &SessionCookie, max_age: i64) -> Response {
+fn with_session(
+    kp: &Keyport,
+    mut response: Response,
+    id: &SessionCookie,
+    max_age: i64,
+) -> Response {
     let names = cookies(kp);
-    response
-        .headers_mut()
-        .append(header::SET_COOKIE, names.set(names.session, id.expose(), Some(max_age)));
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        names.set(names.session, id.expose(), Some(max_age)),
+    );
     response
 }
 
@@ -329,18 +351,30 @@ async fn resolve(
     let Some(code) = asked.user_code else {
         return ApiError::bad_request("userCode is required").into_response();
     };
-    let pending = match kp.resolve_user_code(&code, &user, Some(&session), &caller).await {
+    let pending = match kp
+        .resolve_user_code(&code, &user, Some(&session), &caller)
+        .await
+    {
         Ok(pending) => pending,
         Err(e) => return ApiError(e).into_response(),
     };
     match kp.device_request(&pending.id).await {
         Ok(Some(view)) => reply(StatusCode::OK, view_json(&view)),
-        Ok(None) => ApiError(Error::invalid_grant("that code is not valid or has expired")).into_response(),
+        Ok(None) => ApiError(Error::invalid_grant(
+            "that code is not valid or has expired",
+        ))
+        .into_response(),
         Err(e) => ApiError(e).into_response(),
     }
 }
 
-async fn decide(kp: &Keyport, caller: &Caller, headers: &HeaderMap, body: Body, approve: bool) -> Response {
+async fn decide(
+    kp: &Keyport,
+    caller: &Caller,
+    headers: &HeaderMap,
+    body: Body,
+    approve: bool,
+) -> Response {
     let asked: Which = match json_body(headers, body).await {
         Ok(asked) => asked,
         Err(response) => return response,
@@ -351,7 +385,10 @@ async fn decide(kp: &Keyport, caller: &Caller, headers: &HeaderMap, body: Body, 
     };
     let id = match (asked.request_id, asked.user_code) {
         (Some(id), None) => id,
-        (None, Some(code)) => match kp.resolve_user_code(&code, &user, Some(&session), caller).await {
+        (None, Some(code)) => match kp
+            .resolve_user_code(&code, &user, Some(&session), caller)
+            .await
+        {
             Ok(pending) => pending.id,
             Err(e) => return ApiError(e).into_response(),
         },
@@ -363,7 +400,10 @@ async fn decide(kp: &Keyport, caller: &Caller, headers: &HeaderMap, body: Body, 
         },
         false => Consent::Deny,
     };
-    match kp.decide_device(&id, &user, consent, auth_time, caller).await {
+    match kp
+        .decide_device(&id, &user, consent, auth_time, caller)
+        .await
+    {
         Ok(Decided::Approved { granted, refused }) => reply(
             StatusCode::OK,
             json!({ "status": "approved", "scope": granted, "refused": refused }),

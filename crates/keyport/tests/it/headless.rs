@@ -99,7 +99,10 @@ async fn a_custom_ui_on_another_origin_signs_in_and_approves_in_chromium() {
     browser.wait_for_text("Test CLI asks for").await;
     let landed = browser.current_url().await;
     assert!(landed.starts_with(&ui), "{landed}");
-    assert!(landed.contains("view=device") && landed.contains("request="), "{landed}");
+    assert!(
+        landed.contains("view=device") && landed.contains("request="),
+        "{landed}"
+    );
 
     browser.fill("Email", EMAIL).await;
     browser.fill("Password", PASSWORD).await;
@@ -113,7 +116,11 @@ async fn a_custom_ui_on_another_origin_signs_in_and_approves_in_chromium() {
     let (status, tokens) = server.poll(start["device_code"].as_str().unwrap()).await;
     assert_eq!(status, StatusCode::OK, "{tokens}");
     let audit = server.audit_events().await;
-    assert!(audit.iter().any(|e| e == "device.approve"), "{audit:?}");
+    assert!(
+        audit.iter().any(|e| e == "device.approve:success"),
+        "{audit:?}"
+    );
+    assert!(audit.iter().any(|e| e == "sign_in:success"), "{audit:?}");
 }
 
 async fn send(
@@ -148,7 +155,10 @@ async fn only_listed_origins_may_call_and_each_step_answers_in_json() {
     let preflight = |origin| {
         let request = server
             .http
-            .request(reqwest::Method::OPTIONS, server.url("/api/headless/device/approve"))
+            .request(
+                reqwest::Method::OPTIONS,
+                server.url("/api/headless/device/approve"),
+            )
             .header("Origin", origin)
             .header("Access-Control-Request-Method", "POST")
             .header("Access-Control-Request-Headers", "content-type");
@@ -163,7 +173,12 @@ async fn only_listed_origins_may_call_and_each_step_answers_in_json() {
     assert_eq!(ok.headers()["access-control-allow-credentials"], "true");
     let refused = preflight("https://evil.example").await;
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
-    assert!(refused.headers().get("access-control-allow-origin").is_none());
+    assert!(
+        refused
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
 
     let start = server.start_device(&[]).await;
     let user_code = start["user_code"].as_str().unwrap();
@@ -191,7 +206,10 @@ async fn only_listed_origins_may_call_and_each_step_answers_in_json() {
     )
     .await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(response.json::<Value>().await.unwrap()["error"], "login_required");
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["error"],
+        "login_required"
+    );
 
     // A form body is refused: JSON only.
     let response = server
@@ -214,7 +232,10 @@ async fn only_listed_origins_may_call_and_each_step_answers_in_json() {
     )
     .await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(response.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["error"],
+        "invalid_grant"
+    );
 
     // Sign in: the session cookie, and CORS headers for the listed origin.
     let response = send(
@@ -230,8 +251,14 @@ async fn only_listed_origins_may_call_and_each_step_answers_in_json() {
         response.headers()["access-control-allow-origin"],
         "https://app.example.com"
     );
-    let cookie = response.headers()["set-cookie"].to_str().unwrap().to_string();
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
     let session = cookie.split(';').next().unwrap().to_string();
     let with_session = |method, path: &str, body: Option<Value>| {
         let mut request = server
@@ -276,7 +303,12 @@ async fn only_listed_origins_may_call_and_each_step_answers_in_json() {
     .await
     .unwrap();
     assert_eq!(loaded["user"]["email"], EMAIL);
-    assert!(loaded["scopes"].as_array().unwrap().contains(&json!("agents:read")));
+    assert!(
+        loaded["scopes"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("agents:read"))
+    );
 
     // Deny by user code; the poll is told; a second decision is refused.
     let response = with_session(
@@ -304,7 +336,11 @@ async fn only_listed_origins_may_call_and_each_step_answers_in_json() {
         None,
     )
     .await;
-    assert_eq!(unknown.status(), StatusCode::NOT_FOUND, "decided: no longer pending");
+    assert_eq!(
+        unknown.status(),
+        StatusCode::NOT_FOUND,
+        "decided: no longer pending"
+    );
 }
 
 #[test]
@@ -316,7 +352,11 @@ fn headless_origins_are_checked_and_the_ui_origin_is_added() {
     })
     .unwrap();
     assert!(checked.allows("https://app.example.com"));
-    for bad in ["https://app.example.com/", "app.example.com", "ftp://x.example"] {
+    for bad in [
+        "https://app.example.com/",
+        "app.example.com",
+        "ftp://x.example",
+    ] {
         let refused = check_headless(Headless {
             ui_url: None,
             allowed_origins: vec![bad.into()],
