@@ -42,17 +42,18 @@
 //! # }
 //! ```
 
+mod bearer;
+mod principal;
+
+pub use bearer::Bearer;
+pub use principal::{Principal, Refusal, TokenKind};
+
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{FromRef, FromRequestParts};
-use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -73,137 +74,6 @@ pub const DEFAULT_JWKS_REFETCH: Duration = Duration::from_secs(10);
 const LEEWAY_SECS: u64 = 30;
 /// Introspection answers kept at most; past it the expired go, then all.
 const CACHE_ENTRIES: usize = 10_000;
-
-/// Who a verified token speaks for, and what it may do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    /// `sub`: the user, or the client for client credentials.
-    pub subject: String,
-    pub client_id: Option<String>,
-    pub scopes: Vec<String>,
-    pub workspace: Option<String>,
-    pub role: Option<String>,
-    /// Unix seconds.
-    pub expires_at: Option<i64>,
-    pub kind: TokenKind,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenKind {
-    /// An RFC 9068 JWT, verified locally.
-    Jwt,
-    /// An opaque access token, introspected.
-    Opaque,
-    /// A `kp_pat_` API key, introspected.
-    ApiKey,
-}
-
-impl Principal {
-    pub fn has_scope(&self, scope: &str) -> bool {
-        self.scopes.iter().any(|s| s == scope)
-    }
-
-    /// Every scope in `scopes`, or a 403 `insufficient_scope` naming them.
-    pub fn require(&self, scopes: &[&str]) -> std::result::Result<(), Refusal> {
-        if scopes.iter().all(|s| self.has_scope(s)) {
-            return Ok(());
-        }
-        Err(Refusal {
-            status: StatusCode::FORBIDDEN,
-            error: Some("insufficient_scope"),
-            description: "the token lacks a scope this request needs".into(),
-            scope: Some(scopes.join(" ")),
-            resource_metadata: None,
-        })
-    }
-}
-
-/// A refused request: RFC 6750 §3's answer.
-#[derive(Debug, Clone)]
-pub struct Refusal {
-    pub status: StatusCode,
-    /// `invalid_token`, `insufficient_scope`, `invalid_request`; none
-    /// when no token was sent (RFC 6750 §3.1).
-    pub error: Option<&'static str>,
-    pub description: String,
-    pub scope: Option<String>,
-    resource_metadata: Option<String>,
-}
-
-impl Refusal {
-    fn invalid_token(description: impl Into<String>) -> Self {
-        Refusal {
-            status: StatusCode::UNAUTHORIZED,
-            error: Some("invalid_token"),
-            description: description.into(),
-            scope: None,
-            resource_metadata: None,
-        }
-    }
-
-    fn unavailable(description: impl Into<String>) -> Self {
-        Refusal {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            error: Some("temporarily_unavailable"),
-            description: description.into(),
-            scope: None,
-            resource_metadata: None,
-        }
-    }
-}
-
-impl fmt::Display for Refusal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}: {}",
-            self.error.unwrap_or("unauthorized"),
-            self.description
-        )
-    }
-}
-
-impl std::error::Error for Refusal {}
-
-/// A quoted-string of RFC 9110 §5.6.4, with what cannot be in one dropped.
-fn quoted(text: &str) -> String {
-    let clean: String = text
-        .chars()
-        .filter(|c| (' '..='~').contains(c) && *c != '"' && *c != '\\')
-        .collect();
-    format!("\"{clean}\"")
-}
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        let mut challenge = vec![];
-        if let Some(error) = self.error {
-            challenge.push(format!("error={}", quoted(error)));
-            challenge.push(format!("error_description={}", quoted(&self.description)));
-        }
-        if let Some(scope) = &self.scope {
-            challenge.push(format!("scope={}", quoted(scope)));
-        }
-        if let Some(url) = &self.resource_metadata {
-            challenge.push(format!("resource_metadata={}", quoted(url)));
-        }
-        let value = match challenge.is_empty() {
-            true => "Bearer".to_string(),
-            false => format!("Bearer {}", challenge.join(", ")),
-        };
-        let body = Json(json!({
-            "error": self.error.unwrap_or("invalid_token"),
-            "error_description": self.description,
-        }));
-        let mut response = (self.status, body).into_response();
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, value);
-        }
-        response
-    }
-}
 
 /// Configures a [`ResourceServer`].
 pub struct Builder {
@@ -573,7 +443,7 @@ impl ResourceServer {
         answers.insert(key, (Instant::now(), answer));
     }
 
-    fn refusal(&self, mut refusal: Refusal) -> Refusal {
+    pub(super) fn refusal(&self, mut refusal: Refusal) -> Refusal {
         refusal.resource_metadata = Some(self.metadata_url());
         refusal
     }
@@ -588,59 +458,4 @@ fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
-}
-
-/// The axum extractor: the request's verified bearer token, or the
-/// refusal as the response. Needs a [`ResourceServer`] in the state.
-#[derive(Debug, Clone)]
-pub struct Bearer(pub Principal);
-
-impl<S> FromRequestParts<S> for Bearer
-where
-    ResourceServer: FromRef<S>,
-    S: Send + Sync,
-{
-    type Rejection = Refusal;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &S,
-    ) -> std::result::Result<Self, Self::Rejection> {
-        let rs = ResourceServer::from_ref(state);
-        let mut values = parts.headers.get_all(header::AUTHORIZATION).iter();
-        let (first, second) = (values.next(), values.next());
-        let token = match (first, second) {
-            (None, _) => {
-                return Err(rs.refusal(Refusal {
-                    status: StatusCode::UNAUTHORIZED,
-                    error: None,
-                    description: "a bearer token is needed".into(),
-                    scope: None,
-                    resource_metadata: None,
-                }));
-            }
-            (Some(value), None) => value
-                .to_str()
-                .ok()
-                .and_then(|v| {
-                    let (scheme, token) = v.split_once(' ')?;
-                    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-                })
-                .filter(|t| !t.is_empty()),
-            (Some(_), Some(_)) => None,
-        };
-        let Some(token) = token else {
-            return Err(rs.refusal(Refusal {
-                status: StatusCode::BAD_REQUEST,
-                error: Some("invalid_request"),
-                description: "send one Authorization: Bearer header".into(),
-                scope: None,
-                resource_metadata: None,
-            }));
-        };
-        rs.verify(token)
-            .await
-            .map(Bearer)
-            .map_err(|refusal| rs.refusal(refusal))
-    }
 }
