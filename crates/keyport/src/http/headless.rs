@@ -177,48 +177,51 @@ async fn signed_in(
     }
 }
 
+/// What a handler answers: the reply, or the refusal that stopped it.
+type Answer = Result<Response, Response>;
+
+/// A domain refusal as the endpoints answer it.
+fn refused(e: Error) -> Response {
+    ApiError(e).into_response()
+}
+
 /// `GET /api/headless/requests/{id}`.
-async fn request(
-    State(kp): State<Keyport>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    let view = match kp.device_request(&id).await {
-        Ok(Some(view)) => view,
-        Ok(None) => {
-            let gone = Error::oauth(ErrorCode::NotFound, "no pending request with this id");
-            return ApiError(gone).into_response();
-        }
-        Err(e) => return ApiError(e).into_response(),
-    };
-    let user = match current_user(&kp, &headers).await {
-        Ok(found) => found.map(|(user, _, _)| json!({ "email": user.email })),
-        Err(e) => return ApiError(e).into_response(),
-    };
+async fn request(State(kp): State<Keyport>, headers: HeaderMap, Path(id): Path<String>) -> Answer {
+    let view = kp
+        .device_request(&id)
+        .await
+        .map_err(refused)?
+        .ok_or_else(|| {
+            refused(Error::oauth(
+                ErrorCode::NotFound,
+                "no pending request with this id",
+            ))
+        })?;
+    let user = current_user(&kp, &headers).await.map_err(refused)?;
     let mut body = view_json(&view);
-    body["user"] = user.unwrap_or(Value::Null);
-    reply(StatusCode::OK, body)
+    body["user"] = match user {
+        Some((user, _, _)) => json!({ "email": user.email }),
+        None => Value::Null,
+    };
+    Ok(reply(StatusCode::OK, body))
 }
 
 /// `GET /api/headless/session`.
-async fn session(State(kp): State<Keyport>, headers: HeaderMap) -> Response {
-    let user = match current_user(&kp, &headers).await {
-        Ok(Some((user, _, _))) => user,
-        Ok(None) => return reply(StatusCode::OK, json!({ "signed_in": false })),
-        Err(e) => return ApiError(e).into_response(),
+async fn session(State(kp): State<Keyport>, headers: HeaderMap) -> Answer {
+    let Some((user, _, _)) = current_user(&kp, &headers).await.map_err(refused)? else {
+        return Ok(reply(StatusCode::OK, json!({ "signed_in": false })));
     };
-    let workspaces = match kp.workspaces_of(&user).await {
-        Ok(found) => found,
-        Err(e) => return ApiError(e).into_response(),
-    };
-    let workspaces: Vec<Value> = workspaces
+    let workspaces: Vec<Value> = kp
+        .workspaces_of(&user)
+        .await
+        .map_err(refused)?
         .into_iter()
         .map(|(ws, role)| json!({ "slug": ws.slug, "name": ws.name, "role": role.as_str() }))
         .collect();
-    reply(
+    Ok(reply(
         StatusCode::OK,
         json!({ "signed_in": true, "email": user.email, "workspaces": workspaces }),
-    )
+    ))
 }
 
 #[derive(Deserialize)]
@@ -280,22 +283,30 @@ async fn sign_in(
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Body,
-) -> Response {
-    let asked: Credentials = match json_body(&headers, body).await {
-        Ok(asked) => asked,
-        Err(response) => return response,
-    };
+) -> Answer {
+    let asked: Credentials = json_body(&headers, body).await?;
     let password = Password::new(asked.password);
     match kp.sign_in(&asked.email, &password, &caller).await {
         Ok(SignedIn::Done(session)) => {
-            let body = json!({ "status": "signed_in", "email": asked.email.trim().to_lowercase() });
-            with_session(&kp, reply(StatusCode::OK, body), &session.id, SESSION_SECS)
+            let email = asked.email.trim().to_lowercase();
+            let body = json!({ "status": "signed_in", "email": email });
+            Ok(with_session(
+                &kp,
+                reply(StatusCode::OK, body),
+                &session.id,
+                SESSION_SECS,
+            ))
         }
         Ok(SignedIn::CodeNeeded { id, mode }) => {
             let body = json!({ "status": "code_required", "two_step_mode": mode.as_str() });
-            with_session(&kp, reply(StatusCode::OK, body), &id, SENT_CODE_SECS)
+            Ok(with_session(
+                &kp,
+                reply(StatusCode::OK, body),
+                &id,
+                SENT_CODE_SECS,
+            ))
         }
-        Err(e) => sign_in_refused(e),
+        Err(e) => Err(sign_in_refused(e)),
     }
 }
 
@@ -305,24 +316,17 @@ async fn sign_in_code(
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Body,
-) -> Response {
-    let asked: CodeBody = match json_body(&headers, body).await {
-        Ok(asked) => asked,
-        Err(response) => return response,
-    };
-    let Some(pending) = read_cookie(&headers, cookies(&kp).session) else {
-        return sign_in_refused(SignInError::Expired);
-    };
-    let pending = SessionCookie::new(pending.to_string());
-    match kp.verify_sign_in_code(&pending, &asked.code, &caller).await {
-        Ok(session) => with_session(
-            &kp,
-            reply(StatusCode::OK, json!({ "status": "signed_in" })),
-            &session.id,
-            SESSION_SECS,
-        ),
-        Err(e) => sign_in_refused(e),
-    }
+) -> Answer {
+    let asked: CodeBody = json_body(&headers, body).await?;
+    let pending = read_cookie(&headers, cookies(&kp).session)
+        .map(|c| SessionCookie::new(c.to_string()))
+        .ok_or_else(|| sign_in_refused(SignInError::Expired))?;
+    let session = kp
+        .verify_sign_in_code(&pending, &asked.code, &caller)
+        .await
+        .map_err(sign_in_refused)?;
+    let body = reply(StatusCode::OK, json!({ "status": "signed_in" }));
+    Ok(with_session(&kp, body, &session.id, SESSION_SECS))
 }
 
 #[derive(Deserialize)]
@@ -339,33 +343,26 @@ async fn resolve(
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Body,
-) -> Response {
-    let asked: Which = match json_body(&headers, body).await {
-        Ok(asked) => asked,
-        Err(response) => return response,
-    };
-    let (user, _, session) = match signed_in(&kp, &headers).await {
-        Ok(found) => found,
-        Err(response) => return response,
-    };
-    let Some(code) = asked.user_code else {
-        return ApiError::bad_request("userCode is required").into_response();
-    };
-    let pending = match kp
+) -> Answer {
+    let asked: Which = json_body(&headers, body).await?;
+    let (user, _, session) = signed_in(&kp, &headers).await?;
+    let code = asked
+        .user_code
+        .ok_or_else(|| ApiError::bad_request("userCode is required").into_response())?;
+    let pending = kp
         .resolve_user_code(&code, &user, Some(&session), &caller)
         .await
-    {
-        Ok(pending) => pending,
-        Err(e) => return ApiError(e).into_response(),
-    };
-    match kp.device_request(&pending.id).await {
-        Ok(Some(view)) => reply(StatusCode::OK, view_json(&view)),
-        Ok(None) => ApiError(Error::invalid_grant(
-            "that code is not valid or has expired",
-        ))
-        .into_response(),
-        Err(e) => ApiError(e).into_response(),
-    }
+        .map_err(refused)?;
+    let view = kp
+        .device_request(&pending.id)
+        .await
+        .map_err(refused)?
+        .ok_or_else(|| {
+            refused(Error::invalid_grant(
+                "that code is not valid or has expired",
+            ))
+        })?;
+    Ok(reply(StatusCode::OK, view_json(&view)))
 }
 
 async fn decide(
@@ -374,25 +371,18 @@ async fn decide(
     headers: &HeaderMap,
     body: Body,
     approve: bool,
-) -> Response {
-    let asked: Which = match json_body(headers, body).await {
-        Ok(asked) => asked,
-        Err(response) => return response,
-    };
-    let (user, auth_time, session) = match signed_in(kp, headers).await {
-        Ok(found) => found,
-        Err(response) => return response,
-    };
+) -> Answer {
+    let asked: Which = json_body(headers, body).await?;
+    let (user, auth_time, session) = signed_in(kp, headers).await?;
     let id = match (asked.request_id, asked.user_code) {
         (Some(id), None) => id,
-        (None, Some(code)) => match kp
-            .resolve_user_code(&code, &user, Some(&session), caller)
-            .await
-        {
-            Ok(pending) => pending.id,
-            Err(e) => return ApiError(e).into_response(),
-        },
-        _ => return ApiError::bad_request("send requestId or userCode").into_response(),
+        (None, Some(code)) => {
+            kp.resolve_user_code(&code, &user, Some(&session), caller)
+                .await
+                .map_err(refused)?
+                .id
+        }
+        _ => return Err(ApiError::bad_request("send requestId or userCode").into_response()),
     };
     let consent = match approve {
         true => Consent::Approve {
@@ -400,17 +390,18 @@ async fn decide(
         },
         false => Consent::Deny,
     };
-    match kp
+    let body = match kp
         .decide_device(&id, &user, consent, auth_time, caller)
         .await
+        .map_err(refused)?
     {
-        Ok(Decided::Approved { granted, refused }) => reply(
-            StatusCode::OK,
-            json!({ "status": "approved", "scope": granted, "refused": refused }),
-        ),
-        Ok(Decided::Denied) => reply(StatusCode::OK, json!({ "status": "denied" })),
-        Err(e) => ApiError(e).into_response(),
-    }
+        Decided::Approved {
+            granted,
+            refused: left_out,
+        } => json!({ "status": "approved", "scope": granted, "refused": left_out }),
+        Decided::Denied => json!({ "status": "denied" }),
+    };
+    Ok(reply(StatusCode::OK, body))
 }
 
 /// `POST /api/headless/device/approve`.
@@ -419,7 +410,7 @@ async fn approve(
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Body,
-) -> Response {
+) -> Answer {
     decide(&kp, &caller, &headers, body, true).await
 }
 
@@ -429,6 +420,6 @@ async fn deny(
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Body,
-) -> Response {
+) -> Answer {
     decide(&kp, &caller, &headers, body, false).await
 }

@@ -13,9 +13,9 @@ use crate::support::*;
 
 /// A minimal custom UI: loads the request named in `?request=`, signs in,
 /// and approves, all through `/api/headless` with the browser's cookies.
-fn ui_page(issuer: &str) -> String {
-    format!(
-        r#"<!doctype html>
+/// The script is a file of its own, so the page's text holds only what
+/// the script has shown (the browser waits on that text).
+const UI_PAGE: &str = r#"<!doctype html>
 <html><head><title>Acme sign-in</title></head><body>
 <h1>Acme sign-in</h1>
 <p id="client">loading</p>
@@ -26,8 +26,12 @@ fn ui_page(issuer: &str) -> String {
 </form>
 <div id="decide"></div>
 <p id="status"></p>
-<script>
-const api = "{issuer}/api/headless";
+<script src="/ui.js"></script>
+</body></html>"#;
+
+fn ui_script(issuer: &str) -> String {
+    format!(
+        r#"const api = "{issuer}/api/headless";
 const request = new URLSearchParams(location.search).get("request");
 async function call(path, body) {{
   const options = {{ credentials: "include" }};
@@ -68,14 +72,19 @@ document.getElementById("signin").onsubmit = async (event) => {{
   }}
 }};
 load();
-</script>
-</body></html>"#
+"#
     )
 }
 
 /// Serves the UI on its own port: another origin than Keyport's.
-async fn serve_ui(listener: tokio::net::TcpListener, page: String) {
-    let app = Router::new().route("/", get(move || async move { Html(page) }));
+async fn serve_ui(listener: tokio::net::TcpListener, issuer: &str) {
+    let script = ui_script(issuer);
+    let app = Router::new()
+        .route("/", get(|| async { Html(UI_PAGE) }))
+        .route(
+            "/ui.js",
+            get(move || async move { ([("content-type", "text/javascript")], script) }),
+        );
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 }
 
@@ -89,7 +98,7 @@ async fn a_custom_ui_on_another_origin_signs_in_and_approves_in_chromium() {
         config.headless = keyport::config::check_headless(config.headless.clone()).unwrap();
     })
     .await;
-    serve_ui(listener, ui_page(&server.issuer)).await;
+    serve_ui(listener, &server.issuer).await;
 
     let start = server.start_device(&[("cli_label", "ci-runner")]).await;
     let complete = start["verification_uri_complete"].as_str().unwrap();
