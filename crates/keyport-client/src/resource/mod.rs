@@ -370,7 +370,7 @@ impl ResourceServer {
             .as_ref()
             .try_into()
             .expect("SHA-256 is 32 bytes");
-        let now = unix_now();
+        let now = crate::unix_now();
         if let Some(answer) = self.cached(&key, now) {
             return answer.ok_or_else(|| Refusal::invalid_token("the token is not active"));
         }
@@ -451,11 +451,4 @@ impl ResourceServer {
 
 fn split_scopes(scope: &str) -> Vec<String> {
     scope.split_whitespace().map(str::to_string).collect()
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }

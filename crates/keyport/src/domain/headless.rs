@@ -3,6 +3,7 @@
 //! id, and the id behind a typed user code. Signing in, resolving for a
 //! user and deciding are the hosted pages' own operations.
 
+use super::device::PendingRequest;
 use super::metadata::DeviceMetadata;
 use super::scopes::Scopes;
 use super::{Error, Result};
@@ -20,6 +21,20 @@ pub struct RequestView {
     pub resource: Option<String>,
     pub metadata: DeviceMetadata,
     pub expires_at: i64,
+}
+
+impl From<PendingRequest> for RequestView {
+    fn from(p: PendingRequest) -> Self {
+        RequestView {
+            id: p.id,
+            client_id: p.client.id.as_str().to_string(),
+            client_name: p.client.name,
+            requested: p.requested,
+            resource: p.resource,
+            metadata: p.metadata,
+            expires_at: p.expires_at,
+        }
+    }
 }
 
 impl Keyport {

@@ -158,11 +158,14 @@ pub async fn token(
         }
     };
     crate::telemetry::token_issued(grant.as_str());
-    let body = match kp.config.profiles.is_empty() {
-        true => serde_json::to_value(&response).expect("token responses serialize"),
-        false => super::profiles::token_response(&kp, client.id.as_str(), response),
-    };
-    Ok(json_no_store(body))
+    // Only a seed profile's client gets its seed's shape; every other
+    // response is serialized once, as it is.
+    match super::profiles::token_shape(&kp, client.id.as_str()) {
+        Some(kind) => Ok(json_no_store(super::profiles::token_response(
+            kind, response,
+        ))),
+        None => Ok(json_no_store(response)),
+    }
 }
 
 /// Seed 003's device fields, on password and refresh requests.

@@ -149,27 +149,32 @@ async fn to_authorize(uri: axum::http::Uri) -> Response {
     axum::response::Redirect::temporary(&format!("/oauth/authorize{query}")).into_response()
 }
 
-/// A token response in the shape the client's profile documents: anny adds
-/// `expiresIn` and `expiresAt` (`+00:00`, as its example shows), Anchor's
-/// `scope` is always `"full"`. Other clients get RFC 6749's shape as is.
-pub fn token_response(kp: &Keyport, client_id: &str, response: TokenResponse) -> Value {
-    let mut body = serde_json::to_value(&response).expect("token responses serialize");
-    let kind = kp
-        .config
+/// The profile whose token responses `client_id` gets in its seed's shape
+/// (anny or anchor); `None` for RFC 6749's shape as it is.
+pub fn token_shape(kp: &Keyport, client_id: &str) -> Option<ProfileKind> {
+    kp.config
         .profiles
         .iter()
         .find(|p| p.client == client_id)
-        .map(|p| p.kind);
+        .map(|p| p.kind)
+        .filter(|kind| matches!(kind, ProfileKind::Anny | ProfileKind::Anchor))
+}
+
+/// A token response in the shape `kind` documents: anny adds `expiresIn`
+/// and `expiresAt` (`+00:00`, as its example shows), Anchor's `scope` is
+/// always `"full"`.
+pub fn token_response(kind: ProfileKind, response: TokenResponse) -> Value {
+    let mut body = serde_json::to_value(&response).expect("token responses serialize");
     match kind {
-        Some(ProfileKind::Anny) => {
+        ProfileKind::Anny => {
             body["expiresIn"] = json!(response.expires_in);
             if let Some(at) = &response.expires_at {
                 let offset = at.strip_suffix('Z').map(|t| format!("{t}+00:00"));
                 body["expiresAt"] = json!(offset.unwrap_or_else(|| at.clone()));
             }
         }
-        Some(ProfileKind::Anchor) => body["scope"] = json!("full"),
-        _ => {}
+        ProfileKind::Anchor => body["scope"] = json!("full"),
+        ProfileKind::Anysola | ProfileKind::Openskill | ProfileKind::Sqlos => {}
     }
     body
 }
