@@ -124,7 +124,7 @@ impl Keyport {
 }
 
 /// In process there is no peer: no address is recorded or limited.
-const IN_PROCESS: Caller = Caller { ip: None };
+const IN_PROCESS: Caller = Caller::IN_PROCESS;
 
 impl Devices<'_> {
     /// RFC 8628 §3.1–3.2: creates a pending authorization for a client with

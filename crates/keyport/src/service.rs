@@ -3,6 +3,7 @@
 //! call it, and a Rust backend can embed it and call the same device-flow
 //! operations in process (`start`, `resolve`, `approve`, `deny`, `poll`).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
@@ -27,9 +28,19 @@ use crate::store::{self, Store};
 #[derive(Debug, Clone, Default)]
 pub struct Caller {
     pub ip: Option<IpAddr>,
+    /// The mount the request came through: `None` for Keyport's own paths,
+    /// or a `sqlos` profile's path (`/sqlos/auth`), which is an issuer of
+    /// its own ([`Keyport::issuer_for`]).
+    pub mount: Option<Arc<str>>,
 }
 
 impl Caller {
+    /// An in-process caller: no address, Keyport's own issuer.
+    pub const IN_PROCESS: Caller = Caller {
+        ip: None,
+        mount: None,
+    };
+
     pub fn ip_string(&self) -> Option<String> {
         self.ip.map(|ip| ip.to_string())
     }
@@ -75,6 +86,9 @@ pub struct Inner {
     /// whole token. A CLI presents the same token for its whole life; expiry
     /// and revocation are still checked on every use.
     verified: Mutex<HashMap<Vec<u8>, Arc<AccessClaims>>>,
+    /// Issuers whose access tokens this server accepts: its own, and each
+    /// `sqlos` profile's.
+    issuers: Vec<String>,
     /// Argon2id work: about one hash per core, off the async workers and
     /// below their scheduling priority.
     password_hashing: crate::hashing::HashingPool,
@@ -172,6 +186,7 @@ impl Keyport {
             metadata_clients: Mutex::new(HashMap::new()),
             metadata_fetches: Semaphore::new(METADATA_FETCHES_IN_FLIGHT),
             verified: Mutex::new(HashMap::new()),
+            issuers: config.issuers(),
             password_hashing: crate::hashing::HashingPool::new(hashes),
             outbound,
             config,
@@ -187,6 +202,21 @@ impl Keyport {
                 .await;
         });
         Ok(keyport)
+    }
+
+    /// The issuer a caller addressed: Keyport's own, or through a `sqlos`
+    /// profile, Keyport's followed by the profile's mount path. Tokens
+    /// carry the issuer whose endpoint issued them.
+    pub fn issuer_for(&self, caller: &Caller) -> Cow<'_, str> {
+        match &caller.mount {
+            None => Cow::Borrowed(&self.config.issuer),
+            Some(mount) => Cow::Owned(format!("{}{mount}", self.config.issuer)),
+        }
+    }
+
+    /// Every issuer whose access tokens this server accepts.
+    pub(crate) fn issuers(&self) -> &[String] {
+        &self.issuers
     }
 
     pub fn keys(&self) -> Arc<KeySet> {

@@ -229,6 +229,18 @@ impl Config {
         })
     }
 
+    /// The issuers this server answers as: its own, then each `sqlos`
+    /// profile's (its own followed by the mount path).
+    pub fn issuers(&self) -> Vec<String> {
+        let mounts = self
+            .profiles
+            .iter()
+            .filter(|p| p.kind == ProfileKind::Sqlos);
+        std::iter::once(self.issuer.clone())
+            .chain(mounts.map(|p| format!("{}{}", self.issuer, p.base())))
+            .collect()
+    }
+
     pub fn issuer_is_https(&self) -> bool {
         self.issuer.starts_with("https://")
     }
@@ -280,12 +292,9 @@ const RESERVED_SEGMENTS: &[&str] = &[
 
 /// The profiles this version serves, each at a path of its own.
 pub fn check_profiles(profiles: Vec<ProfileDecl>) -> Result<Vec<ProfileDecl>, ConfigError> {
-    let mut seen = std::collections::HashSet::new();
+    let mut mounted: Vec<&str> = Vec::new();
     for p in &profiles {
         let bad = |why: &str| ConfigError::Profile(p.kind.as_str().to_string(), why.to_string());
-        if p.kind == ProfileKind::Sqlos {
-            return Err(bad("this kind is not served by this version of Keyport"));
-        }
         if p.client.is_empty() {
             return Err(bad("client must name a client"));
         }
@@ -310,11 +319,25 @@ pub fn check_profiles(profiles: Vec<ProfileDecl>) -> Result<Vec<ProfileDecl>, Co
             .split('/')
             .next()
             .unwrap_or("");
-        if !native && (RESERVED_SEGMENTS.contains(&first) || p.base().starts_with("/api/v1")) {
+        let under = |base: &str, path: &str| base == path || base.starts_with(&format!("{path}/"));
+        let own = RESERVED_SEGMENTS.contains(&first)
+            || ["/api/v1", "/api/headless"]
+                .iter()
+                .any(|path| under(p.base(), path));
+        if !native && own {
             return Err(bad("prefix would cover one of Keyport's own paths"));
         }
-        if !seen.insert(p.base().to_string()) {
-            return Err(bad("another profile is mounted at the same path"));
+        // One profile's routes never land inside another's.
+        let overlaps = mounted
+            .iter()
+            .any(|other: &&str| under(p.base(), other) || under(other, p.base()));
+        if overlaps {
+            return Err(bad(
+                "another profile is mounted at the same path or around it",
+            ));
+        }
+        if !native {
+            mounted.push(p.base());
         }
     }
     Ok(profiles)
@@ -481,12 +504,67 @@ mod tests {
         assert_eq!(profiles[1].base(), "/api/oauth");
         let unknown = "[[profiles]]\nkind = \"keycloak\"\nclient = \"x\"\n";
         assert!(toml::from_str::<FileConfig>(unknown).is_err());
-        let not_served = ProfileDecl {
-            kind: ProfileKind::Sqlos,
+        let decl = |kind, prefix: &str| ProfileDecl {
+            kind,
             client: "x".into(),
-            prefix: String::new(),
+            prefix: prefix.into(),
         };
-        let refused = check_profiles(vec![not_served]).unwrap_err().to_string();
-        assert!(refused.contains("not served"), "{refused}");
+        let sqlos = check_profiles(vec![decl(ProfileKind::Sqlos, "")]).unwrap();
+        assert_eq!(sqlos[0].base(), "/sqlos/auth");
+        for (clash, why) in [
+            (
+                vec![
+                    decl(ProfileKind::Openskill, ""),
+                    decl(ProfileKind::Sqlos, "/api/auth/device"),
+                ],
+                "around it",
+            ),
+            (
+                vec![
+                    decl(ProfileKind::Sqlos, "/api"),
+                    decl(ProfileKind::Anysola, ""),
+                ],
+                "around it",
+            ),
+            (
+                vec![
+                    decl(ProfileKind::Anysola, "/x"),
+                    decl(ProfileKind::Sqlos, "/x"),
+                ],
+                "same path",
+            ),
+            (
+                vec![decl(ProfileKind::Sqlos, "/api/headless")],
+                "Keyport's own",
+            ),
+            (
+                vec![decl(ProfileKind::Sqlos, "/oauth/sqlos")],
+                "Keyport's own",
+            ),
+        ] {
+            let refused = check_profiles(clash).unwrap_err().to_string();
+            assert!(refused.contains(why), "{refused}");
+        }
+        // anny and anchor without a prefix are Keyport's own `/oauth/…`.
+        let native = vec![decl(ProfileKind::Anny, ""), decl(ProfileKind::Sqlos, "")];
+        assert!(check_profiles(native).is_ok());
+    }
+
+    #[test]
+    fn a_sqlos_profile_is_an_issuer_of_its_own() {
+        let mut config = Config::embedded("https://auth.example.com/", "/tmp/unused").unwrap();
+        config.profiles = check_profiles(vec![ProfileDecl {
+            kind: ProfileKind::Sqlos,
+            client: "acme-cli".into(),
+            prefix: String::new(),
+        }])
+        .unwrap();
+        assert_eq!(
+            config.issuers(),
+            [
+                "https://auth.example.com",
+                "https://auth.example.com/sqlos/auth"
+            ]
+        );
     }
 }

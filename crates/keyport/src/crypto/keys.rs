@@ -346,9 +346,13 @@ impl KeySet {
         super::b64url(&digest[..16])
     }
 
-    /// Checks signature, `typ` and issuer of an access token. Expiry and
+    /// Checks signature, `typ` and issuer (one of `issuers`) of an access token. Expiry and
     /// revocation are the caller's to check against its own clock and store.
-    pub fn verify_access_token<C: DeserializeOwned>(&self, token: &str, issuer: &str) -> Option<C> {
+    pub fn verify_access_token<C: DeserializeOwned>(
+        &self,
+        token: &str,
+        issuers: &[impl ToString],
+    ) -> Option<C> {
         let header = jsonwebtoken::decode_header(token).ok()?;
         if header.typ.as_deref() != Some("at+jwt") {
             return None;
@@ -358,7 +362,7 @@ impl KeySet {
             return None;
         }
         let mut validation = Validation::new(*alg);
-        validation.set_issuer(&[issuer]);
+        validation.set_issuer(issuers);
         validation.validate_exp = false;
         validation.validate_aud = false;
         validation.required_spec_claims.clear();
@@ -392,11 +396,11 @@ mod tests {
         };
         let at = set.sign_access_token_with(&claims, Algorithm::EdDSA);
         assert_eq!(
-            set.verify_access_token::<Claims>(&at, "https://id.example"),
+            set.verify_access_token::<Claims>(&at, &["https://id.example"]),
             Some(claims)
         );
         assert!(
-            set.verify_access_token::<Claims>(&at, "https://other")
+            set.verify_access_token::<Claims>(&at, &["https://other"])
                 .is_none()
         );
         let id = set.sign_id_token(&Claims {
@@ -404,7 +408,7 @@ mod tests {
             sub: "u1".into(),
         });
         assert!(
-            set.verify_access_token::<Claims>(&id, "https://id.example")
+            set.verify_access_token::<Claims>(&id, &["https://id.example"])
                 .is_none()
         );
         let jwks: serde_json::Value = serde_json::from_str(set.jwks_json()).unwrap();

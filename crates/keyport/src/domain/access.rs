@@ -127,7 +127,7 @@ impl Keyport {
         }
         let Some(claims) = self
             .keys()
-            .verify_access_token::<AccessClaims>(token, &self.config.issuer)
+            .verify_access_token::<AccessClaims>(token, self.issuers())
         else {
             return Ok(None);
         };

@@ -170,6 +170,7 @@ impl Keyport {
                 nonce: code.nonce.clone(),
                 scope,
             },
+            caller,
         )?;
         let refresh_expires = self.refresh_expiry(now, now);
         let (caller, email) = (caller.clone(), user.map(|u| u.email));

@@ -145,7 +145,7 @@ impl Keyport {
                 .await;
             match outcome {
                 Ok(Ok(())) => {
-                    let verification_uri = format!("{}/device", self.config.issuer);
+                    let verification_uri = format!("{}/device", self.issuer_for(caller));
                     return Ok(DeviceAuthorizationResponse {
                         verification_uri_complete: Some(format!(
                             "{verification_uri}?user_code={}",

@@ -3,38 +3,52 @@
 
 use keyport_proto::{GrantType, ServerMetadata};
 
-use crate::service::Keyport;
+use crate::service::{Caller, Keyport};
 
 fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
 impl Keyport {
+    /// Keyport's own document.
     pub fn discovery(&self) -> ServerMetadata {
-        let iss = &self.config.issuer;
+        self.discovery_for(&Caller::IN_PROCESS)
+    }
+
+    /// The document of the issuer `caller` addressed. A `sqlos` profile's
+    /// issuer serves its endpoints under its mount path, and the device,
+    /// token and side endpoints only: the browser flows (authorization
+    /// code, registration) are Keyport's own issuer's.
+    pub fn discovery_for(&self, caller: &Caller) -> ServerMetadata {
+        let iss = self.issuer_for(caller);
+        let mounted = caller.mount.is_some();
+        // Keyport's own endpoints are under `/oauth`; a mount's directly under it.
+        let at = |name: &str| match mounted {
+            false => format!("{iss}/oauth/{name}"),
+            true => format!("{iss}/{name}"),
+        };
+        let browser = |items: &[&str]| if mounted { Vec::new() } else { strings(items) };
         let auth_methods = strings(&["client_secret_basic", "client_secret_post", "none"]);
         ServerMetadata {
-            issuer: iss.clone(),
-            authorization_endpoint: Some(format!("{iss}/oauth/authorize")),
-            token_endpoint: format!("{iss}/oauth/token"),
-            device_authorization_endpoint: Some(format!("{iss}/oauth/device_authorization")),
-            revocation_endpoint: Some(format!("{iss}/oauth/revoke")),
-            introspection_endpoint: Some(format!("{iss}/oauth/introspect")),
-            userinfo_endpoint: Some(format!("{iss}/oauth/userinfo")),
-            jwks_uri: Some(format!("{iss}/oauth/jwks")),
-            registration_endpoint: self
-                .config
-                .registration
-                .enabled
-                .then(|| format!("{iss}/oauth/register")),
+            issuer: iss.to_string(),
+            authorization_endpoint: (!mounted).then(|| at("authorize")),
+            token_endpoint: at("token"),
+            device_authorization_endpoint: Some(at("device_authorization")),
+            revocation_endpoint: Some(at("revoke")),
+            introspection_endpoint: Some(at("introspect")),
+            userinfo_endpoint: Some(at("userinfo")),
+            jwks_uri: Some(at("jwks")),
+            registration_endpoint: (self.config.registration.enabled && !mounted)
+                .then(|| at("register")),
             grant_types_supported: GrantType::ALL
                 .iter()
+                .filter(|g| !mounted || **g != GrantType::AuthorizationCode)
                 .map(|g| g.as_str().to_string())
                 .collect(),
-            response_types_supported: strings(&["code"]),
-            response_modes_supported: strings(&["query"]),
+            response_types_supported: browser(&["code"]),
+            response_modes_supported: browser(&["query"]),
             scopes_supported: self.catalogue.names(),
-            code_challenge_methods_supported: strings(&["S256"]),
+            code_challenge_methods_supported: browser(&["S256"]),
             token_endpoint_auth_methods_supported: auth_methods.clone(),
             revocation_endpoint_auth_methods_supported: auth_methods,
             introspection_endpoint_auth_methods_supported: strings(&[
@@ -60,8 +74,8 @@ impl Keyport {
                 "workspace",
                 "role",
             ]),
-            prompt_values_supported: strings(&["none", "login", "consent"]),
-            authorization_response_iss_parameter_supported: true,
+            prompt_values_supported: browser(&["none", "login", "consent"]),
+            authorization_response_iss_parameter_supported: !mounted,
             client_id_metadata_document_supported: true,
             request_parameter_supported: Some(false),
             service_documentation: None,

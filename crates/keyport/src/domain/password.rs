@@ -243,6 +243,7 @@ impl Keyport {
                 nonce: None,
                 scope,
             },
+            caller,
         )?;
         let refresh_expires = self.refresh_expiry(now, now);
         let (caller, email, opaque) = (caller.clone(), user.email.clone(), minted.opaque.clone());

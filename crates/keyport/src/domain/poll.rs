@@ -68,7 +68,9 @@ impl Keyport {
             })
             .await?;
         let Some((device, slowed)) = polled else {
-            return self.unmatched_poll(client, &poll, &code_hash, now_ms).await;
+            return self
+                .unmatched_poll(client, &poll, &code_hash, now_ms, caller)
+                .await;
         };
         match decide_poll(&device, slowed) {
             PollDecision::Redeem => {
@@ -88,9 +90,10 @@ impl Keyport {
         poll: &PollRequest,
         code_hash: &str,
         now_ms: i64,
+        caller: &Caller,
     ) -> Result<TokenResponse> {
         let found = store::device::by_device_code_hash(self.store.pool(), code_hash).await?;
-        let leeway_ms = self.config.tokens.refresh_leeway * 1000;
+        let leeway_ms = self.reply_leeway_ms(caller);
         match decide_unmatched(
             found.as_ref(),
             &client.id,
@@ -101,6 +104,16 @@ impl Keyport {
             Unmatched::Replay(sealed) => open_reply(&poll.device_code, LEEWAY, code_hash, &sealed)
                 .unwrap_or_else(|| Err(already_used())),
             Unmatched::Refuse(error) => Err(error),
+        }
+    }
+
+    /// How long a redeemed device code answers a retry with the same
+    /// tokens. Through a `sqlos` mount, never: SqlOS documents its device
+    /// codes as one-time, a reuse after a success being `invalid_grant`.
+    fn reply_leeway_ms(&self, caller: &Caller) -> i64 {
+        match caller.mount {
+            Some(_) => 0,
+            None => self.config.tokens.refresh_leeway * 1000,
         }
     }
 
@@ -163,11 +176,12 @@ impl Keyport {
                 nonce: None,
                 scope,
             },
+            caller,
         )?;
         let response = minted.response;
         let opaque = minted.opaque;
         let code_hash = device_code.hash();
-        let sealed = (self.config.tokens.refresh_leeway > 0)
+        let sealed = (self.reply_leeway_ms(caller) > 0)
             .then(|| seal_reply(device_code, LEEWAY, &code_hash, &response));
         let refresh_expires = self.refresh_expiry(now, session.created_at);
         let email = user.map(|u| u.email);

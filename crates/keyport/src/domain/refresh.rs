@@ -73,6 +73,7 @@ impl Keyport {
                 nonce: None,
                 scope: response_scope,
             },
+            caller,
         )?;
         let (response, opaque) = (minted.response, minted.opaque);
         let device = refreshed_device(response.guid.as_deref(), reports);

@@ -92,14 +92,15 @@ pub struct OpaqueAccessToken {
 impl Keyport {
     /// Signs the access token (a JWT, or an opaque token as the client
     /// chose) and the ID token when `openid` was granted.
-    pub(crate) fn mint(&self, client: &Client, grant: Grant) -> Result<Minted> {
+    pub(crate) fn mint(&self, client: &Client, grant: Grant, caller: &Caller) -> Result<Minted> {
         let keys = self.keys();
+        let issuer = self.issuer_for(caller);
         let now = self.clock.now();
         let ttl = self.config.tokens.access_token_ttl;
         let session = &grant.session;
         let scope = grant.scope.to_scope_string();
         let claims = AccessClaims {
-            iss: self.config.issuer.clone(),
+            iss: issuer.to_string(),
             sub: session
                 .user_id
                 .clone()
@@ -107,7 +108,7 @@ impl Keyport {
             aud: session
                 .resource
                 .clone()
-                .unwrap_or_else(|| self.config.issuer.clone()),
+                .unwrap_or_else(|| issuer.to_string()),
             client_id: session.client_id.clone(),
             scope: scope.clone(),
             exp: now + ttl,
@@ -144,7 +145,7 @@ impl Keyport {
         ) {
             (Some(user), true) => Some(
                 keys.sign_id_token(&IdClaims {
-                    iss: &self.config.issuer,
+                    iss: &issuer,
                     sub: &user.id,
                     aud: &session.client_id,
                     exp: now + ttl,
@@ -216,6 +217,7 @@ impl Keyport {
                 nonce: None,
                 scope,
             },
+            caller,
         )?;
         let (client_id, caller_owned, opaque) =
             (client.id.clone(), caller.clone(), minted.opaque.clone());

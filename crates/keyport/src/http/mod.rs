@@ -230,6 +230,7 @@ async fn identify_caller(State(kp): State<Keyport>, mut req: Request, next: Next
         .and_then(|v| v.trim().parse::<IpAddr>().ok());
     req.extensions_mut().insert(Caller {
         ip: forwarded.or(peer),
+        mount: None,
     });
     next.run(req).await
 }

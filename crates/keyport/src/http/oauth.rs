@@ -27,8 +27,8 @@ fn json_no_store(value: impl serde::Serialize) -> Response {
     response
 }
 
-pub async fn metadata(State(kp): State<Keyport>) -> Response {
-    let mut response = axum::Json(kp.discovery()).into_response();
+pub async fn metadata(State(kp): State<Keyport>, Extension(caller): Extension<Caller>) -> Response {
+    let mut response = axum::Json(kp.discovery_for(&caller)).into_response();
     response.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=300"),

@@ -144,9 +144,13 @@ pub fn parse_query(query: &str) -> Result<Params, Rejection> {
     parse_form(query.as_bytes())
 }
 
+/// An `application/x-www-form-urlencoded` body. Raw whitespace around a
+/// pair (never part of an encoded name or value) is dropped, so a body
+/// written across lines, as API documents show them, reads as one line.
 pub fn parse_form(body: &[u8]) -> Result<Params, Rejection> {
     let mut params = Params::default();
-    for pair in body.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
+    let pairs = body.split(|b| *b == b'&').map(<[u8]>::trim_ascii);
+    for pair in pairs.filter(|p| !p.is_empty()) {
         let (key, value) = match pair.iter().position(|b| *b == b'=') {
             Some(i) => (&pair[..i], &pair[i + 1..]),
             None => (pair, &[][..]),
@@ -338,7 +342,7 @@ const CREDENTIAL_PARAMETERS: &[&str] = &[
 fn refuse_credentials_in_query(query: &str) -> Result<(), Rejection> {
     for pair in query.split('&') {
         let key = pair.split_once('=').map_or(pair, |(k, _)| k);
-        let key = decode_component(key.as_bytes()).unwrap_or_default();
+        let key = decode_component(key.trim_ascii().as_bytes()).unwrap_or_default();
         if CREDENTIAL_PARAMETERS.contains(&key.as_str()) {
             return Err(bad(format!(
                 "{key} must be sent in the request body, never in the URL"
@@ -360,5 +364,11 @@ mod tests {
         assert_eq!(p.get("c"), None);
         assert!(parse_form(b"a=1&a=2").is_err());
         assert!(parse_form(b"a=%FF").is_err());
+        // As documents print them: one pair per line.
+        let p = parse_form(b"grant_type=x&\nclient_id=acme-cli&\r\nresource=r\n")
+            .ok()
+            .unwrap();
+        assert_eq!(p.get("client_id"), Some("acme-cli"));
+        assert_eq!(p.get("resource"), Some("r"));
     }
 }

@@ -9,13 +9,16 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Request, State};
+use axum::http::Uri;
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use keyport_proto::TokenResponse;
 use serde_json::{Value, json};
 
 use super::error::{ApiError, no_store};
+use super::headless;
 use super::oauth;
 use super::params::Params;
 use crate::config::{ProfileDecl, ProfileKind};
@@ -33,8 +36,7 @@ pub fn router(kp: &Keyport) -> Router<Keyport> {
                 ProfileKind::Openskill => openskill(profile),
                 ProfileKind::Anny => anny(profile),
                 ProfileKind::Anchor => anchor(profile),
-                // Refused when the configuration is read.
-                ProfileKind::Sqlos => Router::new(),
+                ProfileKind::Sqlos => sqlos(kp, profile),
             };
             router.merge(routes)
         })
@@ -143,10 +145,64 @@ fn anchor(profile: &ProfileDecl) -> Router<Keyport> {
         .route(&format!("{base}/revoke"), post(oauth::revoke))
 }
 
+/// Seed 004 (SqlOS): Keyport's own device, token and side endpoints under
+/// `/sqlos/auth`, answering as an issuer of its own (Keyport's issuer
+/// followed by the mount path): its metadata document (at
+/// `…/.well-known/oauth-authorization-server` as the seed has it, and at
+/// RFC 8414's `/.well-known/oauth-authorization-server/sqlos/auth`),
+/// `…/device` (the hosted page, or the headless UI) and `…/headless/…`.
+/// Tokens issued here carry the mount's issuer.
+fn sqlos(kp: &Keyport, profile: &ProfileDecl) -> Router<Keyport> {
+    let base = profile.base();
+    let plain = implied(profile, None);
+    let metadata = get(oauth::metadata);
+    let routes = Router::new()
+        .route("/.well-known/oauth-authorization-server", metadata.clone())
+        .route("/.well-known/openid-configuration", metadata.clone())
+        .route("/jwks", get(oauth::jwks))
+        .route(
+            "/device_authorization",
+            post(device_start).layer(Extension(plain.clone())),
+        )
+        .route("/token", post(token).layer(Extension(plain.clone())))
+        .route("/revoke", post(revoke).layer(Extension(plain)))
+        .route("/introspect", post(oauth::introspect))
+        .route("/userinfo", get(oauth::userinfo).post(oauth::userinfo))
+        .route("/device", get(to_device_page))
+        .nest("/headless", headless::router(kp));
+    let mount: Arc<str> = Arc::from(base);
+    Router::new()
+        .nest(base, routes)
+        .route(
+            &format!("/.well-known/oauth-authorization-server{base}"),
+            metadata,
+        )
+        .layer(middleware::map_request(move |mut req: Request| {
+            let mount = mount.clone();
+            async move {
+                if let Some(caller) = req.extensions_mut().get_mut::<Caller>() {
+                    caller.mount = Some(mount);
+                }
+                req
+            }
+        }))
+}
+
+/// `…/device` of a `sqlos` profile: Keyport's own verification page (or,
+/// with `[headless] ui_url`, the custom UI it leads to), same query.
+async fn to_device_page(uri: Uri) -> Response {
+    same_query(&uri, "/device")
+}
+
 /// `…/authorize` of a prefixed anny profile: the same request at Keyport's own.
-async fn to_authorize(uri: axum::http::Uri) -> Response {
+async fn to_authorize(uri: Uri) -> Response {
+    same_query(&uri, "/oauth/authorize")
+}
+
+/// A redirect to Keyport's own `path` with the request's query.
+fn same_query(uri: &Uri, path: &str) -> Response {
     let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
-    axum::response::Redirect::temporary(&format!("/oauth/authorize{query}")).into_response()
+    axum::response::Redirect::temporary(&format!("{path}{query}")).into_response()
 }
 
 /// The profile whose token responses `client_id` gets in its seed's shape

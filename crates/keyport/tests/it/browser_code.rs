@@ -15,7 +15,6 @@ use std::time::Duration;
 use keyport::domain::clients::ClientSpec;
 use keyport_testkit::{Chromium, PAGE_TIMEOUT};
 use reqwest::StatusCode;
-use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -148,15 +147,6 @@ async fn wait_for_callback_page(browser: &Chromium, url: &url::Url) {
     assert_eq!(browser.current_url().await, url.as_str());
 }
 
-fn claims(jwt: &str) -> Value {
-    use base64::Engine;
-    let payload = jwt.split('.').nth(1).unwrap();
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .unwrap();
-    serde_json::from_slice(&bytes).unwrap()
-}
-
 #[tokio::test]
 async fn a_public_client_gets_a_code_through_chromium_and_redeems_it_with_pkce() {
     let server = TestServer::start().await;
@@ -214,12 +204,12 @@ async fn a_public_client_gets_a_code_through_chromium_and_redeems_it_with_pkce()
     assert_eq!(tokens["token_type"], "Bearer", "{tokens}");
     assert_eq!(tokens["scope"], "agents:read email offline_access openid");
     assert!(tokens["refresh_token"].is_string(), "{tokens}");
-    let id = claims(tokens["id_token"].as_str().unwrap());
+    let id = jwt_claims(tokens["id_token"].as_str().unwrap());
     assert_eq!(id["nonce"], "n-browser-1");
     assert_eq!(id["aud"], APP);
     assert_eq!(id["iss"], server.issuer.as_str());
     let access = tokens["access_token"].as_str().unwrap();
-    assert_eq!(claims(access)["client_id"], APP);
+    assert_eq!(jwt_claims(access)["client_id"], APP);
     let (status, me) = server.userinfo(access).await;
     assert_eq!(status, StatusCode::OK, "{me}");
     assert_eq!(me["email"], EMAIL);
@@ -301,10 +291,10 @@ async fn a_confidential_client_gets_a_code_through_chromium_and_a_denial_too() {
     let (status, tokens) = json_of(response).await;
     assert_eq!(status, StatusCode::OK, "{tokens}");
     assert_eq!(tokens["scope"], "email openid");
-    let id = claims(tokens["id_token"].as_str().unwrap());
+    let id = jwt_claims(tokens["id_token"].as_str().unwrap());
     assert_eq!(id["aud"], "portal");
     let access = tokens["access_token"].as_str().unwrap();
-    assert_eq!(claims(access)["client_id"], "portal");
+    assert_eq!(jwt_claims(access)["client_id"], "portal");
     let (status, me) = server.userinfo(access).await;
     assert_eq!(status, StatusCode::OK, "{me}");
     assert_eq!(me["email"], EMAIL);

@@ -188,15 +188,6 @@ pub async fn exchange(server: &TestServer, form: &[(&str, &str)]) -> (StatusCode
     server.post_form("/oauth/token", &full).await
 }
 
-fn claims(jwt: &str) -> Value {
-    use base64::Engine;
-    let payload = jwt.split('.').nth(1).unwrap();
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .unwrap();
-    serde_json::from_slice(&bytes).unwrap()
-}
-
 #[tokio::test]
 async fn a_public_client_signs_in_with_pkce_and_the_code_works_once() {
     let server = TestServer::start().await;
@@ -236,10 +227,10 @@ async fn a_public_client_signs_in_with_pkce_and_the_code_works_once() {
         "{tokens}"
     );
     assert_eq!(tokens["scope"], "agents:read email offline_access openid");
-    let id = claims(tokens["id_token"].as_str().unwrap());
+    let id = jwt_claims(tokens["id_token"].as_str().unwrap());
     assert_eq!(id["nonce"], "n-456");
     assert_eq!(id["aud"], APP);
-    let access = claims(tokens["access_token"].as_str().unwrap());
+    let access = jwt_claims(tokens["access_token"].as_str().unwrap());
     assert_eq!(access["workspace"], "acme");
     assert_eq!(access["client_id"], APP);
     let (status, me) = server
@@ -640,7 +631,7 @@ async fn opaque_tokens_and_prefixes_are_per_client() {
     assert_eq!(seen["active"], true, "{seen}");
     assert_eq!(seen["client_id"], APP);
     // The ID token's at_hash covers the opaque token too.
-    assert!(claims(tokens["id_token"].as_str().unwrap())["at_hash"].is_string());
+    assert!(jwt_claims(tokens["id_token"].as_str().unwrap())["at_hash"].is_string());
     // RFC 7009 revokes the opaque token itself; the session lives on.
     let (status, _) = server
         .post_form("/oauth/revoke", &[("client_id", APP), ("token", access)])
@@ -863,7 +854,7 @@ async fn the_resource_named_at_the_exchange_must_be_the_authorized_one() {
     let (status, body) = exchange(&server, &form(AUDIENCE)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
-        claims(body["access_token"].as_str().unwrap())["aud"],
+        jwt_claims(body["access_token"].as_str().unwrap())["aud"],
         AUDIENCE
     );
     // A repeated parameter gets the error page, not a bare 400.
@@ -918,7 +909,7 @@ async fn a_member_of_several_workspaces_chooses_one_and_the_token_carries_it() {
         .client();
     let (status, tokens) = redeem(&server, &query(&back, "code").unwrap(), APP_REDIRECT).await;
     assert_eq!(status, StatusCode::OK, "{tokens}");
-    let access = claims(tokens["access_token"].as_str().unwrap());
+    let access = jwt_claims(tokens["access_token"].as_str().unwrap());
     assert_eq!(access["workspace"], "globex");
     assert_eq!(access["role"], "viewer");
     assert_eq!(access["scope"], "agents:read offline_access openid");

@@ -30,6 +30,7 @@ mod resource;
 mod retention;
 mod review;
 mod rotation;
+mod sqlos;
 mod third_party;
 mod tidy;
 mod tls;
