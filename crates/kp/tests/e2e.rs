@@ -378,3 +378,54 @@ async fn a_login_through_the_os_keyring() {
         "logout empties the keyring"
     );
 }
+
+/// A `sqlos` profile's mount is an issuer of its own: kp discovers it at
+/// `<issuer>/sqlos/auth`, logs in through the mount's endpoints, and its
+/// tokens name the mount's issuer and refresh there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kp_logs_in_at_a_sqlos_mount_as_at_any_issuer() {
+    use keyport::config::{ProfileDecl, ProfileKind};
+    let mut server = Server::start_with(|config| {
+        config.profiles = vec![ProfileDecl {
+            kind: ProfileKind::Sqlos,
+            client: CLI.into(),
+            prefix: String::new(),
+        }];
+    })
+    .await;
+    let origin = server.issuer.clone();
+    server.issuer = format!("{origin}/sqlos/auth");
+    let kp = Kp::new();
+    let login = kp
+        .login_approved_by(&server, "sqlos-laptop", |url| async move {
+            // The pages are Keyport's own, at the origin; the mount's
+            // `/device` leads there.
+            let done =
+                keyport_testkit::decide_device(&origin, &url, EMAIL, PASSWORD, "approve").await;
+            assert!(done.contains("Device approved"), "{done}");
+        })
+        .await;
+    assert_exit(&login, 0, "kp login at the mount");
+
+    let whoami = kp.run(&["whoami", "--json"]).await;
+    assert_exit(&whoami, 0, "kp whoami");
+    assert_eq!(stdout_json(&whoami)["email"], EMAIL);
+    kp.expire_access_token(&server.issuer);
+    let token = kp.run(&["token"]).await;
+    assert_exit(&token, 0, "kp token refreshes at the mount");
+    let claims = one_token(&token)
+        .split('.')
+        .nth(1)
+        .map(str::to_owned)
+        .unwrap();
+    let claims = base64_url_json(&claims);
+    assert_eq!(claims["iss"], server.issuer.as_str());
+}
+
+fn base64_url_json(part: &str) -> Value {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}

@@ -51,6 +51,11 @@ pub struct Server {
 
 impl Server {
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// [`Server::start`] with the configuration adjusted first.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let data_dir = tempfile::tempdir().unwrap();
@@ -64,7 +69,7 @@ impl Server {
             device_poll_interval: 1,
             ..TokenSettings::default()
         };
-        let config = Config {
+        let mut config = Config {
             issuer: format!("http://{addr}"),
             listen: addr,
             data_dir: data_dir.path().to_path_buf(),
@@ -86,6 +91,7 @@ impl Server {
             profiles: vec![],
             headless: Default::default(),
         };
+        adjust(&mut config);
         let kp = Keyport::open(config, Arc::new(SystemClock))
             .await
             .expect("keyport opens");
