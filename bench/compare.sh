@@ -18,6 +18,9 @@
 #   --out DIR            results (default bench/results/compare-<UTC timestamp>)
 #   --no-build           reuse target/release/keyport and the ceiling's build
 #   --quiet-wait SECS    passed to run.sh: wait for idle cores first (default 60)
+#   --keep-keyport       with --out naming an earlier run: keep its Keyport
+#                        figures and measure only the peer and the ceiling
+# Needs wrk (Debian's package), node and npm (the peer), and cargo.
 # Loopback only; every run is bounded by --duration.
 set -euo pipefail
 
@@ -29,6 +32,7 @@ DATABASE_URL=""
 OUT=""
 BUILD=1
 QUIET_WAIT=60
+KEEP_KEYPORT=0
 POLL_CODES=75000
 REFRESH_POOL=256
 while [ $# -gt 0 ]; do
@@ -39,7 +43,8 @@ while [ $# -gt 0 ]; do
         --out) OUT=$2; shift 2 ;;
         --no-build) BUILD=0; shift ;;
         --quiet-wait) QUIET_WAIT=$2; shift 2 ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        --keep-keyport) KEEP_KEYPORT=1; shift ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
         *) echo "compare.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -68,11 +73,16 @@ log "installing the pinned oidc-provider (bench/peer/package-lock.json)"
 
 # ---- Keyport, through run.sh ------------------------------------------------
 db=(); [ -n "$DATABASE_URL" ] && db=(--database-url "$DATABASE_URL" --fresh-pg-db)
-log "keyport: bench/run.sh"
-"$BENCH_DIR/run.sh" --no-build --scenarios device,poll,refresh,userinfo,cc --concurrency "$CONC" \
-    --duration "$DURATION" --poll-codes "$POLL_CODES" --refresh-pool "$REFRESH_POOL" \
-    --ready-runs 3 --quiet-wait "$QUIET_WAIT" --out "$OUT/keyport" "${db[@]}" \
-    || die "keyport's run failed (see $OUT/keyport)"
+if [ "$KEEP_KEYPORT" = 1 ] && [ -f "$OUT/keyport/results.jsonl" ]; then
+    log "keyport: keeping the figures in $OUT/keyport"
+else
+    log "keyport: bench/run.sh"
+    "$BENCH_DIR/run.sh" --no-build --scenarios device,poll,refresh,userinfo,cc --concurrency "$CONC" \
+        --duration "$DURATION" --poll-codes "$POLL_CODES" --refresh-pool "$REFRESH_POOL" \
+        --ready-runs 3 --quiet-wait "$QUIET_WAIT" --out "$OUT/keyport" "${db[@]}" \
+        || die "keyport's run failed (see $OUT/keyport)"
+fi
+export BENCH_LUA_DIR="$BENCH_DIR/lua"
 
 # ---- the peer and the ceiling -----------------------------------------------
 SERVER_PID=""
@@ -135,7 +145,7 @@ other() {
         have=$(cat "$work"/seed.* 2>/dev/null | wc -l)
     done
     [ "$have" -ge "$POLL_CODES" ] || die "$name: only $have device codes in 300 s"
-    cat "$work"/seed.* | head -n "$POLL_CODES" > "$work/codes.txt"
+    cat "$work"/seed.* | awk -v n="$POLL_CODES" 'NR <= n' > "$work/codes.txt"
     run poll_pending poll.lua "$work/codes.txt" 1
     curl -sf "$base/bench/fixtures?refresh=$REFRESH_POOL" > "$work/fixtures.json" || die "$name: no fixtures"
     python3 - "$work" <<'EOF'

@@ -33,8 +33,10 @@ pub enum MailError {
 pub struct Outbound {
     smtp: Option<AsyncSmtpTransport<Tokio1Executor>>,
     from: Mailbox,
-    sms_webhook: Option<url::Url>,
-    http: reqwest::Client,
+    /// The SMS webhook and the HTTP client for it, made only when one is
+    /// configured (a client loads the system's root certificates, which
+    /// costs start-up time and memory nothing else needs).
+    sms_webhook: Option<(url::Url, reqwest::Client)>,
     outbox: PathBuf,
 }
 
@@ -75,16 +77,21 @@ impl Outbound {
                     .map_err(|_| MailError::Config(format!("[sms] webhook_url {u:?} is not a URL")))
             })
             .transpose()?;
-        let http = reqwest::Client::builder()
-            .timeout(SEND_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| MailError::Config(e.to_string()))?;
+        let sms_webhook = match sms_webhook {
+            None => None,
+            Some(url) => {
+                let http = reqwest::Client::builder()
+                    .timeout(SEND_TIMEOUT)
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .map_err(|e| MailError::Config(e.to_string()))?;
+                Some((url, http))
+            }
+        };
         Ok(Self {
             smtp: transport,
             from,
             sms_webhook,
-            http,
             outbox,
         })
     }
@@ -114,9 +121,8 @@ impl Outbound {
     pub async fn send_sms(&self, to: &str, text: &str) -> Result<(), MailError> {
         let body = serde_json::json!({ "to": to, "text": text });
         match &self.sms_webhook {
-            Some(url) => {
-                let response = self
-                    .http
+            Some((url, http)) => {
+                let response = http
                     .post(url.clone())
                     .json(&body)
                     .send()

@@ -13,9 +13,9 @@ use subtle::ConstantTimeEq;
 /// Fills a buffer from the operating system's CSPRNG.
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut buf = [0u8; N];
-    // aws-lc's RNG only fails when the OS has no entropy source at all;
+    // getrandom(2) only fails when the OS has no entropy source at all;
     // nothing sensible can continue then.
-    aws_lc_rs::rand::fill(&mut buf).expect("the operating system RNG failed");
+    getrandom::fill(&mut buf).expect("the operating system RNG failed");
     buf
 }
 
