@@ -221,22 +221,45 @@ impl Keyport {
         )?;
         let (client_id, caller_owned, opaque) =
             (client.id.clone(), caller.clone(), minted.opaque.clone());
-        self.store
-            .write(move |c| {
-                Box::pin(async move {
-                    if let Some(record) = &opaque {
-                        store::sessions::insert_opaque(&mut *c, record).await?;
-                    }
-                    Audit::new("token.issue", "success")
-                        .client(&client_id)
-                        .detail(serde_json::json!({ "grant_type": GrantType::ClientCredentials.as_str(), "scope": scope_text }))
-                        .record(c, now * 1000, &caller_owned)
-                        .await
-                })
-            })
-            .await?;
+        match opaque {
+            // An opaque token is valid only once its row has committed.
+            Some(record) => {
+                self.store
+                    .write(move |c| {
+                        Box::pin(async move {
+                            store::sessions::insert_opaque(&mut *c, &record).await?;
+                            issued(&client_id, &scope_text)
+                                .record(c, now * 1000, &caller_owned)
+                                .await
+                        })
+                    })
+                    .await?
+            }
+            // A JWT stands on its own: its audit row commits with the next
+            // batch, off the response's path. A crash in between loses the
+            // row of a token that expires within the access-token lifetime.
+            None => {
+                self.store
+                    .write_detached(move |c| {
+                        Box::pin(async move {
+                            issued(&client_id, &scope_text)
+                                .record(c, now * 1000, &caller_owned)
+                                .await
+                        })
+                    })
+                    .await
+            }
+        }
         Ok(minted.response)
     }
+}
+
+/// The audit record of a client credentials grant.
+fn issued<'a>(client_id: &'a str, scope: &str) -> Audit<'a> {
+    let grant = GrantType::ClientCredentials.as_str();
+    Audit::new("token.issue", "success")
+        .client(client_id)
+        .detail(serde_json::json!({ "grant_type": grant, "scope": scope }))
 }
 
 /// RFC 6749 §4.4: what a client credentials request is granted. No user,

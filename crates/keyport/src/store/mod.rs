@@ -41,7 +41,7 @@ use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, ConnectOptions, Executor};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// A connection inside a write transaction.
 pub type Conn = AnyConnection;
@@ -137,7 +137,12 @@ pub struct Store {
     /// the database's write lock past the busy timeout, say), so its
     /// waiters learn the cause rather than "shut down".
     begin_failure: Arc<Mutex<Option<String>>>,
+    /// Slots for writes nobody waits on ([`Store::write_detached`]).
+    detached: Arc<Semaphore>,
 }
+
+/// Detached writes in flight at once; past that, the next waits for a slot.
+const DETACHED_IN_FLIGHT: usize = 4096;
 
 impl Store {
     /// Opens the database named by `url`, or the SQLite file in `data_dir`
@@ -202,6 +207,7 @@ impl Store {
             engine,
             writer,
             begin_failure,
+            detached: Arc::new(Semaphore::new(DETACHED_IN_FLIGHT)),
         })
     }
 
@@ -281,6 +287,28 @@ impl Store {
         })?
     }
 
+    /// Hands `job` to the writer and returns without waiting for its
+    /// commit: for a record whose loss in a crash loses nothing a client
+    /// was told (the audit row of a self-contained JWT). It commits with
+    /// the next batch; a failure is logged. With [`DETACHED_IN_FLIGHT`]
+    /// already queued the caller waits for a slot, so a flood queues
+    /// nothing without bound. [`Store::close`] waits for them all.
+    pub async fn write_detached<F>(&self, job: F)
+    where
+        F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<()>> + Send + 'static,
+    {
+        let Ok(slot) = self.detached.clone().acquire_owned().await else {
+            return;
+        };
+        let store = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.write_one(job).await {
+                tracing::error!(error = %e, "a detached write failed");
+            }
+            drop(slot);
+        });
+    }
+
     /// Writes a consistent copy of a SQLite database to `to`, an empty or
     /// missing file, while writers carry on (`VACUUM INTO` reads one
     /// snapshot).
@@ -304,7 +332,9 @@ impl Store {
         )
     }
 
+    /// Waits for the detached writes, then closes the pool.
     pub async fn close(&self) {
+        let _ = self.detached.acquire_many(DETACHED_IN_FLIGHT as u32).await;
         self.pool.close().await;
     }
 }

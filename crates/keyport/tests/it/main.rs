@@ -5,6 +5,7 @@ mod support;
 
 mod agents;
 mod api_v1;
+mod audit;
 mod backup;
 mod bad_input;
 mod binary;
