@@ -105,16 +105,13 @@ other() {
     mkdir -p "$dir"
     curl -s -o /dev/null "$base/readyz" && die "port $port is already in use"
     log "$name: starting on $base (CPU 0)"
-    local start_ns=$(date +%s%N)
     taskset -c 0 "$@" >"$dir/server.log" 2>&1 &
     SERVER_PID=$!
     until [ "$(curl -s -o /dev/null -w '%{http_code}' "$base/readyz")" = 200 ]; do
         kill -0 "$SERVER_PID" 2>/dev/null || die "$name exited during start (see $dir/server.log)"
         sleep 0.01
     done
-    local ready_ms=$(( ($(date +%s%N) - start_ns) / 1000000 ))
-    sleep 2
-    printf '{"ready_ms": %d, "idle_rss_kb": %d}\n' "$ready_ms" "$(vm "$SERVER_PID" VmRSS)" > "$dir/start.json"
+    sleep 1
 
     run() {  # run SCENARIO SCRIPT ARGS…
         local scenario=$1 script=$2; shift 2
@@ -160,6 +157,9 @@ EOF
     run userinfo userinfo.lua "$work/access.txt"
     run cc_jwt client_credentials.lua "$work/cc.auth"
     stop
+    # Time to ready and idle RSS measured as run.sh measures Keyport's.
+    python3 "$BENCH_DIR/ready.py" --port "$port" --runs 3 --out "$dir/ready.json" \
+        --log "$dir/restarts.log" -- taskset -c 0 "$@" || log "warning: $name's ready measurement failed"
     rm -rf "$work"
 }
 
