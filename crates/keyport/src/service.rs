@@ -3,7 +3,6 @@
 //! call it, and a Rust backend can embed it and call the same device-flow
 //! operations in process (`start`, `resolve`, `approve`, `deny`, `poll`).
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
@@ -30,7 +29,7 @@ pub struct Caller {
     pub ip: Option<IpAddr>,
     /// The mount the request came through: `None` for Keyport's own paths,
     /// or a `sqlos` profile's path (`/sqlos/auth`), which is an issuer of
-    /// its own ([`Keyport::issuer_for`]).
+    /// its own (`Keyport::issuer_for`).
     pub mount: Option<Arc<str>>,
 }
 
@@ -88,7 +87,7 @@ pub struct Inner {
     verified: Mutex<HashMap<Vec<u8>, Arc<AccessClaims>>>,
     /// Issuers whose access tokens this server accepts: its own, and each
     /// `sqlos` profile's.
-    issuers: Vec<String>,
+    pub(crate) issuers: Vec<String>,
     /// Argon2id work: about one hash per core, off the async workers and
     /// below their scheduling priority.
     password_hashing: crate::hashing::HashingPool,
@@ -202,21 +201,6 @@ impl Keyport {
                 .await;
         });
         Ok(keyport)
-    }
-
-    /// The issuer a caller addressed: Keyport's own, or through a `sqlos`
-    /// profile, Keyport's followed by the profile's mount path. Tokens
-    /// carry the issuer whose endpoint issued them.
-    pub fn issuer_for(&self, caller: &Caller) -> Cow<'_, str> {
-        match &caller.mount {
-            None => Cow::Borrowed(&self.config.issuer),
-            Some(mount) => Cow::Owned(format!("{}{mount}", self.config.issuer)),
-        }
-    }
-
-    /// Every issuer whose access tokens this server accepts.
-    pub(crate) fn issuers(&self) -> &[String] {
-        &self.issuers
     }
 
     pub fn keys(&self) -> Arc<KeySet> {

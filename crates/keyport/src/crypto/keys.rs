@@ -346,8 +346,9 @@ impl KeySet {
         super::b64url(&digest[..16])
     }
 
-    /// Checks signature, `typ` and issuer (one of `issuers`) of an access token. Expiry and
-    /// revocation are the caller's to check against its own clock and store.
+    /// Checks signature, `typ` and issuer (one of `issuers`) of an access
+    /// token. Expiry and revocation are the caller's to check against its
+    /// own clock and store.
     pub fn verify_access_token<C: DeserializeOwned>(
         &self,
         token: &str,

@@ -1,5 +1,8 @@
-//! The RFC 8414 / OpenID Connect Discovery document, built from the wire
-//! type so that it names only what this server serves.
+//! The issuers this server answers as, and the RFC 8414 / OpenID Connect
+//! Discovery document of each, built from the wire type so that it names
+//! only what this server serves.
+
+use std::borrow::Cow;
 
 use keyport_proto::{GrantType, ServerMetadata};
 
@@ -10,6 +13,21 @@ fn strings(items: &[&str]) -> Vec<String> {
 }
 
 impl Keyport {
+    /// The issuer a caller addressed: Keyport's own, or through a `sqlos`
+    /// profile, Keyport's followed by the profile's mount path. Tokens
+    /// carry the issuer whose endpoint issued them.
+    pub fn issuer_for(&self, caller: &Caller) -> Cow<'_, str> {
+        match &caller.mount {
+            None => Cow::Borrowed(&self.config.issuer),
+            Some(mount) => Cow::Owned(format!("{}{mount}", self.config.issuer)),
+        }
+    }
+
+    /// Every issuer whose access tokens this server accepts.
+    pub(crate) fn issuers(&self) -> &[String] {
+        &self.issuers
+    }
+
     /// Keyport's own document.
     pub fn discovery(&self) -> ServerMetadata {
         self.discovery_for(&Caller::IN_PROCESS)

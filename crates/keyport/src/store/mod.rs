@@ -287,9 +287,10 @@ impl Store {
         })?
     }
 
-    /// Hands `job` to the writer and returns without waiting for its
-    /// commit: for a record whose loss in a crash loses nothing a client
-    /// was told (the audit row of a self-contained JWT). It commits with
+    /// Hands `job` (one write statement, as for [`Store::write_one`]) to
+    /// the writer and returns without waiting for its commit: for a record
+    /// whose loss in a crash loses nothing a client was told (the audit row
+    /// of a self-contained JWT). It commits with
     /// the next batch; a failure is logged. With [`DETACHED_IN_FLIGHT`]
     /// already queued the caller waits for a slot, so a flood queues
     /// nothing without bound. [`Store::close`] waits for them all.
