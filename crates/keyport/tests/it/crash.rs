@@ -6,6 +6,8 @@
 //! session ever has two live refresh tokens, and the database reopens
 //! sound.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
@@ -54,7 +56,11 @@ async fn refresh(http: &reqwest::Client, base: &str, token: &str) -> Option<(Sta
 
 /// Refreshes in a loop until the server dies; returns the last token the
 /// server acknowledged (a 200 whose body arrived) and how many it did.
-async fn refresh_until_killed(base: String, mut token: String) -> (String, usize) {
+async fn refresh_until_killed(
+    base: String,
+    mut token: String,
+    refreshed: Arc<AtomicUsize>,
+) -> (String, usize) {
     let http = reqwest::Client::new();
     let mut acknowledged = 0;
     loop {
@@ -62,6 +68,7 @@ async fn refresh_until_killed(base: String, mut token: String) -> (String, usize
             Some((StatusCode::OK, body)) => {
                 token = body["refresh_token"].as_str().unwrap().to_string();
                 acknowledged += 1;
+                refreshed.fetch_add(1, Ordering::Relaxed);
             }
             Some((status, body)) => panic!("refresh refused under load: {status} {body}"),
             None => return (token, acknowledged),
@@ -245,14 +252,25 @@ async fn kill_9_under_refresh_and_device_start_load_loses_nothing_acknowledged()
         .unwrap_or(KILL_POINTS);
     let (mut acknowledged_refreshes, mut acknowledged_starts) = (0usize, 0usize);
     for point in 0..kill_points {
+        let refreshed = Arc::new(AtomicUsize::new(0));
         let load = tokens
             .iter()
-            .map(|t| tokio::spawn(refresh_until_killed(base.clone(), t.clone())))
+            .map(|t| {
+                let refreshed = refreshed.clone();
+                tokio::spawn(refresh_until_killed(base.clone(), t.clone(), refreshed))
+            })
             .collect::<Vec<_>>();
         let starts = (0..STARTERS)
             .map(|_| tokio::spawn(start_until_killed(base.clone())))
             .collect::<Vec<_>>();
-        tokio::time::sleep(Duration::from_millis(20 + rng.below(180))).await;
+        // The kill lands at a random moment once the load is under way (on
+        // a busy machine the first refresh of a round can take a while).
+        let under_way = Instant::now();
+        while refreshed.load(Ordering::Relaxed) == 0 && under_way.elapsed() < Duration::from_secs(5)
+        {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.below(180))).await;
         server.child.kill().unwrap(); // SIGKILL
         server.child.wait().unwrap();
         let (survivors, counts): (Vec<String>, Vec<usize>) = join_all(load)
