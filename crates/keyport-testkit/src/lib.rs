@@ -9,10 +9,11 @@
 //!   [`decide_device`] signs in and approves or denies a device request.
 //! - [`Chromium`] is a real headless Chromium behind its own chromedriver,
 //!   finding fields by their label and buttons by their text.
-//! - [`json_of`] reads a response as status and JSON.
+//! - [`json_of`] reads a response as status and JSON; [`jwt_claims`] a
+//!   token's claims.
 
 mod chromium;
 mod pages;
 
 pub use chromium::{Chromium, Element, Locator, PAGE_TIMEOUT};
-pub use pages::{Browser, decide_device, form_fields, json_of};
+pub use pages::{Browser, decide_device, form_fields, json_of, jwt_claims};

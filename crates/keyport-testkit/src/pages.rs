@@ -145,6 +145,16 @@ pub async fn json_of(response: reqwest::Response) -> (StatusCode, Value) {
     (status, body)
 }
 
+/// The claims of a JWT, unverified: what a test reads of a token it holds.
+pub fn jwt_claims(jwt: &str) -> Value {
+    use base64::Engine;
+    let payload = jwt.split('.').nth(1).expect("a JWT has three parts");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("a JWT's payload is base64url");
+    serde_json::from_slice(&bytes).expect("a JWT's payload is JSON")
+}
+
 /// The double-quoted attribute `name` of an HTML tag, still escaped.
 fn attr(tag: &str, name: &str) -> Option<String> {
     let key = format!("{name}=\"");

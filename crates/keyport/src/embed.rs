@@ -123,9 +123,6 @@ impl Keyport {
     }
 }
 
-/// In process there is no peer: no address is recorded or limited.
-const IN_PROCESS: Caller = Caller::IN_PROCESS;
-
 impl Devices<'_> {
     /// RFC 8628 §3.1–3.2: creates a pending authorization for a client with
     /// the device grant. The answer carries the `device_code` for the
@@ -141,7 +138,7 @@ impl Devices<'_> {
             },
         };
         self.kp
-            .start_device_authorization(&client, request, &IN_PROCESS)
+            .start_device_authorization(&client, request, &Caller::IN_PROCESS)
             .await
     }
 
@@ -155,7 +152,7 @@ impl Devices<'_> {
     /// against `user` as they do on the page.
     pub async fn resolve(&self, user_code: &str, user: &User) -> Result<PendingRequest> {
         self.kp
-            .resolve_user_code(user_code, user, None, &IN_PROCESS)
+            .resolve_user_code(user_code, user, None, &Caller::IN_PROCESS)
             .await
     }
 
@@ -171,7 +168,13 @@ impl Devices<'_> {
         let id = self.request_id(which, user).await?;
         let now = self.kp.clock.now();
         self.kp
-            .decide_device(&id, user, Consent::Approve { workspace }, now, &IN_PROCESS)
+            .decide_device(
+                &id,
+                user,
+                Consent::Approve { workspace },
+                now,
+                &Caller::IN_PROCESS,
+            )
             .await
     }
 
@@ -180,7 +183,7 @@ impl Devices<'_> {
         let id = self.request_id(which, user).await?;
         let now = self.kp.clock.now();
         self.kp
-            .decide_device(&id, user, Consent::Deny, now, &IN_PROCESS)
+            .decide_device(&id, user, Consent::Deny, now, &Caller::IN_PROCESS)
             .await?;
         Ok(())
     }
@@ -245,7 +248,9 @@ impl Devices<'_> {
             resource: resource.map(str::to_string),
             scope: None,
         };
-        self.kp.poll_device(&client, poll, &IN_PROCESS).await
+        self.kp
+            .poll_device(&client, poll, &Caller::IN_PROCESS)
+            .await
     }
 
     async fn client(&self, id: &str) -> Result<crate::domain::clients::Client> {

@@ -34,7 +34,8 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// An in-process caller: no address, Keyport's own issuer.
+    /// An in-process caller: no peer, so no address is recorded or
+    /// limited; Keyport's own issuer.
     pub const IN_PROCESS: Caller = Caller {
         ip: None,
         mount: None,

@@ -237,8 +237,17 @@ impl Config {
             .iter()
             .filter(|p| p.kind == ProfileKind::Sqlos);
         std::iter::once(self.issuer.clone())
-            .chain(mounts.map(|p| format!("{}{}", self.issuer, p.base())))
+            .chain(mounts.map(|p| self.issuer_at(Some(p.base())).into_owned()))
             .collect()
+    }
+
+    /// The issuer of a mount path: Keyport's own followed by it (`None`:
+    /// Keyport's own).
+    pub fn issuer_at(&self, mount: Option<&str>) -> std::borrow::Cow<'_, str> {
+        match mount {
+            None => self.issuer.as_str().into(),
+            Some(mount) => format!("{}{mount}", self.issuer).into(),
+        }
     }
 
     pub fn issuer_is_https(&self) -> bool {

@@ -17,10 +17,7 @@ impl Keyport {
     /// profile, Keyport's followed by the profile's mount path. Tokens
     /// carry the issuer whose endpoint issued them.
     pub fn issuer_for(&self, caller: &Caller) -> Cow<'_, str> {
-        match &caller.mount {
-            None => Cow::Borrowed(&self.config.issuer),
-            Some(mount) => Cow::Owned(format!("{}{mount}", self.config.issuer)),
-        }
+        self.config.issuer_at(caller.mount.as_deref())
     }
 
     /// Every issuer whose access tokens this server accepts.

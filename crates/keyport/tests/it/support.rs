@@ -17,7 +17,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-pub use keyport_testkit::{Browser, form_fields, json_of};
+pub use keyport_testkit::{Browser, form_fields, json_of, jwt_claims};
 
 pub const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 /// The seeded user's sign-in.
@@ -482,14 +482,4 @@ pub async fn wait_ready(base: &str) {
 /// device request behind `verification_uri_complete`.
 pub async fn approve_at(base: &str, verification_uri_complete: &str, decision: &str) -> String {
     keyport_testkit::decide_device(base, verification_uri_complete, EMAIL, PASSWORD, decision).await
-}
-
-/// The claims of a JWT, unverified: what a test reads of a token it holds.
-pub fn jwt_claims(jwt: &str) -> Value {
-    use base64::Engine;
-    let payload = jwt.split('.').nth(1).unwrap();
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .unwrap();
-    serde_json::from_slice(&bytes).unwrap()
 }
