@@ -1,9 +1,10 @@
 //! Building audit events. Each is written in the same transaction as the
-//! change it records, and echoed to the `audit` tracing target.
+//! change it records (or, for the few a crash may lose, queued off the
+//! response's path), and echoed to the `audit` tracing target.
 
 use crate::crypto;
 use crate::service::Caller;
-use crate::store::{self, Conn, audit::AuditEvent};
+use crate::store::{self, Conn, Store, audit::AuditEvent};
 
 /// An event about to be recorded.
 pub struct Audit<'a> {
@@ -82,6 +83,20 @@ impl<'a> Audit<'a> {
     }
 
     pub async fn record(self, conn: &mut Conn, at_ms: i64, caller: &Caller) -> store::Result<()> {
+        let event = self.logged(at_ms, caller);
+        store::audit::insert(conn, &event).await
+    }
+
+    /// Records the event without waiting for its row to commit
+    /// ([`Store::append_audit`](crate::store::Store::append_audit)): only
+    /// for an event whose row a crash may lose without losing anything a
+    /// client was told.
+    pub async fn record_detached(self, store: &Store, at_ms: i64, caller: &Caller) {
+        store.append_audit(self.logged(at_ms, caller)).await;
+    }
+
+    /// The event, written to the log as it is made.
+    fn logged(self, at_ms: i64, caller: &Caller) -> AuditEvent {
         let event = self.into_event(at_ms, caller);
         tracing::info!(
             target: "audit",
@@ -94,6 +109,6 @@ impl<'a> Audit<'a> {
             target = event.target.as_deref(),
             ip = event.ip.as_deref(),
         );
-        store::audit::insert(conn, &event).await
+        event
     }
 }

@@ -219,11 +219,10 @@ impl Keyport {
             },
             caller,
         )?;
-        let (client_id, caller_owned, opaque) =
-            (client.id.clone(), caller.clone(), minted.opaque.clone());
-        match opaque {
+        match minted.opaque {
             // An opaque token is valid only once its row has committed.
             Some(record) => {
+                let (client_id, caller_owned) = (client.id.clone(), caller.clone());
                 self.store
                     .write(move |c| {
                         Box::pin(async move {
@@ -236,17 +235,11 @@ impl Keyport {
                     .await?
             }
             // A JWT stands on its own: its audit row commits with the next
-            // batch, off the response's path. A crash in between loses the
+            // flush, off the response's path. A crash in between loses the
             // row of a token that expires within the access-token lifetime.
             None => {
-                self.store
-                    .write_detached(move |c| {
-                        Box::pin(async move {
-                            issued(&client_id, &scope_text)
-                                .record(c, now * 1000, &caller_owned)
-                                .await
-                        })
-                    })
+                issued(&client.id, &scope_text)
+                    .record_detached(&self.store, now * 1000, caller)
                     .await
             }
         }

@@ -27,6 +27,7 @@ pub mod settings;
 pub mod two_step;
 
 mod migrations;
+mod trail;
 mod writer;
 
 use migrations::migrator;
@@ -41,7 +42,7 @@ use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, ConnectOptions, Executor};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 /// A connection inside a write transaction.
 pub type Conn = AnyConnection;
@@ -137,12 +138,9 @@ pub struct Store {
     /// the database's write lock past the busy timeout, say), so its
     /// waiters learn the cause rather than "shut down".
     begin_failure: Arc<Mutex<Option<String>>>,
-    /// Slots for writes nobody waits on ([`Store::write_detached`]).
-    detached: Arc<Semaphore>,
+    /// Audit rows queued off the response's path ([`Store::append_audit`]).
+    trail: Arc<trail::Trail>,
 }
-
-/// Detached writes in flight at once; past that, the next waits for a slot.
-const DETACHED_IN_FLIGHT: usize = 4096;
 
 impl Store {
     /// Opens the database named by `url`, or the SQLite file in `data_dir`
@@ -207,7 +205,7 @@ impl Store {
             engine,
             writer,
             begin_failure,
-            detached: Arc::new(Semaphore::new(DETACHED_IN_FLIGHT)),
+            trail: Arc::new(trail::Trail::new()),
         })
     }
 
@@ -287,29 +285,6 @@ impl Store {
         })?
     }
 
-    /// Hands `job` (one write statement, as for [`Store::write_one`]) to
-    /// the writer and returns without waiting for its commit: for a record
-    /// whose loss in a crash loses nothing a client was told (the audit row
-    /// of a self-contained JWT). It commits with
-    /// the next batch; a failure is logged. With [`DETACHED_IN_FLIGHT`]
-    /// already queued the caller waits for a slot, so a flood queues
-    /// nothing without bound. [`Store::close`] waits for them all.
-    pub async fn write_detached<F>(&self, job: F)
-    where
-        F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<()>> + Send + 'static,
-    {
-        let Ok(slot) = self.detached.clone().acquire_owned().await else {
-            return;
-        };
-        let store = self.clone();
-        tokio::spawn(async move {
-            if let Err(e) = store.write_one(job).await {
-                tracing::error!(error = %e, "a detached write failed");
-            }
-            drop(slot);
-        });
-    }
-
     /// Writes a consistent copy of a SQLite database to `to`, an empty or
     /// missing file, while writers carry on (`VACUUM INTO` reads one
     /// snapshot).
@@ -333,9 +308,9 @@ impl Store {
         )
     }
 
-    /// Waits for the detached writes, then closes the pool.
+    /// Waits for the queued audit rows to be written, then closes the pool.
     pub async fn close(&self) {
-        let _ = self.detached.acquire_many(DETACHED_IN_FLIGHT as u32).await;
+        let _ = self.trail.room.acquire_many(trail::QUEUED as u32).await;
         self.pool.close().await;
     }
 }
@@ -419,6 +394,45 @@ mod tests {
         }
         // The writer is still alive.
         set("after").await.unwrap();
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn queued_audit_rows_are_all_written_by_close() {
+        let (store, dir) = temp_store().await;
+        // More than one statement's and one job's worth, from many callers.
+        let rows = 1100;
+        let appends = (0..rows).map(|n| {
+            let store = store.clone();
+            async move {
+                let event = audit::AuditEvent {
+                    id: format!("{n:013x}"),
+                    at_ms: n,
+                    event: "token.issue".into(),
+                    outcome: "success".into(),
+                    actor: None,
+                    client_id: Some("svc".into()),
+                    session_id: None,
+                    workspace_id: None,
+                    target: None,
+                    ip: Some("127.0.0.1".into()),
+                    detail: Some(serde_json::json!({ "n": n })),
+                };
+                store.append_audit(event).await;
+            }
+        });
+        futures_util::future::join_all(appends).await;
+        store.close().await;
+        let store = Store::open(None, &dir).await.unwrap();
+        let (count, details): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(DISTINCT id), COUNT(DISTINCT detail) FROM audit_events \
+             WHERE event = 'token.issue' AND client_id = 'svc'",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        assert_eq!((count, details), (rows, rows));
         store.close().await;
         let _ = std::fs::remove_dir_all(dir);
     }
