@@ -49,6 +49,9 @@ impl Keyport {
         };
         let code_hash = hash_secret(poll.device_code.expose());
         let now_ms = self.clock.now_ms();
+        if let Some(answer) = self.pending_poll(client, &poll, &code_hash, now_ms).await? {
+            return Err(answer);
+        }
         let (client_id, resource, hash) =
             (client.id.clone(), poll.resource.clone(), code_hash.clone());
         let polled = self
@@ -79,6 +82,56 @@ impl Keyport {
             }
             PollDecision::Refuse(error) => Err(error),
         }
+    }
+
+    /// The answer to a poll of a pending code, when this instance alone
+    /// polls its store: read, judged against the latest poll time (queued
+    /// or written), answered, and its time queued rather than committed
+    /// first. `None` sends the poll to the statement path: a shared store,
+    /// a code that is not pending, or a full queue.
+    async fn pending_poll(
+        &self,
+        client: &Client,
+        poll: &PollRequest,
+        code_hash: &str,
+        now_ms: i64,
+    ) -> Result<Option<Error>> {
+        if self.store.is_shared() {
+            return Ok(None);
+        }
+        let Some(device) = store::device::by_device_code_hash(self.store.pool(), code_hash).await?
+        else {
+            return Ok(None);
+        };
+        let matches = device.client_id == client.id
+            && poll
+                .resource
+                .as_ref()
+                .is_none_or(|r| device.resource.as_ref() == Some(r))
+            && device.status == Status::Pending
+            && now_ms.div_euclid(1000) < device.expires_at;
+        if !matches {
+            return Ok(None);
+        }
+        let last = device.last_poll_ms.max(self.store.queued_poll(code_hash));
+        if polled_too_fast(last, device.interval, now_ms) {
+            let hash = code_hash.to_string();
+            let interval = self
+                .store
+                .write_one(move |c| {
+                    Box::pin(async move { store::device::slow_down(c, &hash, now_ms).await })
+                })
+                .await?;
+            let Some(interval) = interval else {
+                return Ok(None);
+            };
+            let slowed = DeviceAuthorization { interval, ..device };
+            return Ok(refusal(decide_poll(&slowed, true)));
+        }
+        if !self.store.queue_poll(code_hash, now_ms) {
+            return Ok(None);
+        }
+        Ok(refusal(decide_poll(&device, false)))
     }
 
     /// A poll that matched no live authorization (the rare path): a retry of
@@ -261,6 +314,20 @@ async fn release(
     Ok(Ok(()))
 }
 
+/// RFC 8628 §3.5: a poll is too fast when it comes sooner than the interval
+/// after the last one, less [`POLL_TOLERANCE_MS`] of network jitter. (The
+/// poll statement, `store::device::poll`, applies the same rule in SQL.)
+pub fn polled_too_fast(last_poll_ms: Option<i64>, interval: i64, now_ms: i64) -> bool {
+    last_poll_ms.is_some_and(|last| last > now_ms - interval * 1000 + POLL_TOLERANCE_MS)
+}
+
+fn refusal(decision: PollDecision) -> Option<Error> {
+    match decision {
+        PollDecision::Refuse(error) => Some(error),
+        PollDecision::Redeem => None,
+    }
+}
+
 /// What a poll that matched a live authorization gets.
 #[derive(Debug)]
 pub enum PollDecision {
@@ -369,6 +436,25 @@ mod tests {
         match e {
             Error::OAuth { code, .. } => code.as_str(),
             _ => "other",
+        }
+    }
+
+    #[test]
+    fn a_poll_is_too_fast_inside_the_interval_less_the_tolerance() {
+        let cases = [
+            (None, 5, 0, false),
+            (Some(0), 5, 1_000, true),
+            (Some(0), 5, 4_749, true),
+            (Some(0), 5, 4_750, false),
+            (Some(0), 10, 9_000, true),
+            (Some(0), 10, 10_000, false),
+        ];
+        for (last, interval, now, expected) in cases {
+            assert_eq!(
+                polled_too_fast(last, interval, now),
+                expected,
+                "{last:?} {interval} {now}"
+            );
         }
     }
 

@@ -6,7 +6,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::directory::Db;
-use super::{Result, opt_text};
+use super::{Conn, Result, opt_text};
 use crate::domain::scopes::Role;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,6 +198,52 @@ pub async fn poll<'e>(
     let Some(row) = row else { return Ok(None) };
     let slowed = row.try_get::<Option<i64>, _>("slowed_ms")? == Some(now_ms);
     Ok(Some((row_to_device(&row)?, slowed)))
+}
+
+/// Codes per statement in [`record_polls`].
+const POLLS_PER_UPDATE: usize = 16;
+
+/// Writes pending codes' poll times (device code hash, unix ms), many to a
+/// statement; a time never moves back, and a code no longer pending keeps
+/// the time its last statement gave it.
+pub async fn record_polls(conn: &mut Conn, polls: &[(String, i64)]) -> Result<()> {
+    for chunk in polls.chunks(POLLS_PER_UPDATE) {
+        let mut cases = String::new();
+        let mut hashes = Vec::with_capacity(chunk.len());
+        for n in 0..chunk.len() {
+            let (hash, at) = (2 * n + 1, 2 * n + 2);
+            cases.push_str(&format!(" WHEN ${hash} THEN ${at}"));
+            hashes.push(format!("${hash}"));
+        }
+        let sql = format!(
+            "UPDATE device_authorizations SET last_poll_ms = CASE device_code_hash{cases} END \
+             WHERE device_code_hash IN ({}) AND status = 'pending' \
+             AND (last_poll_ms IS NULL OR last_poll_ms < CASE device_code_hash{cases} END)",
+            hashes.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (hash, at) in chunk {
+            query = query.bind(hash).bind(*at);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// RFC 8628 §3.5 for a pending code polled too fast: five more seconds of
+/// interval, and the poll's time. Returns the new interval, or `None` when
+/// the code is no longer pending.
+pub async fn slow_down<'e>(db: impl Db<'e>, code_hash: &str, now_ms: i64) -> Result<Option<i64>> {
+    let row = sqlx::query(
+        "UPDATE device_authorizations SET poll_interval = poll_interval + 5, slowed_ms = $2, \
+         last_poll_ms = $2 WHERE device_code_hash = $1 AND status = 'pending' \
+         RETURNING poll_interval",
+    )
+    .bind(code_hash)
+    .bind(now_ms)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|row| row.try_get("poll_interval")).transpose()?)
 }
 
 pub struct Approval<'a> {

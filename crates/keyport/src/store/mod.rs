@@ -27,6 +27,7 @@ pub mod settings;
 pub mod two_step;
 
 mod migrations;
+mod polls;
 mod trail;
 mod writer;
 
@@ -140,6 +141,8 @@ pub struct Store {
     begin_failure: Arc<Mutex<Option<String>>>,
     /// Audit rows queued off the response's path ([`Store::append_audit`]).
     trail: Arc<trail::Trail>,
+    /// Pending codes' poll times not yet written ([`Store::queue_poll`]).
+    polls: Arc<polls::PollTimes>,
 }
 
 impl Store {
@@ -181,7 +184,13 @@ impl Store {
                 })
             });
         let pool = match engine {
-            Engine::Sqlite => pool_options.max_connections(8).min_connections(1),
+            // An in-process SQLite connection cannot go stale the way a
+            // network one can: no ping (a round trip to its thread) before
+            // every use.
+            Engine::Sqlite => pool_options
+                .max_connections(8)
+                .min_connections(1)
+                .test_before_acquire(false),
             Engine::Postgres => pool_options.max_connections(16).min_connections(1),
         }
         .connect_with(options)
@@ -206,6 +215,7 @@ impl Store {
             writer,
             begin_failure,
             trail: Arc::new(trail::Trail::new()),
+            polls: Arc::default(),
         })
     }
 
@@ -308,9 +318,13 @@ impl Store {
         )
     }
 
-    /// Waits for the queued audit rows to be written, then closes the pool.
+    /// Waits for the queued audit rows and poll times to be written, then
+    /// closes the pool.
     pub async fn close(&self) {
         let _ = self.trail.room.acquire_many(trail::QUEUED as u32).await;
+        while !self.polls.is_idle() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         self.pool.close().await;
     }
 }

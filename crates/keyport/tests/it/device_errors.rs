@@ -89,6 +89,45 @@ async fn polling_too_fast_grows_the_interval() {
 }
 
 #[tokio::test]
+async fn a_pending_polls_time_is_stored_and_judges_the_next_poll() {
+    let server = TestServer::start().await;
+    let start = server.start_device(&[]).await;
+    let code = start["device_code"].as_str().unwrap();
+    assert_eq!(server.poll(code).await.1["error"], "authorization_pending");
+    let polled_at = keyport::clock::Clock::now_ms(&server.clock);
+    // The time reaches the row, whether it was written before the answer
+    // (PostgreSQL) or after it (SQLite).
+    let mut stored = None;
+    for _ in 0..200 {
+        stored =
+            sqlx::query_scalar::<_, Option<i64>>("SELECT last_poll_ms FROM device_authorizations")
+                .fetch_one(server.kp.store().pool())
+                .await
+                .unwrap();
+        if stored == Some(polled_at) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(stored, Some(polled_at));
+    // Fifty quick polls: every one is too fast, and the interval grows
+    // once for each.
+    server.clock.advance_secs(1);
+    for n in 0..50 {
+        let (_, body) = server.poll(code).await;
+        assert_eq!(body["error"], "slow_down", "poll {n}: {body}");
+    }
+    let interval: i64 = sqlx::query_scalar("SELECT poll_interval FROM device_authorizations")
+        .fetch_one(server.kp.store().pool())
+        .await
+        .unwrap();
+    assert_eq!(interval, 5 + 5 * 50);
+    // After the grown interval, the code is pending again.
+    server.clock.advance_secs(5 + 5 * 50);
+    assert_eq!(server.poll(code).await.1["error"], "authorization_pending");
+}
+
+#[tokio::test]
 async fn expiry_denial_and_foreign_codes() {
     let server = TestServer::start().await;
     // expired_token
