@@ -318,12 +318,20 @@ impl Store {
         )
     }
 
-    /// Waits for the queued audit rows and poll times to be written, then
-    /// closes the pool.
+    /// Waits (ten seconds at most) for the queued audit rows and poll times
+    /// to be written, then closes the pool.
     pub async fn close(&self) {
-        let _ = self.trail.room.acquire_many(trail::QUEUED as u32).await;
-        while !self.polls.is_idle() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        let flushed = async {
+            let _ = self.trail.room.acquire_many(trail::QUEUED as u32).await;
+            while !self.polls.is_idle() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(10), flushed)
+            .await
+            .is_err()
+        {
+            tracing::error!("queued audit rows or poll times were still unwritten at shutdown");
         }
         self.pool.close().await;
     }
