@@ -24,25 +24,9 @@ pub struct AuditEvent {
     pub detail: Option<serde_json::Value>,
 }
 
-pub async fn insert<'e>(db: impl Db<'e>, e: &AuditEvent) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO audit_events (id, at_ms, event, outcome, actor, client_id, session_id, ip, detail, \
-         workspace_id, target) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-    )
-    .bind(&e.id)
-    .bind(e.at_ms)
-    .bind(&e.event)
-    .bind(&e.outcome)
-    .bind(&e.actor)
-    .bind(&e.client_id)
-    .bind(&e.session_id)
-    .bind(&e.ip)
-    .bind(e.detail.as_ref().map(|d| d.to_string()))
-    .bind(&e.workspace_id)
-    .bind(&e.target)
-    .execute(db)
-    .await?;
-    Ok(())
+/// Inserts one event.
+pub async fn insert(conn: &mut Conn, e: &AuditEvent) -> Result<()> {
+    insert_many(conn, std::slice::from_ref(e)).await
 }
 
 /// Rows per `INSERT` in [`insert_many`]. SQLite looks a `$n` parameter's
