@@ -82,7 +82,7 @@ impl Keyport {
         let sealed = (leeway > 0).then(|| seal_reply(presented, LEEWAY, &hash, &response));
         let successor_expires = self.refresh_expiry(now, session.created_at);
         let (caller_owned, old_hash) = (caller.clone(), hash.clone());
-        let email = user.as_ref().map(|u| u.email.clone());
+        let (session_id, client_id) = (session.id.clone(), session.client_id.clone());
         let outcome = self
             .store
             .write(move |c| {
@@ -118,12 +118,6 @@ impl Keyport {
                         if let Some(device) = &device {
                             store::two_step::update_device(&mut *c, device, now).await?;
                         }
-                        Audit::new("token.refresh", "success")
-                            .actor(email.as_deref())
-                            .client(&session.client_id)
-                            .session(&session.id)
-                            .record(c, now * 1000, &caller_owned)
-                            .await?;
                         return Ok(Ok(Rotation::Rotated));
                     }
                     replay_or_revoke(c, &old_hash, now_ms, leeway, &caller_owned).await
@@ -131,7 +125,18 @@ impl Keyport {
             })
             .await??;
         match outcome {
-            Rotation::Rotated => Ok(response),
+            Rotation::Rotated => {
+                // The rotation above is what the client is told of; its
+                // audit row joins the queue (a crash may lose the last
+                // moment's rows, never a rotation).
+                Audit::new("token.refresh", "success")
+                    .actor(user.as_ref().map(|u| u.email.as_str()))
+                    .client(&client_id)
+                    .session(&session_id)
+                    .record_detached(&self.store, now * 1000, caller)
+                    .await;
+                Ok(response)
+            }
             Rotation::Replay(sealed) => open_replay(presented, &hash, &sealed),
         }
     }

@@ -390,6 +390,7 @@ impl Keyport {
         before: Option<&str>,
         limit: i64,
     ) -> Result<Page<AuditEvent>> {
+        self.store.settle_audit().await;
         let rows = store::audit::page(self.store.pool(), &ws.id, filter, before, limit + 1).await?;
         Ok(Page::of(rows, limit, |e| e.id.clone()))
     }

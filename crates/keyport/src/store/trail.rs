@@ -84,6 +84,12 @@ impl Store {
         }
     }
 
+    /// Waits until every row queued so far on this instance is written,
+    /// so a read of the trail that follows shows them all.
+    pub async fn settle_audit(&self) {
+        let _ = self.trail.room.acquire_many(QUEUED as u32).await;
+    }
+
     async fn flush_trail(&self) {
         loop {
             tokio::time::sleep(LINGER).await;

@@ -290,6 +290,7 @@ pub async fn rotate_keys(kp: &Keyport) -> Result<Value> {
 }
 
 pub async fn export_audit(kp: &Keyport, since_ms: i64) -> Result<Value> {
+    kp.store.settle_audit().await;
     let events = store::audit::list(kp.store.pool(), since_ms).await?;
     let rows: Vec<Value> = events
         .into_iter()
