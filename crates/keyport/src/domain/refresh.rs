@@ -184,15 +184,17 @@ impl Keyport {
             return Ok((session, None));
         };
         let now = self.clock.now();
-        let user = store::directory::user_by_id(self.store.pool(), &user_id).await?;
+        let workspace = session.workspace_id.as_deref();
+        let found = store::directory::user_and_role(self.store.pool(), &user_id, workspace).await?;
         // Only a disabled or removed account ends here: a sign-in lockout
         // blocks new sign-ins, never sessions already issued.
-        let usable = user.as_ref().is_some_and(|u| !u.disabled);
-        let role = match (&session.workspace_id, usable) {
-            (_, false) => None,
-            (Some(ws), true) => store::directory::role_in(self.store.pool(), &user_id, ws).await?,
-            (None, true) => Some(String::new()),
+        let role = match (&found, workspace) {
+            (Some((user, _)), _) if user.disabled => None,
+            (None, _) => None,
+            (Some((_, role)), Some(_)) => role.clone(),
+            (Some(_), None) => Some(String::new()),
         };
+        let user = found.map(|(user, _)| user);
         let Some(role) = role else {
             let (sid, caller) = (session.id.clone(), caller.clone());
             self.store

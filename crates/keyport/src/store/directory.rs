@@ -97,6 +97,29 @@ pub async fn user_by_id<'e>(db: impl Db<'e>, id: &str) -> Result<Option<User>> {
     row.as_ref().map(user).transpose()
 }
 
+/// The user with this id and, when `workspace` (a slug) is given, their
+/// role in it (`None` for a non-member), in one read.
+pub async fn user_and_role<'e>(
+    db: impl Db<'e>,
+    id: &str,
+    workspace: Option<&str>,
+) -> Result<Option<(User, Option<String>)>> {
+    let sql = format!(
+        "SELECT {USER_COLUMNS}, (SELECT m.role FROM memberships m \
+         JOIN workspaces w ON w.id = m.workspace_id \
+         WHERE m.user_id = users.id AND w.slug = $2) AS member_role \
+         FROM users WHERE id = $1"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .bind(workspace)
+        .fetch_optional(db)
+        .await?;
+    row.as_ref()
+        .map(|row| Ok((user(row)?, opt_text(row, "member_role")?)))
+        .transpose()
+}
+
 pub async fn count_users<'e>(db: impl Db<'e>) -> Result<i64> {
     Ok(sqlx::query("SELECT COUNT(*) AS n FROM users")
         .fetch_one(db)
