@@ -84,13 +84,34 @@ impl Drop for SchemaGuard {
                 .build()
                 .unwrap();
             runtime.block_on(async {
-                if let Ok(mut conn) =
-                    <sqlx::AnyConnection as sqlx::Connection>::connect(&base).await
-                {
+                let Ok(mut conn) = <sqlx::AnyConnection as sqlx::Connection>::connect(&base).await
+                else {
+                    return;
+                };
+                // The test's runtime is blocked on this drop, so a write its
+                // server still had in flight (an audit row queued after the
+                // response, say) can never commit, and its locks would make
+                // the DROP wait forever: end such sessions, then drop.
+                let _ = sqlx::query("SET lock_timeout = '2s'")
+                    .execute(&mut conn)
+                    .await;
+                for _ in 0..5 {
                     let sql = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    let dropped = sqlx::query(sqlx::AssertSqlSafe(sql))
                         .execute(&mut conn)
                         .await;
+                    if dropped.is_ok() {
+                        return;
+                    }
+                    let _ = sqlx::query(
+                        "SELECT pg_terminate_backend(l.pid) FROM pg_locks l \
+                         JOIN pg_class c ON c.oid = l.relation \
+                         JOIN pg_namespace n ON n.oid = c.relnamespace \
+                         WHERE n.nspname = $1 AND l.pid <> pg_backend_pid()",
+                    )
+                    .bind(&schema)
+                    .fetch_all(&mut conn)
+                    .await;
                 }
             });
         });
