@@ -35,23 +35,31 @@ pub async fn insert(conn: &mut Conn, e: &AuditEvent) -> Result<()> {
 /// that small and still save most of the statements.
 const ROWS_PER_INSERT: usize = 16;
 
+/// The `INSERT` for 1, 2, … [`ROWS_PER_INSERT`] rows, made once.
+static INSERTS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+    (1..=ROWS_PER_INSERT)
+        .map(|rows| {
+            let values: Vec<String> = (0..rows)
+                .map(|row| {
+                    let params: Vec<String> = (row * 11 + 1..=row * 11 + 11)
+                        .map(|n| format!("${n}"))
+                        .collect();
+                    format!("({})", params.join(", "))
+                })
+                .collect();
+            format!(
+                "INSERT INTO audit_events (id, at_ms, event, outcome, actor, client_id, \
+                 session_id, ip, detail, workspace_id, target) VALUES {}",
+                values.join(", ")
+            )
+        })
+        .collect()
+});
+
 /// Inserts `events`, many rows to a statement.
 pub async fn insert_many(conn: &mut Conn, events: &[AuditEvent]) -> Result<()> {
     for chunk in events.chunks(ROWS_PER_INSERT) {
-        let mut sql = String::from(
-            "INSERT INTO audit_events (id, at_ms, event, outcome, actor, client_id, session_id, ip, \
-             detail, workspace_id, target) VALUES ",
-        );
-        for row in 0..chunk.len() {
-            let first = row * 11 + 1;
-            let params: Vec<String> = (first..first + 11).map(|n| format!("${n}")).collect();
-            if row > 0 {
-                sql.push_str(", ");
-            }
-            sql.push('(');
-            sql.push_str(&params.join(", "));
-            sql.push(')');
-        }
+        let sql: &'static str = INSERTS[chunk.len() - 1].as_str();
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for e in chunk {
             query = query
