@@ -22,8 +22,7 @@ impl Keyport {
     pub async fn revoke(&self, client: &Client, token: &Secret, caller: &Caller) -> Result<()> {
         let now = self.clock.now();
         if is_well_formed_refresh_token(token.expose(), &client.refresh_token_prefix) {
-            let Some(found) =
-                store::sessions::refresh_by_hash(self.store.pool(), &token.hash()).await?
+            let Some(found) = store::sessions::refresh_by_hash(&self.store, &token.hash()).await?
             else {
                 return Ok(());
             };
@@ -101,8 +100,7 @@ impl Keyport {
             return Err(invalid());
         }
         let state =
-            store::sessions::access_state(self.store.pool(), &claims.jti, claims.sid.as_deref())
-                .await?;
+            store::sessions::access_state(&self.store, &claims.jti, claims.sid.as_deref()).await?;
         if state.jti_revoked || state.session_live == Some(false) {
             return Err(invalid());
         }
@@ -121,8 +119,7 @@ impl Keyport {
     /// Expiry and revocation are the caller's to check.
     async fn signed_claims(&self, token: &str) -> Result<Option<AccessClaims>> {
         if is_opaque_token(token) {
-            let stored =
-                store::sessions::opaque_claims(self.store.pool(), &hash_secret(token)).await?;
+            let stored = store::sessions::opaque_claims(&self.store, &hash_secret(token)).await?;
             return Ok(stored.and_then(|json| serde_json::from_str(&json).ok()));
         }
         let Some(claims) = self
@@ -202,8 +199,7 @@ impl Keyport {
             };
         }
         if is_well_formed_refresh_token(token.expose(), &client.refresh_token_prefix) {
-            let Some(found) =
-                store::sessions::refresh_by_hash(self.store.pool(), &token.hash()).await?
+            let Some(found) = store::sessions::refresh_by_hash(&self.store, &token.hash()).await?
             else {
                 return Ok(inactive);
             };

@@ -99,8 +99,7 @@ impl Keyport {
         if self.store.is_shared() {
             return Ok(None);
         }
-        let Some(device) = store::device::by_device_code_hash(self.store.pool(), code_hash).await?
-        else {
+        let Some(device) = store::device::by_device_code_hash(&self.store, code_hash).await? else {
             return Ok(None);
         };
         let matches = device.client_id == client.id
@@ -145,7 +144,7 @@ impl Keyport {
         now_ms: i64,
         caller: &Caller,
     ) -> Result<TokenResponse> {
-        let found = store::device::by_device_code_hash(self.store.pool(), code_hash).await?;
+        let found = store::device::by_device_code_hash(&self.store, code_hash).await?;
         let leeway_ms = self.reply_leeway_ms(caller);
         match decide_unmatched(
             found.as_ref(),

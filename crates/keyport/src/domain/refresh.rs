@@ -45,7 +45,7 @@ impl Keyport {
             return Err(Error::invalid_grant("invalid refresh token"));
         }
         let hash = presented.hash();
-        let token = store::sessions::refresh_by_hash(self.store.pool(), &hash).await?;
+        let token = store::sessions::refresh_by_hash(&self.store, &hash).await?;
         let now_ms = self.clock.now_ms();
         let now = now_ms.div_euclid(1000);
         let rules = RefreshRules {
@@ -185,7 +185,7 @@ impl Keyport {
         };
         let now = self.clock.now();
         let workspace = session.workspace_id.as_deref();
-        let found = store::directory::user_and_role(self.store.pool(), &user_id, workspace).await?;
+        let found = store::directory::user_and_role(&self.store, &user_id, workspace).await?;
         // Only a disabled or removed account ends here: a sign-in lockout
         // blocks new sign-ins, never sessions already issued.
         let role = match (&found, workspace) {

@@ -3,11 +3,12 @@
 //! both approve, deny or redeem the same authorization.
 
 use sqlx::Row;
-use sqlx::any::AnyRow;
 
 use super::directory::Db;
-use super::{Conn, Result, opt_text};
+use super::reads::{self, Arg, Columns, Source};
+use super::{Conn, Result};
 use crate::domain::scopes::Role;
+use std::sync::LazyLock;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -64,26 +65,26 @@ pub struct DeviceAuthorization {
     pub sealed_tokens: Option<String>,
 }
 
-fn row_to_device(row: &AnyRow) -> Result<DeviceAuthorization> {
+fn row_to_device(row: &dyn Columns) -> Result<DeviceAuthorization> {
     Ok(DeviceAuthorization {
-        id: row.try_get("id")?,
-        client_id: row.try_get("client_id")?,
-        scope: row.try_get("scope")?,
-        resource: opt_text(row, "resource")?,
-        metadata: row.try_get("metadata")?,
-        ip: opt_text(row, "ip")?,
-        created_at: row.try_get("created_at")?,
-        expires_at: row.try_get("expires_at")?,
-        interval: row.try_get("poll_interval")?,
-        last_poll_ms: row.try_get("last_poll_ms")?,
-        status: Status::parse(&row.try_get::<String, _>("status")?),
-        user_id: opt_text(row, "user_id")?,
-        workspace_id: opt_text(row, "workspace_id")?,
-        role: opt_text(row, "role")?.as_deref().and_then(Role::parse),
-        granted_scope: opt_text(row, "granted_scope")?,
-        auth_time: row.try_get("auth_time")?,
-        redeemed_ms: row.try_get("redeemed_ms")?,
-        sealed_tokens: opt_text(row, "sealed_tokens")?,
+        id: row.text("id")?,
+        client_id: row.text("client_id")?,
+        scope: row.text("scope")?,
+        resource: row.opt_text("resource")?,
+        metadata: row.text("metadata")?,
+        ip: row.opt_text("ip")?,
+        created_at: row.int("created_at")?,
+        expires_at: row.int("expires_at")?,
+        interval: row.int("poll_interval")?,
+        last_poll_ms: row.opt_int("last_poll_ms")?,
+        status: Status::parse(&row.text("status")?),
+        user_id: row.opt_text("user_id")?,
+        workspace_id: row.opt_text("workspace_id")?,
+        role: row.opt_text("role")?.as_deref().and_then(Role::parse),
+        granted_scope: row.opt_text("granted_scope")?,
+        auth_time: row.opt_int("auth_time")?,
+        redeemed_ms: row.opt_int("redeemed_ms")?,
+        sealed_tokens: row.opt_text("sealed_tokens")?,
     })
 }
 
@@ -129,15 +130,13 @@ pub async fn insert<'e>(db: impl Db<'e>, d: NewDevice<'_>) -> Result<()> {
 }
 
 pub async fn by_device_code_hash<'e>(
-    db: impl Db<'e>,
+    from: impl Into<Source<'e>>,
     hash: &str,
 ) -> Result<Option<DeviceAuthorization>> {
-    let sql = format!("SELECT {COLUMNS} FROM device_authorizations WHERE device_code_hash = $1");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(hash)
-        .fetch_optional(db)
-        .await?;
-    row.as_ref().map(row_to_device).transpose()
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!("SELECT {COLUMNS} FROM device_authorizations WHERE device_code_hash = $1")
+    });
+    reads::fetch_optional(from, &SQL, &[Arg::Text(hash)], row_to_device).await
 }
 
 pub async fn by_user_code_hash<'e>(
@@ -149,7 +148,7 @@ pub async fn by_user_code_hash<'e>(
         .bind(user_code_hash)
         .fetch_optional(db)
         .await?;
-    row.as_ref().map(row_to_device).transpose()
+    row.as_ref().map(|row| row_to_device(row)).transpose()
 }
 
 pub async fn by_id<'e>(db: impl Db<'e>, id: &str) -> Result<Option<DeviceAuthorization>> {
@@ -158,7 +157,7 @@ pub async fn by_id<'e>(db: impl Db<'e>, id: &str) -> Result<Option<DeviceAuthori
         .bind(id)
         .fetch_optional(db)
         .await?;
-    row.as_ref().map(row_to_device).transpose()
+    row.as_ref().map(|row| row_to_device(row)).transpose()
 }
 
 /// One poll of the token endpoint, in a single statement: records the poll

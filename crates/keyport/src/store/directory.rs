@@ -3,7 +3,9 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Result, opt_text};
+use super::Result;
+use super::reads::{self, Arg, Columns, Source};
+use std::sync::LazyLock;
 
 pub trait Db<'e>: sqlx::Executor<'e, Database = sqlx::Any> {}
 impl<'e, T: sqlx::Executor<'e, Database = sqlx::Any>> Db<'e> for T {}
@@ -39,18 +41,18 @@ impl std::fmt::Debug for Sealed {
 const USER_COLUMNS: &str = "id, email, name, password_hash, is_admin, disabled, \
                             totp_secret, totp_last_step, email_codes, phone";
 
-fn user(row: &AnyRow) -> Result<User> {
+fn user(row: &dyn Columns) -> Result<User> {
     Ok(User {
-        id: row.try_get("id")?,
-        email: row.try_get("email")?,
-        name: opt_text(row, "name")?,
-        password_hash: opt_text(row, "password_hash")?,
-        is_admin: row.try_get::<i64, _>("is_admin")? != 0,
-        disabled: row.try_get::<i64, _>("disabled")? != 0,
-        totp_sealed: opt_text(row, "totp_secret")?.map(Sealed),
-        totp_last_step: row.try_get("totp_last_step")?,
-        email_codes: row.try_get::<i64, _>("email_codes")? != 0,
-        phone: opt_text(row, "phone")?,
+        id: row.text("id")?,
+        email: row.text("email")?,
+        name: row.opt_text("name")?,
+        password_hash: row.opt_text("password_hash")?,
+        is_admin: row.int("is_admin")? != 0,
+        disabled: row.int("disabled")? != 0,
+        totp_sealed: row.opt_text("totp_secret")?.map(Sealed),
+        totp_last_step: row.opt_int("totp_last_step")?,
+        email_codes: row.int("email_codes")? != 0,
+        phone: row.opt_text("phone")?,
     })
 }
 
@@ -85,7 +87,7 @@ pub async fn user_by_email<'e>(db: impl Db<'e>, email: &str) -> Result<Option<Us
         .bind(email)
         .fetch_optional(db)
         .await?;
-    row.as_ref().map(user).transpose()
+    row.as_ref().map(|row| user(row)).transpose()
 }
 
 pub async fn user_by_id<'e>(db: impl Db<'e>, id: &str) -> Result<Option<User>> {
@@ -94,30 +96,29 @@ pub async fn user_by_id<'e>(db: impl Db<'e>, id: &str) -> Result<Option<User>> {
         .bind(id)
         .fetch_optional(db)
         .await?;
-    row.as_ref().map(user).transpose()
+    row.as_ref().map(|row| user(row)).transpose()
 }
 
 /// The user with this id and, when `workspace` (a slug) is given, their
 /// role in it (`None` for a non-member), in one read.
 pub async fn user_and_role<'e>(
-    db: impl Db<'e>,
+    from: impl Into<Source<'e>>,
     id: &str,
     workspace: Option<&str>,
 ) -> Result<Option<(User, Option<String>)>> {
-    let sql = format!(
-        "SELECT {USER_COLUMNS}, (SELECT m.role FROM memberships m \
-         JOIN workspaces w ON w.id = m.workspace_id \
-         WHERE m.user_id = users.id AND w.slug = $2) AS member_role \
-         FROM users WHERE id = $1"
-    );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(id)
-        .bind(workspace)
-        .fetch_optional(db)
-        .await?;
-    row.as_ref()
-        .map(|row| Ok((user(row)?, opt_text(row, "member_role")?)))
-        .transpose()
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT {USER_COLUMNS}, (SELECT m.role FROM memberships m \
+             JOIN workspaces w ON w.id = m.workspace_id \
+             WHERE m.user_id = users.id AND w.slug = $2) AS member_role \
+             FROM users WHERE id = $1"
+        )
+    });
+    let args = [Arg::Text(id), Arg::OptText(workspace)];
+    reads::fetch_optional(from, &SQL, &args, |row| {
+        Ok((user(row)?, row.opt_text("member_role")?))
+    })
+    .await
 }
 
 pub async fn count_users<'e>(db: impl Db<'e>) -> Result<i64> {

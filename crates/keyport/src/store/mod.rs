@@ -28,6 +28,7 @@ pub mod two_step;
 
 mod migrations;
 mod polls;
+pub mod reads;
 mod trail;
 mod writer;
 
@@ -56,6 +57,8 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub enum Error {
     #[error("database error: {}", describe(.0))]
     Db(sqlx::Error),
+    #[error("database error: {0}")]
+    Sqlite(rusqlite::Error),
     #[error("database migration failed: {0}")]
     Migrate(sqlx::migrate::MigrateError),
     #[error("the transaction did not commit: {0}")]
@@ -71,6 +74,12 @@ pub enum Error {
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
         Error::Db(e)
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::Sqlite(e)
     }
 }
 
@@ -143,6 +152,8 @@ pub struct Store {
     trail: Arc<trail::Trail>,
     /// Pending codes' poll times not yet written ([`Store::queue_poll`]).
     polls: Arc<polls::PollTimes>,
+    /// SQLite's in-place reads for the hottest paths ([`reads`]).
+    reader: Option<Arc<reads::Reader>>,
 }
 
 impl Store {
@@ -163,6 +174,10 @@ impl Store {
             Engine::Postgres
         } else {
             return Err(Error::UnsupportedUrl(redact_url(&url)));
+        };
+        let reader = match engine {
+            Engine::Sqlite => local_file(&url)?.map(|path| Arc::new(reads::Reader::new(path))),
+            Engine::Postgres => None,
         };
         let options = AnyConnectOptions::from_str(&url)?
             .log_statements(tracing::log::LevelFilter::Trace)
@@ -199,12 +214,12 @@ impl Store {
         let begin_failure = Arc::new(Mutex::new(None));
         let writer = match engine {
             Engine::Sqlite => {
-                let mut conn = pool.acquire().await?.detach();
-                // The writer touches the indexes of every table, and
-                // housekeeping's deletes land on random pages of large ones:
-                // a 64 MiB page cache (SQLite's default is 2 MiB) keeps them
-                // from going back to the file for every page.
-                conn.execute("PRAGMA cache_size = -65536").await?;
+                // SQLite's default 2 MiB page cache: a larger one costs every
+                // commit a walk of its hash table (`pcache1TruncateUnsafe`,
+                // 13 % of the core on device starts at 64 MiB), and pages
+                // it misses come from the OS's cache, which housekeeping's
+                // deletes showed was as fast (bench/README.md).
+                let conn = pool.acquire().await?.detach();
                 Some(spawn_writer(conn, begin_failure.clone()))
             }
             Engine::Postgres => None,
@@ -216,6 +231,7 @@ impl Store {
             begin_failure,
             trail: Arc::new(trail::Trail::new()),
             polls: Arc::default(),
+            reader,
         })
     }
 
@@ -333,8 +349,20 @@ impl Store {
         {
             tracing::error!("queued audit rows or poll times were still unwritten at shutdown");
         }
+        if let Some(reader) = &self.reader {
+            reader.close();
+        }
         self.pool.close().await;
     }
+}
+
+/// The file a SQLite URL names; `None` for an in-memory database, which
+/// another connection could not open.
+fn local_file(url: &str) -> Result<Option<std::path::PathBuf>> {
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
+    let path = options.get_filename();
+    let in_memory = path.as_os_str() == ":memory:" || url.contains("mode=memory");
+    Ok((!in_memory).then(|| path.to_path_buf()))
 }
 
 /// Hides the password part of a database URL.

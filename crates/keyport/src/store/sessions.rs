@@ -1,12 +1,11 @@
 //! CLI sessions, their refresh tokens (stored as hashes) and revoked access
 //! token ids.
 
-use sqlx::Row;
-use sqlx::any::AnyRow;
-
 use super::directory::Db;
+use super::reads::{self, Arg, Columns, Source};
 use super::{Result, opt_text};
 use crate::domain::scopes::Role;
+use std::sync::LazyLock;
 
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -27,23 +26,23 @@ pub struct Session {
     pub revoked_at: Option<i64>,
 }
 
-fn session(row: &AnyRow) -> Result<Session> {
+fn session(row: &dyn Columns) -> Result<Session> {
     Ok(Session {
-        id: row.try_get("id")?,
-        user_id: opt_text(row, "user_id")?,
-        client_id: row.try_get("client_id")?,
-        workspace_id: opt_text(row, "workspace_id")?,
-        role: opt_text(row, "role")?.as_deref().and_then(Role::parse),
-        scope: row.try_get("scope")?,
-        resource: opt_text(row, "resource")?,
-        label: opt_text(row, "label")?,
-        metadata: row.try_get("metadata")?,
-        ip: opt_text(row, "ip")?,
-        grant_type: row.try_get("grant_type")?,
-        auth_time: row.try_get("auth_time")?,
-        created_at: row.try_get("created_at")?,
-        last_used_at: row.try_get("last_used_at")?,
-        revoked_at: row.try_get("revoked_at")?,
+        id: row.text("id")?,
+        user_id: row.opt_text("user_id")?,
+        client_id: row.text("client_id")?,
+        workspace_id: row.opt_text("workspace_id")?,
+        role: row.opt_text("role")?.as_deref().and_then(Role::parse),
+        scope: row.text("scope")?,
+        resource: row.opt_text("resource")?,
+        label: row.opt_text("label")?,
+        metadata: row.text("metadata")?,
+        ip: row.opt_text("ip")?,
+        grant_type: row.text("grant_type")?,
+        auth_time: row.opt_int("auth_time")?,
+        created_at: row.int("created_at")?,
+        last_used_at: row.int("last_used_at")?,
+        revoked_at: row.opt_int("revoked_at")?,
     })
 }
 
@@ -81,7 +80,7 @@ pub async fn find<'e>(db: impl Db<'e>, id: &str) -> Result<Option<Session>> {
         .bind(id)
         .fetch_optional(db)
         .await?;
-    row.as_ref().map(session).transpose()
+    row.as_ref().map(|row| session(row)).transpose()
 }
 
 /// Live sessions, newest first; of one user when `user_id` is given.
@@ -94,7 +93,7 @@ pub async fn list_active<'e>(db: impl Db<'e>, user_id: Option<&str>) -> Result<V
         .bind(user_id)
         .fetch_all(db)
         .await?;
-    rows.iter().map(session).collect()
+    rows.iter().map(|row| session(row)).collect()
 }
 
 /// Ends a session; its refresh tokens stop working and its access tokens
@@ -200,29 +199,32 @@ pub struct RefreshToken {
     pub successor_rotated_at: Option<i64>,
 }
 
-pub async fn refresh_by_hash<'e>(db: impl Db<'e>, hash: &str) -> Result<Option<RefreshToken>> {
-    let sql = format!(
-        "SELECT {COLUMNS}, r.hash AS r_hash, r.expires_at AS r_expires_at, r.rotated_at AS r_rotated_at, r.rotated_ms AS r_rotated_ms, \
-         r.successor_hash AS r_successor_hash, r.sealed_successor AS r_sealed_successor, \
-         n.rotated_at AS n_rotated_at \
-         FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id \
-         LEFT JOIN refresh_tokens n ON n.hash = r.successor_hash WHERE r.hash = $1"
-    );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(hash)
-        .fetch_optional(db)
-        .await?;
-    let Some(row) = row else { return Ok(None) };
-    Ok(Some(RefreshToken {
-        session: session(&row)?,
-        hash: row.try_get("r_hash")?,
-        expires_at: row.try_get("r_expires_at")?,
-        rotated_at: row.try_get("r_rotated_at")?,
-        rotated_ms: row.try_get("r_rotated_ms")?,
-        successor_hash: opt_text(&row, "r_successor_hash")?,
-        sealed_successor: opt_text(&row, "r_sealed_successor")?,
-        successor_rotated_at: row.try_get("n_rotated_at")?,
-    }))
+pub async fn refresh_by_hash<'e>(
+    from: impl Into<Source<'e>>,
+    hash: &str,
+) -> Result<Option<RefreshToken>> {
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT {COLUMNS}, r.hash AS r_hash, r.expires_at AS r_expires_at, r.rotated_at AS r_rotated_at, r.rotated_ms AS r_rotated_ms, \
+             r.successor_hash AS r_successor_hash, r.sealed_successor AS r_sealed_successor, \
+             n.rotated_at AS n_rotated_at \
+             FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id \
+             LEFT JOIN refresh_tokens n ON n.hash = r.successor_hash WHERE r.hash = $1"
+        )
+    });
+    reads::fetch_optional(from, &SQL, &[Arg::Text(hash)], |row| {
+        Ok(RefreshToken {
+            session: session(row)?,
+            hash: row.text("r_hash")?,
+            expires_at: row.int("r_expires_at")?,
+            rotated_at: row.opt_int("r_rotated_at")?,
+            rotated_ms: row.opt_int("r_rotated_ms")?,
+            successor_hash: row.opt_text("r_successor_hash")?,
+            sealed_successor: row.opt_text("r_sealed_successor")?,
+            successor_rotated_at: row.opt_int("n_rotated_at")?,
+        })
+    })
+    .await
 }
 
 /// Marks `hash` rotated to `successor_hash`. Exactly one caller wins: false
@@ -284,41 +286,37 @@ pub struct AccessState {
 /// One read deciding whether an access token still stands: its `jti` not
 /// revoked, its session live and its user (email, name, disabled) present.
 pub async fn access_state<'e>(
-    db: impl Db<'e>,
+    from: impl Into<Source<'e>>,
     jti: &str,
     sid: Option<&str>,
 ) -> Result<AccessState> {
-    let row = sqlx::query(
-        "SELECT (SELECT COUNT(*) FROM revoked_access_tokens WHERE jti = $1) AS revoked, \
+    const SQL: &str = "SELECT (SELECT COUNT(*) FROM revoked_access_tokens WHERE jti = $1) AS revoked, \
          s.revoked_at, s.id AS sid, u.email, u.name, u.disabled \
          FROM (SELECT 1 AS one) AS x \
          LEFT JOIN sessions s ON s.id = $2 \
-         LEFT JOIN users u ON u.id = s.user_id",
-    )
-    .bind(jti)
-    .bind(sid)
-    .fetch_one(db)
-    .await?;
-    let session_live = match sid {
-        None => None,
-        Some(_) => Some(
-            opt_text(&row, "sid")?.is_some()
-                && row.try_get::<Option<i64>, _>("revoked_at")?.is_none(),
-        ),
-    };
-    let user = match opt_text(&row, "email")? {
-        Some(email) => Some((
-            email,
-            opt_text(&row, "name")?,
-            row.try_get::<Option<i64>, _>("disabled")?.unwrap_or(0) != 0,
-        )),
-        None => None,
-    };
-    Ok(AccessState {
-        jti_revoked: row.try_get::<i64, _>("revoked")? > 0,
-        session_live,
-        user,
+         LEFT JOIN users u ON u.id = s.user_id";
+    let state = reads::fetch_optional(from, SQL, &[Arg::Text(jti), Arg::OptText(sid)], |row| {
+        let session_live = match sid {
+            None => None,
+            Some(_) => Some(row.opt_text("sid")?.is_some() && row.opt_int("revoked_at")?.is_none()),
+        };
+        let user = match row.opt_text("email")? {
+            Some(email) => Some((
+                email,
+                row.opt_text("name")?,
+                row.opt_int("disabled")?.unwrap_or(0) != 0,
+            )),
+            None => None,
+        };
+        Ok(AccessState {
+            jti_revoked: row.int("revoked")? > 0,
+            session_live,
+            user,
+        })
     })
+    .await?;
+    // The select's one-row table always gives a row.
+    state.ok_or_else(|| super::Error::Invalid("the access-state read found no row".into()))
 }
 
 /// Stores an opaque access token (its hash and the claims it stands for).
@@ -342,12 +340,15 @@ pub async fn insert_opaque<'e>(
 }
 
 /// The claims of an opaque access token, by its hash.
-pub async fn opaque_claims<'e>(db: impl Db<'e>, token_hash: &str) -> Result<Option<String>> {
-    let row = sqlx::query("SELECT claims FROM access_tokens WHERE token_hash = $1")
-        .bind(token_hash)
-        .fetch_optional(db)
-        .await?;
-    Ok(row.map(|r| r.try_get("claims")).transpose()?)
+pub async fn opaque_claims<'e>(
+    from: impl Into<Source<'e>>,
+    token_hash: &str,
+) -> Result<Option<String>> {
+    const SQL: &str = "SELECT claims FROM access_tokens WHERE token_hash = $1";
+    reads::fetch_optional(from, SQL, &[Arg::Text(token_hash)], |row| {
+        row.text("claims")
+    })
+    .await
 }
 
 /// A live session as the dashboard lists it: with its user's email.

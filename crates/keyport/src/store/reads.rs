@@ -1,0 +1,195 @@
+//! Reads on the hottest paths (a poll's device code, a refresh token, an
+//! access token's state), written once and run where they are cheapest.
+//!
+//! On SQLite they run in place, on a read-only connection of Keyport's own
+//! (`rusqlite`), instead of crossing to sqlx's connection thread and back:
+//! two context switches per statement, most of a pending poll's cost. The
+//! read is a few microseconds of B-tree lookup in a WAL snapshot, which
+//! never waits for the writer, so it runs on the calling task's thread. On
+//! PostgreSQL, and inside write jobs (which must see their transaction's
+//! own changes), the same SQL and arguments go through sqlx.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::OpenFlags;
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, AnyPool, Row};
+
+use super::{Error, Result, Store};
+
+/// Most idle read connections kept; one per thread reading at once.
+const IDLE: usize = 8;
+
+/// An argument bound to a `$n` placeholder.
+#[derive(Debug, Clone, Copy)]
+pub enum Arg<'a> {
+    Text(&'a str),
+    OptText(Option<&'a str>),
+}
+
+/// A row, whichever engine read it.
+pub trait Columns {
+    fn text(&self, name: &str) -> Result<String>;
+    fn opt_text(&self, name: &str) -> Result<Option<String>>;
+    fn int(&self, name: &str) -> Result<i64>;
+    fn opt_int(&self, name: &str) -> Result<Option<i64>>;
+}
+
+impl Columns for AnyRow {
+    fn text(&self, name: &str) -> Result<String> {
+        Ok(self.try_get(name)?)
+    }
+    fn opt_text(&self, name: &str) -> Result<Option<String>> {
+        Ok(self.try_get(name)?)
+    }
+    fn int(&self, name: &str) -> Result<i64> {
+        Ok(self.try_get(name)?)
+    }
+    fn opt_int(&self, name: &str) -> Result<Option<i64>> {
+        Ok(self.try_get(name)?)
+    }
+}
+
+impl Columns for rusqlite::Row<'_> {
+    fn text(&self, name: &str) -> Result<String> {
+        Ok(self.get(name)?)
+    }
+    fn opt_text(&self, name: &str) -> Result<Option<String>> {
+        Ok(self.get(name)?)
+    }
+    fn int(&self, name: &str) -> Result<i64> {
+        Ok(self.get(name)?)
+    }
+    fn opt_int(&self, name: &str) -> Result<Option<i64>> {
+        Ok(self.get(name)?)
+    }
+}
+
+/// Where a read runs.
+pub enum Source<'e> {
+    /// SQLite, in place.
+    Local(&'e Reader),
+    Pool(&'e AnyPool),
+    /// Inside a write job's transaction.
+    Conn(&'e mut AnyConnection),
+}
+
+impl<'e> From<&'e Store> for Source<'e> {
+    fn from(store: &'e Store) -> Self {
+        match &store.reader {
+            Some(reader) => Source::Local(reader.as_ref()),
+            None => Source::Pool(&store.pool),
+        }
+    }
+}
+
+impl<'e> From<&'e AnyPool> for Source<'e> {
+    fn from(pool: &'e AnyPool) -> Self {
+        Source::Pool(pool)
+    }
+}
+
+impl<'e> From<&'e mut AnyConnection> for Source<'e> {
+    fn from(conn: &'e mut AnyConnection) -> Self {
+        Source::Conn(conn)
+    }
+}
+
+/// The row `sql` selects, if any, made into a `T` by `map`.
+pub async fn fetch_optional<'e, T>(
+    from: impl Into<Source<'e>>,
+    sql: &str,
+    args: &[Arg<'_>],
+    map: impl Fn(&dyn Columns) -> Result<T>,
+) -> Result<Option<T>> {
+    let query = |sql| {
+        args.iter()
+            .fold(sqlx::query(sqlx::AssertSqlSafe(sql)), |q, arg| match *arg {
+                Arg::Text(text) => q.bind(text),
+                Arg::OptText(text) => q.bind(text),
+            })
+    };
+    let row = match from.into() {
+        Source::Local(reader) => return reader.fetch_optional(sql, args, map),
+        Source::Pool(pool) => query(sql).fetch_optional(pool).await?,
+        Source::Conn(conn) => query(sql).fetch_optional(conn).await?,
+    };
+    row.as_ref().map(|row| map(row)).transpose()
+}
+
+/// Read-only connections to the SQLite file, opened when first needed.
+pub struct Reader {
+    path: PathBuf,
+    idle: Mutex<Vec<rusqlite::Connection>>,
+}
+
+impl Reader {
+    pub fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            idle: Mutex::default(),
+        }
+    }
+
+    fn fetch_optional<T>(
+        &self,
+        sql: &str,
+        args: &[Arg<'_>],
+        map: impl Fn(&dyn Columns) -> Result<T>,
+    ) -> Result<Option<T>> {
+        let conn = self.idle.lock().expect("reader lock").pop();
+        let conn = match conn {
+            Some(conn) => conn,
+            None => self.open()?,
+        };
+        let found = Self::run(&conn, sql, args, map);
+        let mut idle = self.idle.lock().expect("reader lock");
+        if idle.len() < IDLE {
+            idle.push(conn);
+        }
+        found
+    }
+
+    fn run<T>(
+        conn: &rusqlite::Connection,
+        sql: &str,
+        args: &[Arg<'_>],
+        map: impl Fn(&dyn Columns) -> Result<T>,
+    ) -> Result<Option<T>> {
+        let mut statement = conn.prepare_cached(sql)?;
+        // `$n` names its argument; SQLite numbers parameters in order of
+        // first appearance, so each is bound by its name.
+        for index in 1..=statement.parameter_count() {
+            let arg = statement
+                .parameter_name(index)
+                .and_then(|name| name.strip_prefix('$')?.parse::<usize>().ok())
+                .and_then(|n| args.get(n.checked_sub(1)?))
+                .ok_or_else(|| Error::Invalid(format!("no argument for parameter {index}")))?;
+            match *arg {
+                Arg::Text(text) => statement.raw_bind_parameter(index, text)?,
+                Arg::OptText(text) => statement.raw_bind_parameter(index, text)?,
+            }
+        }
+        let mut rows = statement.raw_query();
+        match rows.next()? {
+            Some(row) => map(row).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn open(&self) -> Result<rusqlite::Connection> {
+        let conn = rusqlite::Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        Ok(conn)
+    }
+
+    /// Closes the idle connections.
+    pub fn close(&self) {
+        self.idle.lock().expect("reader lock").clear();
+    }
+}
