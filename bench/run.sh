@@ -19,7 +19,7 @@
 #                        database; 2 needs --database-url postgres://…
 #   --duration SECS      length of each measured run (default 10)
 #   --concurrency "A B"  connection counts, in total over the instances (default "16 64")
-#   --poll-codes N       pending device codes per instance per poll run (default 75000)
+#   --poll-codes N       pending device codes per instance per poll run (default 200000: a code comes round again only after its 5 s interval at up to 40,000 polls/s)
 #   --refresh-pool N     refresh-token chains per refresh run (default 256)
 #   --ready-runs N       restarts for the time-to-ready measurement (default 5)
 #   --port PORT          listen port of instance A; B listens on PORT+1 (default 18181)
@@ -64,7 +64,7 @@ FRESH_PG_DB=0
 INSTANCES=1
 DURATION=10
 CONCURRENCY="16 64"
-POLL_CODES=75000
+POLL_CODES=200000
 REFRESH_POOL=256
 READY_RUNS=5
 PORT=18181

@@ -359,10 +359,11 @@ impl Store {
 /// The file a SQLite URL names; `None` for an in-memory database, which
 /// another connection could not open.
 fn local_file(url: &str) -> Result<Option<std::path::PathBuf>> {
+    if url.contains(":memory:") || url.contains("mode=memory") {
+        return Ok(None);
+    }
     let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
-    let path = options.get_filename();
-    let in_memory = path.as_os_str() == ":memory:" || url.contains("mode=memory");
-    Ok((!in_memory).then(|| path.to_path_buf()))
+    Ok(Some(options.get_filename().to_path_buf()))
 }
 
 /// Hides the password part of a database URL.

@@ -193,3 +193,53 @@ impl Reader {
         self.idle.lock().expect("reader lock").clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sqlite_in_place_and_sqlx_read_alike() {
+        let dir =
+            std::env::temp_dir().join(format!("keyport-reads-{}", crate::crypto::random_id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(None, &dir).await.unwrap();
+        assert!(store.reader.is_some());
+        // `$2` before `$1`: each is bound by its name, not its position.
+        let sql = "SELECT $2 || '-' || $1 AS v, $3 AS absent, 7 AS n";
+        let args = [Arg::Text("a"), Arg::Text("b"), Arg::OptText(None)];
+        let map = |row: &dyn Columns| Ok((row.text("v")?, row.opt_text("absent")?, row.int("n")?));
+        let expected = Some(("b-a".to_string(), None, 7));
+        let local = fetch_optional(&store, sql, &args, map).await.unwrap();
+        let pooled = fetch_optional(store.pool(), sql, &args, map).await.unwrap();
+        assert_eq!((local, pooled), (expected.clone(), expected));
+
+        let none = "SELECT 1 AS n WHERE $1 = 'x'";
+        let found = fetch_optional(&store, none, &[Arg::Text("y")], |row| row.int("n"));
+        assert_eq!(found.await.unwrap(), None);
+        // A committed write is seen by the next read.
+        store
+            .write(|c| Box::pin(async move { super::super::settings::set(c, "k", "v").await }))
+            .await
+            .unwrap();
+        let setting = "SELECT value FROM settings WHERE name = $1";
+        let value = fetch_optional(&store, setting, &[Arg::Text("k")], |row| row.text("value"));
+        assert_eq!(value.await.unwrap().as_deref(), Some("v"));
+        // A parameter without its argument is an error, not a panic.
+        let missing = fetch_optional(&store, "SELECT $2 AS n", &[Arg::Text("a")], |row| {
+            row.int("n")
+        });
+        assert!(matches!(missing.await, Err(Error::Invalid(_))));
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn an_in_memory_database_has_no_file_to_read_in_place() {
+        for url in ["sqlite::memory:", "sqlite://shared?mode=memory"] {
+            assert_eq!(super::super::local_file(url).unwrap(), None, "{url}");
+        }
+        let path = super::super::local_file("sqlite:///tmp/k/keyport.db?mode=rwc").unwrap();
+        assert_eq!(path, Some(PathBuf::from("/tmp/k/keyport.db")));
+    }
+}
