@@ -91,7 +91,7 @@ impl Keyport {
             };
             let outcome = self
                 .store
-                .write_as(writes, move |c| {
+                .write_either(writes, move |mut db| {
                     Box::pin(async move {
                         if limits.enabled {
                             let window = now - now.rem_euclid(60);
@@ -114,7 +114,8 @@ impl Keyport {
                                 limits.device_starts_per_minute,
                             ));
                             for (bucket, limit) in budgets {
-                                if store::limits::hit(&mut *c, &bucket, window).await? > limit {
+                                if store::limits::hit(db.reborrow(), &bucket, window).await? > limit
+                                {
                                     return Ok(Err(Error::oauth(
                                         ErrorCode::SlowDown,
                                         "too many device authorizations; retry later",
@@ -123,7 +124,7 @@ impl Keyport {
                             }
                         }
                         store::device::insert(
-                            c,
+                            db,
                             NewDevice {
                                 id: &id,
                                 device_code_hash: &code_hash,

@@ -107,25 +107,25 @@ pub struct NewDevice<'a> {
     pub interval: i64,
 }
 
-pub async fn insert<'e>(db: impl Db<'e>, d: NewDevice<'_>) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO device_authorizations (id, device_code_hash, user_code_hash, user_code, \
-         client_id, scope, resource, metadata, ip, created_at, expires_at, poll_interval, status) \
-         VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending')",
-    )
-    .bind(d.id)
-    .bind(d.device_code_hash)
-    .bind(d.user_code_hash)
-    .bind(d.client_id)
-    .bind(d.scope)
-    .bind(d.resource)
-    .bind(d.metadata)
-    .bind(d.ip)
-    .bind(d.now)
-    .bind(d.expires_at)
-    .bind(d.interval)
-    .execute(db)
-    .await?;
+pub async fn insert<'e>(from: impl Into<Source<'e>>, d: NewDevice<'_>) -> Result<()> {
+    const SQL: &str = "INSERT INTO device_authorizations (id, device_code_hash, user_code_hash, \
+         user_code, client_id, scope, resource, metadata, ip, created_at, expires_at, \
+         poll_interval, status) \
+         VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending')";
+    let args = [
+        Arg::Text(d.id),
+        Arg::Text(d.device_code_hash),
+        Arg::Text(d.user_code_hash),
+        Arg::Text(d.client_id),
+        Arg::Text(d.scope),
+        Arg::OptText(d.resource),
+        Arg::Text(d.metadata),
+        Arg::OptText(d.ip),
+        Arg::Int(d.now),
+        Arg::Int(d.expires_at),
+        Arg::Int(d.interval),
+    ];
+    reads::execute(from, SQL, &args).await?;
     Ok(())
 }
 

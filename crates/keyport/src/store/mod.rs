@@ -33,7 +33,7 @@ mod trail;
 mod writer;
 
 use migrations::migrator;
-use writer::{Delivery, Job, RunJob, spawn_writer};
+use writer::{Delivery, EitherJob, Job, Run, RunJob, spawn_writer};
 
 use std::future::Future;
 use std::path::Path;
@@ -119,6 +119,11 @@ impl Error {
     pub fn is_unique_violation(&self) -> bool {
         match self {
             Error::Db(sqlx::Error::Database(e)) => e.is_unique_violation(),
+            Error::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.extended_code,
+                rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                    | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+            ),
             _ => false,
         }
     }
@@ -220,7 +225,13 @@ impl Store {
                 // it misses come from the OS's cache, which housekeeping's
                 // deletes showed was as fast (bench/README.md).
                 let conn = pool.acquire().await?.detach();
-                Some(spawn_writer(conn, begin_failure.clone()))
+                let local = match &reader {
+                    Some(reader) => Some(reads::LocalWriter::open(reader.path())?),
+                    None => None,
+                };
+                let writer = spawn_writer(conn, local, begin_failure.clone())
+                    .map_err(|e| Error::Invalid(format!("could not start the writer: {e}")))?;
+                Some(writer)
             }
             Engine::Postgres => None,
         };
@@ -285,19 +296,38 @@ impl Store {
             return task.await.map_err(|_| Error::Closed)?;
         };
         let (done, result) = oneshot::channel();
-        let run: RunJob = Box::new(move |conn| {
-            Box::pin(async move {
-                let outcome = job(conn).await;
-                let ok = outcome.is_ok();
-                let deliver: Delivery = Box::new(move |commit_error| {
-                    let _ = done.send(match commit_error {
-                        Some(message) if ok => Err(Error::Commit(message)),
-                        _ => outcome,
-                    });
-                });
-                (ok, deliver)
-            })
-        });
+        let run: RunJob =
+            Box::new(move |conn| Box::pin(async move { delivery(job(conn).await, done) }));
+        self.submit(writer, Run::Sqlx(run), writes, result).await
+    }
+
+    /// [`Store::write_as`] for a job written against [`reads::Source`],
+    /// whose store calls all take one: on a SQLite file it runs on the
+    /// writer's own connection, without crossing to sqlx's thread for each
+    /// statement.
+    pub async fn write_either<T, F>(&self, writes: Writes, job: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(reads::Source<'c>) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        let Some(writer) = &self.writer else {
+            return self
+                .write_as(writes, move |conn| job(reads::Source::Conn(conn)))
+                .await;
+        };
+        let (done, result) = oneshot::channel();
+        let run: EitherJob =
+            Box::new(move |source| Box::pin(async move { delivery(job(source).await, done) }));
+        self.submit(writer, Run::Either(run), writes, result).await
+    }
+
+    async fn submit<T>(
+        &self,
+        writer: &mpsc::Sender<Job>,
+        run: Run,
+        writes: Writes,
+        result: oneshot::Receiver<Result<T>>,
+    ) -> Result<T> {
         let savepoint = writes == Writes::Many;
         writer
             .send(Job { run, savepoint })
@@ -364,6 +394,22 @@ fn local_file(url: &str) -> Result<Option<std::path::PathBuf>> {
     }
     let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
     Ok(Some(options.get_filename().to_path_buf()))
+}
+
+/// Whether a job's outcome lets its batch go on, and how to hand it to its
+/// waiter once the batch has committed (or failed to).
+fn delivery<T: Send + 'static>(
+    outcome: Result<T>,
+    done: oneshot::Sender<Result<T>>,
+) -> (bool, Delivery) {
+    let ok = outcome.is_ok();
+    let deliver: Delivery = Box::new(move |commit_error| {
+        let _ = done.send(match commit_error {
+            Some(message) if ok => Err(Error::Commit(message)),
+            _ => outcome,
+        });
+    });
+    (ok, deliver)
 }
 
 /// Hides the password part of a database URL.
@@ -445,6 +491,63 @@ mod tests {
         }
         // The writer is still alive.
         set("after").await.unwrap();
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn jobs_on_the_writers_own_connection_roll_back_alone_too() {
+        use reads::{Arg, Source, execute};
+        let (store, dir) = temp_store().await;
+        const SET: &str = "INSERT INTO settings (name, value) VALUES ($1, 'v')";
+        let either = |name: &'static str, then: Option<&'static str>| {
+            let store = store.clone();
+            async move {
+                store
+                    .write_either(Writes::Many, move |mut db: Source<'_>| {
+                        Box::pin(async move {
+                            execute(db.reborrow(), SET, &[Arg::Text(name)]).await?;
+                            match then {
+                                Some("panic") => panic!("a bug in a job"),
+                                Some(sql) => execute(db, sql, &[]).await.map(|_| ()),
+                                None => Ok(()),
+                            }
+                        })
+                    })
+                    .await
+            }
+        };
+        let sqlx_job =
+            store.write(|c| Box::pin(async move { settings::set(c, "sqlx", "v").await }));
+        // One batch: two good jobs, one failing after its first write, one
+        // panicking after it, and a job on sqlx's connection beside them.
+        let (a, b, c, d, e) = tokio::join!(
+            either("first", None),
+            either("half-done", Some("INSERT INTO no_such_table VALUES (1)")),
+            either("before-panic", Some("panic")),
+            sqlx_job,
+            either("last", None),
+        );
+        assert!(a.is_ok() && d.is_ok() && e.is_ok(), "{a:?} {d:?} {e:?}");
+        assert!(b.is_err() && c.is_err());
+        for (name, expected) in [
+            ("first", true),
+            ("last", true),
+            ("sqlx", true),
+            ("half-done", false),
+            ("before-panic", false),
+        ] {
+            let found = settings::get(store.pool(), name).await.unwrap();
+            assert_eq!(found.is_some(), expected, "{name}");
+        }
+        // The writer is still alive, and a duplicate is a unique violation.
+        either("after", None).await.unwrap();
+        assert!(
+            either("after", None)
+                .await
+                .unwrap_err()
+                .is_unique_violation()
+        );
         store.close().await;
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -27,6 +27,7 @@ const IDLE: usize = 8;
 pub enum Arg<'a> {
     Text(&'a str),
     OptText(Option<&'a str>),
+    Int(i64),
 }
 
 /// A row, whichever engine read it.
@@ -67,13 +68,54 @@ impl Columns for rusqlite::Row<'_> {
     }
 }
 
-/// Where a read runs.
+/// Where a statement runs.
 pub enum Source<'e> {
     /// SQLite, in place.
     Local(&'e Reader),
     Pool(&'e AnyPool),
     /// Inside a write job's transaction.
     Conn(&'e mut AnyConnection),
+    /// Inside a write job's transaction on SQLite's own writer connection
+    /// ([`super::writer`]): the statements run on the writer's thread.
+    Writing(&'e LocalWriter),
+}
+
+/// The writer's own SQLite connection, used by one thread at a time.
+pub struct LocalWriter(Mutex<rusqlite::Connection>);
+
+impl LocalWriter {
+    /// Opens the file for writing, as the pool's connections are set up.
+    pub(super) fn open(path: &std::path::Path) -> Result<Self> {
+        let conn = rusqlite::Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+        )?;
+        Ok(Self(Mutex::new(conn)))
+    }
+
+    /// The connection; a job that panicked while holding it left nothing
+    /// half-done that its savepoint's rollback does not undo.
+    pub(super) fn conn(&self) -> std::sync::MutexGuard<'_, rusqlite::Connection> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Source<'_> {
+    /// The same place, borrowed again for the next statement of a job.
+    pub fn reborrow(&mut self) -> Source<'_> {
+        match self {
+            Source::Local(reader) => Source::Local(reader),
+            Source::Pool(pool) => Source::Pool(pool),
+            Source::Conn(conn) => Source::Conn(conn),
+            Source::Writing(writer) => Source::Writing(writer),
+        }
+    }
 }
 
 impl<'e> From<&'e Store> for Source<'e> {
@@ -104,19 +146,73 @@ pub async fn fetch_optional<'e, T>(
     args: &[Arg<'_>],
     map: impl Fn(&dyn Columns) -> Result<T>,
 ) -> Result<Option<T>> {
-    let query = |sql| {
-        args.iter()
-            .fold(sqlx::query(sqlx::AssertSqlSafe(sql)), |q, arg| match *arg {
-                Arg::Text(text) => q.bind(text),
-                Arg::OptText(text) => q.bind(text),
-            })
-    };
     let row = match from.into() {
         Source::Local(reader) => return reader.fetch_optional(sql, args, map),
-        Source::Pool(pool) => query(sql).fetch_optional(pool).await?,
-        Source::Conn(conn) => query(sql).fetch_optional(conn).await?,
+        Source::Writing(writer) => return run(&writer.conn(), sql, args, map),
+        Source::Pool(pool) => query(sql, args).fetch_optional(pool).await?,
+        Source::Conn(conn) => query(sql, args).fetch_optional(conn).await?,
     };
     row.as_ref().map(|row| map(row)).transpose()
+}
+
+/// Runs a statement that returns no rows; the number of rows it changed.
+pub async fn execute<'e>(from: impl Into<Source<'e>>, sql: &str, args: &[Arg<'_>]) -> Result<u64> {
+    match from.into() {
+        Source::Local(_) => Err(Error::Invalid("a write on a read-only connection".into())),
+        Source::Writing(writer) => {
+            let conn = writer.conn();
+            let mut statement = conn.prepare_cached(sql)?;
+            bind(&mut statement, args)?;
+            Ok(statement.raw_execute()? as u64)
+        }
+        Source::Pool(pool) => Ok(query(sql, args).execute(pool).await?.rows_affected()),
+        Source::Conn(conn) => Ok(query(sql, args).execute(conn).await?.rows_affected()),
+    }
+}
+
+fn query<'q>(
+    sql: &'q str,
+    args: &'q [Arg<'q>],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    args.iter()
+        .fold(sqlx::query(sqlx::AssertSqlSafe(sql)), |q, arg| match *arg {
+            Arg::Text(text) => q.bind(text),
+            Arg::OptText(text) => q.bind(text),
+            Arg::Int(n) => q.bind(n),
+        })
+}
+
+/// Binds each `$n` parameter to its argument. SQLite numbers parameters in
+/// order of first appearance, so each is bound by its name.
+fn bind(statement: &mut rusqlite::Statement<'_>, args: &[Arg<'_>]) -> Result<()> {
+    for index in 1..=statement.parameter_count() {
+        let arg = statement
+            .parameter_name(index)
+            .and_then(|name| name.strip_prefix('$')?.parse::<usize>().ok())
+            .and_then(|n| args.get(n.checked_sub(1)?))
+            .ok_or_else(|| Error::Invalid(format!("no argument for parameter {index}")))?;
+        match *arg {
+            Arg::Text(text) => statement.raw_bind_parameter(index, text)?,
+            Arg::OptText(text) => statement.raw_bind_parameter(index, text)?,
+            Arg::Int(n) => statement.raw_bind_parameter(index, n)?,
+        }
+    }
+    Ok(())
+}
+
+fn run<T>(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    args: &[Arg<'_>],
+    map: impl Fn(&dyn Columns) -> Result<T>,
+) -> Result<Option<T>> {
+    let mut statement = conn.prepare_cached(sql)?;
+    bind(&mut statement, args)?;
+    let mut rows = statement.raw_query();
+    match rows.next()? {
+        Some(row) => map(row).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// Read-only connections to the SQLite file, opened when first needed.
@@ -133,6 +229,10 @@ impl Reader {
         }
     }
 
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
     fn fetch_optional<T>(
         &self,
         sql: &str,
@@ -144,39 +244,12 @@ impl Reader {
             Some(conn) => conn,
             None => self.open()?,
         };
-        let found = Self::run(&conn, sql, args, map);
+        let found = run(&conn, sql, args, map);
         let mut idle = self.idle.lock().expect("reader lock");
         if idle.len() < IDLE {
             idle.push(conn);
         }
         found
-    }
-
-    fn run<T>(
-        conn: &rusqlite::Connection,
-        sql: &str,
-        args: &[Arg<'_>],
-        map: impl Fn(&dyn Columns) -> Result<T>,
-    ) -> Result<Option<T>> {
-        let mut statement = conn.prepare_cached(sql)?;
-        // `$n` names its argument; SQLite numbers parameters in order of
-        // first appearance, so each is bound by its name.
-        for index in 1..=statement.parameter_count() {
-            let arg = statement
-                .parameter_name(index)
-                .and_then(|name| name.strip_prefix('$')?.parse::<usize>().ok())
-                .and_then(|n| args.get(n.checked_sub(1)?))
-                .ok_or_else(|| Error::Invalid(format!("no argument for parameter {index}")))?;
-            match *arg {
-                Arg::Text(text) => statement.raw_bind_parameter(index, text)?,
-                Arg::OptText(text) => statement.raw_bind_parameter(index, text)?,
-            }
-        }
-        let mut rows = statement.raw_query();
-        match rows.next()? {
-            Some(row) => map(row).map(Some),
-            None => Ok(None),
-        }
     }
 
     fn open(&self) -> Result<rusqlite::Connection> {

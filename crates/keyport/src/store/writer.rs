@@ -5,9 +5,11 @@
 
 use std::sync::{Arc, Mutex};
 
+use futures_util::FutureExt;
 use sqlx::Executor;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
+use super::reads::{LocalWriter, Source};
 use super::{BoxFuture, Conn};
 
 /// A job for the writer: runs inside the batch's transaction and hands back
@@ -15,9 +17,18 @@ use super::{BoxFuture, Conn};
 pub(super) type Delivery = Box<dyn FnOnce(Option<String>) + Send>;
 pub(super) type RunJob =
     Box<dyn for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, (bool, Delivery)> + Send>;
+/// A job written against [`Source`], which can also run on the writer's own
+/// connection, statement by statement on its thread.
+pub(super) type EitherJob =
+    Box<dyn for<'c> FnOnce(Source<'c>) -> BoxFuture<'c, (bool, Delivery)> + Send>;
+
+pub(super) enum Run {
+    Sqlx(RunJob),
+    Either(EitherJob),
+}
 
 pub(super) struct Job {
-    pub run: RunJob,
+    pub run: Run,
     /// Jobs with several writes run in a savepoint, so a failure rolls back
     /// only their own changes; a single statement is atomic by itself.
     pub savepoint: bool,
@@ -26,18 +37,122 @@ pub(super) struct Job {
 /// Most write jobs the SQLite writer puts into one transaction.
 const MAX_BATCH: usize = 512;
 
+/// Jobs for the writer's own connection, and where to say they are done.
+type LocalBatch = (Vec<Job>, oneshot::Sender<()>);
+
+/// Starts the writer. With `local` (a file database), jobs written against
+/// [`Source`] run on that connection in a thread of its own, one crossing
+/// per batch instead of one per statement; the others, in a batch of their
+/// own after them, on sqlx's connection.
 pub(super) fn spawn_writer(
     mut conn: Conn,
+    local: Option<LocalWriter>,
     begin_failure: Arc<Mutex<Option<String>>>,
-) -> mpsc::Sender<Job> {
+) -> std::io::Result<mpsc::Sender<Job>> {
+    let local = match local {
+        Some(writer) => {
+            let (sender, batches) = std::sync::mpsc::channel::<LocalBatch>();
+            let failure = begin_failure.clone();
+            std::thread::Builder::new()
+                .name("keyport-writer".into())
+                .spawn(move || {
+                    while let Ok((jobs, done)) = batches.recv() {
+                        run_local_batch(&writer, jobs, &failure);
+                        let _ = done.send(());
+                    }
+                })?;
+            Some(sender)
+        }
+        None => None,
+    };
     let (sender, mut jobs) = mpsc::channel::<Job>(4096);
     tokio::spawn(async move {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
-            run_batch(&mut conn, batch.drain(..), &begin_failure).await;
+            let mut sqlx_jobs = Vec::with_capacity(batch.len());
+            let mut local_jobs = Vec::new();
+            for job in batch.drain(..) {
+                match (&job.run, &local) {
+                    (Run::Either(_), Some(_)) => local_jobs.push(job),
+                    _ => sqlx_jobs.push(job),
+                }
+            }
+            if let (false, Some(local)) = (local_jobs.is_empty(), &local) {
+                let (done, finished) = oneshot::channel();
+                if local.send((local_jobs, done)).is_ok() {
+                    let _ = finished.await;
+                }
+            }
+            if !sqlx_jobs.is_empty() {
+                run_batch(&mut conn, sqlx_jobs.into_iter(), &begin_failure).await;
+            }
         }
     });
-    sender
+    Ok(sender)
+}
+
+/// One transaction of jobs on the writer's own connection, run on its
+/// thread: every statement of a job runs as the job's future is first
+/// polled, so no job waits on anything but the database.
+fn run_local_batch(writer: &LocalWriter, jobs: Vec<Job>, begin_failure: &Mutex<Option<String>>) {
+    let statements = |sql: &str| writer.conn().execute_batch(sql);
+    if let Err(e) = statements("BEGIN IMMEDIATE") {
+        tracing::error!(error = %e, "could not begin a write batch");
+        *begin_failure.lock().expect("begin failure") = Some(e.to_string());
+        return;
+    }
+    let count = jobs.len();
+    let mut deliveries = Vec::with_capacity(count);
+    for job in jobs {
+        let Run::Either(run) = job.run else {
+            unreachable!("only jobs written against Source run here")
+        };
+        if job.savepoint
+            && let Err(e) = statements("SAVEPOINT job")
+        {
+            tracing::error!(error = %e, "a savepoint statement failed");
+        }
+        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run(Source::Writing(writer)).now_or_never()
+        }));
+        let ok = match polled {
+            Ok(Some((ok, deliver))) => {
+                deliveries.push(deliver);
+                ok
+            }
+            // Dropping the job tells its waiter it did not commit.
+            Ok(None) => {
+                tracing::error!("a write job waited on something other than the database");
+                false
+            }
+            Err(_) => {
+                tracing::error!("a write job panicked; its changes are rolled back");
+                false
+            }
+        };
+        let undo = match (job.savepoint, ok) {
+            (false, _) => None,
+            (true, true) => Some("RELEASE job"),
+            (true, false) => Some("ROLLBACK TO job; RELEASE job"),
+        };
+        if let Some(Err(e)) = undo.map(statements) {
+            tracing::error!(error = %e, "a savepoint statement failed");
+        }
+    }
+    let committing = std::time::Instant::now();
+    let commit = statements("COMMIT");
+    crate::telemetry::write_batch(count, committing.elapsed());
+    let commit_error = match commit {
+        Ok(()) => None,
+        Err(e) => {
+            let _ = statements("ROLLBACK");
+            tracing::error!(error = %e, "write batch did not commit");
+            Some(e.to_string())
+        }
+    };
+    for deliver in deliveries {
+        deliver(commit_error.clone());
+    }
 }
 
 async fn run_batch(
@@ -45,7 +160,6 @@ async fn run_batch(
     batch: impl Iterator<Item = Job>,
     begin_failure: &Mutex<Option<String>>,
 ) {
-    use futures_util::FutureExt;
     let mut deliveries = Vec::new();
     let mut batch = batch.peekable();
     // IMMEDIATE takes the write lock up front, so an admin command writing
@@ -70,9 +184,11 @@ async fn run_batch(
         jobs += 1;
         // A panicking job must not take the writer (and every later write)
         // down with it: its changes are rolled back and its waiter told.
-        let outcome = std::panic::AssertUnwindSafe((job.run)(conn))
-            .catch_unwind()
-            .await;
+        let run = match job.run {
+            Run::Sqlx(run) => run(conn),
+            Run::Either(run) => run(Source::Conn(conn)),
+        };
+        let outcome = std::panic::AssertUnwindSafe(run).catch_unwind().await;
         let ok = match outcome {
             Ok((ok, deliver)) => {
                 deliveries.push(deliver);
