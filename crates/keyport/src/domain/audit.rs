@@ -4,7 +4,7 @@
 
 use crate::crypto;
 use crate::service::Caller;
-use crate::store::{self, Conn, Store, audit::AuditEvent};
+use crate::store::{self, Store, audit::AuditEvent};
 
 /// An event about to be recorded.
 pub struct Audit<'a> {
@@ -82,9 +82,14 @@ impl<'a> Audit<'a> {
         }
     }
 
-    pub async fn record(self, conn: &mut Conn, at_ms: i64, caller: &Caller) -> store::Result<()> {
+    pub async fn record<'e>(
+        self,
+        into: impl Into<store::reads::Source<'e>>,
+        at_ms: i64,
+        caller: &Caller,
+    ) -> store::Result<()> {
         let event = self.logged(at_ms, caller);
-        store::audit::insert(conn, &event).await
+        store::audit::insert(into, &event).await
     }
 
     /// Records the event without waiting for its row to commit

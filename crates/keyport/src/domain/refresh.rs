@@ -13,7 +13,7 @@ use super::{Error, ErrorCode, Result};
 use crate::crypto::tokens::{Secret, is_well_formed_refresh_token, new_refresh_token};
 use crate::service::{Caller, Keyport};
 use crate::store::sessions::{RefreshToken, Session};
-use crate::store::{self, directory::User};
+use crate::store::{self, Writes, directory::User};
 use keyport_proto::{GrantType, TokenResponse};
 
 /// How a refresh request ended inside its transaction.
@@ -85,10 +85,10 @@ impl Keyport {
         let (session_id, client_id) = (session.id.clone(), session.client_id.clone());
         let outcome = self
             .store
-            .write(move |c| {
+            .write_either(Writes::Many, move |mut db| {
                 Box::pin(async move {
                     let rotated = store::sessions::rotate(
-                        &mut *c,
+                        db.reborrow(),
                         &old_hash,
                         &successor_hash,
                         sealed.as_deref(),
@@ -97,7 +97,7 @@ impl Keyport {
                     .await?;
                     if rotated {
                         store::sessions::insert_refresh(
-                            &mut *c,
+                            db.reborrow(),
                             &successor_hash,
                             &session.id,
                             now,
@@ -105,7 +105,7 @@ impl Keyport {
                         )
                         .await?;
                         store::sessions::touch(
-                            &mut *c,
+                            db.reborrow(),
                             &session.id,
                             now,
                             &session.scope,
@@ -113,14 +113,14 @@ impl Keyport {
                         )
                         .await?;
                         if let Some(record) = &opaque {
-                            store::sessions::insert_opaque(&mut *c, record).await?;
+                            store::sessions::insert_opaque(db.reborrow(), record).await?;
                         }
                         if let Some(device) = &device {
-                            store::two_step::update_device(&mut *c, device, now).await?;
+                            store::two_step::update_device(db.reborrow(), device, now).await?;
                         }
                         return Ok(Ok(Rotation::Rotated));
                     }
-                    replay_or_revoke(c, &old_hash, now_ms, leeway, &caller_owned).await
+                    replay_or_revoke(db, &old_hash, now_ms, leeway, &caller_owned).await
                 })
             })
             .await??;
@@ -160,9 +160,9 @@ impl Keyport {
         let (caller, old_hash) = (caller.clone(), hash.clone());
         let outcome = self
             .store
-            .write(move |c| {
+            .write_either(Writes::Many, move |db| {
                 Box::pin(
-                    async move { replay_or_revoke(c, &old_hash, now_ms, leeway, &caller).await },
+                    async move { replay_or_revoke(db, &old_hash, now_ms, leeway, &caller).await },
                 )
             })
             .await??;
@@ -226,27 +226,27 @@ impl Keyport {
 
 /// Inside the write transaction: a rotated token was presented again.
 async fn replay_or_revoke(
-    c: &mut store::Conn,
+    mut db: store::reads::Source<'_>,
     hash: &str,
     now_ms: i64,
     leeway: i64,
     caller: &Caller,
 ) -> store::Result<Result<Rotation>> {
     let now = now_ms.div_euclid(1000);
-    let token = store::sessions::refresh_by_hash(&mut *c, hash).await?;
+    let token = store::sessions::refresh_by_hash(db.reborrow(), hash).await?;
     let token = match decide_replay(token.as_ref(), now_ms, leeway) {
         ReplayDecision::Refuse(why) => return Ok(Err(Error::invalid_grant(why))),
         ReplayDecision::SameReply(sealed) => return Ok(Ok(Rotation::Replay(sealed))),
         ReplayDecision::RevokeSession => token.expect("a token to revoke was read"),
     };
     let sid = token.session.id.clone();
-    store::sessions::revoke(&mut *c, &sid, "refresh_token_reuse", now).await?;
+    store::sessions::revoke(db.reborrow(), &sid, "refresh_token_reuse", now).await?;
     crate::telemetry::record(crate::telemetry::SecurityEvent::RefreshReuse);
     Audit::new("token.reuse_detected", "session_revoked")
         .client(&token.session.client_id)
         .session(&sid)
         .actor(token.session.user_id.as_deref())
-        .record(c, now * 1000, caller)
+        .record(db, now * 1000, caller)
         .await?;
     Ok(Err(Error::invalid_grant(
         "the refresh token was already used; the session is revoked",

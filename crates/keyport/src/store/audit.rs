@@ -4,6 +4,7 @@ use serde::Serialize;
 use sqlx::Row;
 
 use super::directory::Db;
+use super::reads::{self, Arg, Source};
 use super::{Conn, Result, opt_text};
 
 #[derive(Debug, Clone, Serialize)]
@@ -25,10 +26,24 @@ pub struct AuditEvent {
 }
 
 /// Inserts one event.
-pub async fn insert(conn: &mut Conn, e: &AuditEvent) -> Result<()> {
-    insert_many(conn, std::slice::from_ref(e)).await
+pub async fn insert<'e>(from: impl Into<Source<'e>>, e: &AuditEvent) -> Result<()> {
+    let detail = e.detail.as_ref().map(|d| d.to_string());
+    let args = [
+        Arg::Text(&e.id),
+        Arg::Int(e.at_ms),
+        Arg::Text(&e.event),
+        Arg::Text(&e.outcome),
+        Arg::OptText(e.actor.as_deref()),
+        Arg::OptText(e.client_id.as_deref()),
+        Arg::OptText(e.session_id.as_deref()),
+        Arg::OptText(e.ip.as_deref()),
+        Arg::OptText(detail.as_deref()),
+        Arg::OptText(e.workspace_id.as_deref()),
+        Arg::OptText(e.target.as_deref()),
+    ];
+    reads::execute(from, &INSERTS[0], &args).await?;
+    Ok(())
 }
-
 /// Rows per `INSERT` in [`insert_many`]. SQLite looks a `$n` parameter's
 /// name up by walking the statement's list of them, so binding costs grow
 /// with the square of a statement's parameters: 16 rows (176 of them) keep

@@ -98,18 +98,17 @@ pub async fn list_active<'e>(db: impl Db<'e>, user_id: Option<&str>) -> Result<V
 
 /// Ends a session; its refresh tokens stop working and its access tokens
 /// fail introspection and userinfo. False if it was already revoked.
-pub async fn revoke<'e>(db: impl Db<'e>, id: &str, reason: &str, now: i64) -> Result<bool> {
-    let done = sqlx::query(
-        "UPDATE sessions SET revoked_at = $2, revoked_reason = $3 WHERE id = $1 AND revoked_at IS NULL",
-    )
-    .bind(id)
-    .bind(now)
-    .bind(reason)
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected() == 1)
+pub async fn revoke<'e>(
+    from: impl Into<Source<'e>>,
+    id: &str,
+    reason: &str,
+    now: i64,
+) -> Result<bool> {
+    const SQL: &str = "UPDATE sessions SET revoked_at = $2, revoked_reason = $3 \
+         WHERE id = $1 AND revoked_at IS NULL";
+    let args = [Arg::Text(id), Arg::Int(now), Arg::Text(reason)];
+    Ok(reads::execute(from, SQL, &args).await? == 1)
 }
-
 /// Ends every live session of a user (an admin disabled the account).
 pub async fn revoke_all_of_user<'e>(
     db: impl Db<'e>,
@@ -130,22 +129,22 @@ pub async fn revoke_all_of_user<'e>(
 }
 
 pub async fn touch<'e>(
-    db: impl Db<'e>,
+    from: impl Into<Source<'e>>,
     id: &str,
     now: i64,
     scope: &str,
     role: Option<&str>,
 ) -> Result<()> {
-    sqlx::query("UPDATE sessions SET last_used_at = $2, scope = $3, role = $4 WHERE id = $1")
-        .bind(id)
-        .bind(now)
-        .bind(scope)
-        .bind(role)
-        .execute(db)
-        .await?;
+    const SQL: &str = "UPDATE sessions SET last_used_at = $2, scope = $3, role = $4 WHERE id = $1";
+    let args = [
+        Arg::Text(id),
+        Arg::Int(now),
+        Arg::Text(scope),
+        Arg::OptText(role),
+    ];
+    reads::execute(from, SQL, &args).await?;
     Ok(())
 }
-
 /// A new session with its first tokens: the session row, its refresh token
 /// (hash and expiry) when one was issued, and its opaque access token when
 /// the client uses them. Every grant that opens a session writes this.
@@ -166,24 +165,23 @@ pub async fn open(
 }
 
 pub async fn insert_refresh<'e>(
-    db: impl Db<'e>,
+    from: impl Into<Source<'e>>,
     hash: &str,
     session_id: &str,
     now: i64,
     expires_at: i64,
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO refresh_tokens (hash, session_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(hash)
-    .bind(session_id)
-    .bind(now)
-    .bind(expires_at)
-    .execute(db)
-    .await?;
+    const SQL: &str = "INSERT INTO refresh_tokens (hash, session_id, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4)";
+    let args = [
+        Arg::Text(hash),
+        Arg::Text(session_id),
+        Arg::Int(now),
+        Arg::Int(expires_at),
+    ];
+    reads::execute(from, SQL, &args).await?;
     Ok(())
 }
-
 /// A refresh token with what its rotation decides on.
 #[derive(Debug, Clone)]
 pub struct RefreshToken {
@@ -230,26 +228,23 @@ pub async fn refresh_by_hash<'e>(
 /// Marks `hash` rotated to `successor_hash`. Exactly one caller wins: false
 /// means the token had already been rotated.
 pub async fn rotate<'e>(
-    db: impl Db<'e>,
+    from: impl Into<Source<'e>>,
     hash: &str,
     successor_hash: &str,
     sealed_successor: Option<&str>,
     now_ms: i64,
 ) -> Result<bool> {
-    let done = sqlx::query(
-        "UPDATE refresh_tokens SET rotated_at = $2, rotated_ms = $3, successor_hash = $4, \
-         sealed_successor = $5 WHERE hash = $1 AND rotated_at IS NULL",
-    )
-    .bind(hash)
-    .bind(now_ms.div_euclid(1000))
-    .bind(now_ms)
-    .bind(successor_hash)
-    .bind(sealed_successor)
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    const SQL: &str = "UPDATE refresh_tokens SET rotated_at = $2, rotated_ms = $3, \
+         successor_hash = $4, sealed_successor = $5 WHERE hash = $1 AND rotated_at IS NULL";
+    let args = [
+        Arg::Text(hash),
+        Arg::Int(now_ms.div_euclid(1000)),
+        Arg::Int(now_ms),
+        Arg::Text(successor_hash),
+        Arg::OptText(sealed_successor),
+    ];
+    Ok(reads::execute(from, SQL, &args).await? == 1)
 }
-
 /// Drops the sealed leeway replies of rotations older than `before_ms`:
 /// past the leeway nobody may have them again.
 pub async fn forget_sealed_successors<'e>(db: impl Db<'e>, before_ms: i64) -> Result<u64> {
@@ -321,24 +316,22 @@ pub async fn access_state<'e>(
 
 /// Stores an opaque access token (its hash and the claims it stands for).
 pub async fn insert_opaque<'e>(
-    db: impl Db<'e>,
+    from: impl Into<Source<'e>>,
     token: &crate::domain::tokens::OpaqueAccessToken,
 ) -> Result<()> {
+    const SQL: &str = "INSERT INTO access_tokens (token_hash, session_id, client_id, claims, \
+         expires_at) VALUES ($1, $2, $3, $4, $5)";
     let claims = serde_json::to_string(&token.claims).expect("access claims serialize");
-    sqlx::query(
-        "INSERT INTO access_tokens (token_hash, session_id, client_id, claims, expires_at) \
-         VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(&token.token_hash)
-    .bind(&token.session_id)
-    .bind(&token.client_id)
-    .bind(claims)
-    .bind(token.claims.exp)
-    .execute(db)
-    .await?;
+    let args = [
+        Arg::Text(&token.token_hash),
+        Arg::OptText(token.session_id.as_deref()),
+        Arg::Text(&token.client_id),
+        Arg::Text(&claims),
+        Arg::Int(token.claims.exp),
+    ];
+    reads::execute(from, SQL, &args).await?;
     Ok(())
 }
-
 /// The claims of an opaque access token, by its hash.
 pub async fn opaque_claims<'e>(
     from: impl Into<Source<'e>>,

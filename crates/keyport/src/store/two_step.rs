@@ -243,17 +243,22 @@ pub async fn upsert_device<'e>(
 }
 
 /// Updates what a registered device reports about itself.
-pub async fn update_device<'e>(db: impl Db<'e>, device: &Device, now: i64) -> Result<()> {
-    sqlx::query(
-        "UPDATE devices SET dns_name = COALESCE($2, dns_name), os_type = COALESCE($3, os_type), \
-         os_version = COALESCE($4, os_version), last_seen_at = $5 WHERE guid = $1",
-    )
-    .bind(&device.guid)
-    .bind(device.dns_name.as_deref())
-    .bind(device.os_type.as_deref())
-    .bind(device.os_version.as_deref())
-    .bind(now)
-    .execute(db)
-    .await?;
+pub async fn update_device<'e>(
+    from: impl Into<super::reads::Source<'e>>,
+    device: &Device,
+    now: i64,
+) -> Result<()> {
+    use super::reads::Arg;
+    const SQL: &str = "UPDATE devices SET dns_name = COALESCE($2, dns_name), \
+         os_type = COALESCE($3, os_type), os_version = COALESCE($4, os_version), \
+         last_seen_at = $5 WHERE guid = $1";
+    let args = [
+        Arg::Text(&device.guid),
+        Arg::OptText(device.dns_name.as_deref()),
+        Arg::OptText(device.os_type.as_deref()),
+        Arg::OptText(device.os_version.as_deref()),
+        Arg::Int(now),
+    ];
+    super::reads::execute(from, SQL, &args).await?;
     Ok(())
 }
