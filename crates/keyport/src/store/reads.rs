@@ -1,13 +1,17 @@
-//! Reads on the hottest paths (a poll's device code, a refresh token, an
-//! access token's state), written once and run where they are cheapest.
+//! Statements written once and run where they are cheapest: the reads on
+//! the hottest paths (a poll's device code, a refresh token, an access
+//! token's state) and the statements of the write jobs that run on the
+//! SQLite writer's own connection ([`Store::write_either`]).
 //!
-//! On SQLite they run in place, on a read-only connection of Keyport's own
-//! (`rusqlite`), instead of crossing to sqlx's connection thread and back:
-//! two context switches per statement, most of a pending poll's cost. The
-//! read is a few microseconds of B-tree lookup in a WAL snapshot, which
-//! never waits for the writer, so it runs on the calling task's thread. On
-//! PostgreSQL, and inside write jobs (which must see their transaction's
-//! own changes), the same SQL and arguments go through sqlx.
+//! On SQLite a read given `&Store` runs in place, on a read-only connection
+//! of Keyport's own (`rusqlite`), instead of crossing to sqlx's connection
+//! thread and back: two context switches per statement, most of a pending
+//! poll's cost. The read is a few microseconds of B-tree lookup in a WAL
+//! snapshot, which does not wait for the writer, so it runs on the calling
+//! task's thread. A job's statements on the writer's own connection
+//! ([`Source::Writing`]) run on the writer's thread. On PostgreSQL, and
+//! inside the write jobs on sqlx's connection (which must see their
+//! transaction's own changes), the same SQL and arguments go through sqlx.
 
 use std::path::PathBuf;
 use std::sync::Mutex;

@@ -233,3 +233,122 @@ async fn run_batch(
         deliver(commit_error.clone());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Store, Writes, reads, settings};
+
+    async fn temp_store() -> (Store, std::path::PathBuf) {
+        let dir =
+            std::env::temp_dir().join(format!("keyport-writer-{}", crate::crypto::random_id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        (Store::open(None, &dir).await.unwrap(), dir)
+    }
+
+    #[tokio::test]
+    async fn a_failing_or_panicking_job_rolls_back_alone() {
+        let (store, dir) = temp_store().await;
+        let set = |name: &'static str| {
+            let store = store.clone();
+            async move {
+                store
+                    .write(move |c| Box::pin(async move { settings::set(c, name, "v").await }))
+                    .await
+            }
+        };
+        // Concurrent jobs share a batch; the bad ones must not spoil it.
+        let failing = store.write(|c| {
+            Box::pin(async move {
+                settings::set(&mut *c, "half-done", "v").await?;
+                sqlx::query("INSERT INTO no_such_table VALUES (1)")
+                    .execute(&mut *c)
+                    .await?;
+                Ok(())
+            })
+        });
+        let panicking = store.write(|c| {
+            Box::pin(async move {
+                settings::set(&mut *c, "before-panic", "v").await?;
+                panic!("a bug in a job");
+                #[allow(unreachable_code)]
+                Ok(())
+            })
+        });
+        let (a, b, c, d) = tokio::join!(set("first"), failing, panicking, set("last"));
+        assert!(a.is_ok() && d.is_ok());
+        assert!(b.is_err() && c.is_err());
+        for (name, expected) in [
+            ("first", true),
+            ("last", true),
+            ("half-done", false),
+            ("before-panic", false),
+        ] {
+            assert_eq!(
+                settings::get(store.pool(), name).await.unwrap().is_some(),
+                expected,
+                "{name}"
+            );
+        }
+        // The writer is still alive.
+        set("after").await.unwrap();
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn jobs_on_the_writers_own_connection_roll_back_alone_too() {
+        use reads::{Arg, Source, execute};
+        let (store, dir) = temp_store().await;
+        const SET: &str = "INSERT INTO settings (name, value) VALUES ($1, 'v')";
+        let either = |name: &'static str, then: Option<&'static str>| {
+            let store = store.clone();
+            async move {
+                store
+                    .write_either(Writes::Many, move |mut db: Source<'_>| {
+                        Box::pin(async move {
+                            execute(db.reborrow(), SET, &[Arg::Text(name)]).await?;
+                            match then {
+                                Some("panic") => panic!("a bug in a job"),
+                                Some(sql) => execute(db, sql, &[]).await.map(|_| ()),
+                                None => Ok(()),
+                            }
+                        })
+                    })
+                    .await
+            }
+        };
+        let sqlx_job =
+            store.write(|c| Box::pin(async move { settings::set(c, "sqlx", "v").await }));
+        // One batch: two good jobs, one failing after its first write, one
+        // panicking after it, and a job on sqlx's connection beside them.
+        let (a, b, c, d, e) = tokio::join!(
+            either("first", None),
+            either("half-done", Some("INSERT INTO no_such_table VALUES (1)")),
+            either("before-panic", Some("panic")),
+            sqlx_job,
+            either("last", None),
+        );
+        assert!(a.is_ok() && d.is_ok() && e.is_ok(), "{a:?} {d:?} {e:?}");
+        assert!(b.is_err() && c.is_err());
+        for (name, expected) in [
+            ("first", true),
+            ("last", true),
+            ("sqlx", true),
+            ("half-done", false),
+            ("before-panic", false),
+        ] {
+            let found = settings::get(store.pool(), name).await.unwrap();
+            assert_eq!(found.is_some(), expected, "{name}");
+        }
+        // The writer is still alive, and a duplicate is a unique violation.
+        either("after", None).await.unwrap();
+        assert!(
+            either("after", None)
+                .await
+                .unwrap_err()
+                .is_unique_violation()
+        );
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
