@@ -438,7 +438,7 @@ pub(crate) fn split_list(text: &str) -> Vec<String> {
 mod tests {
     use super::*;
 
-    async fn temp_store() -> (Store, std::path::PathBuf) {
+    pub(super) async fn temp_store() -> (Store, std::path::PathBuf) {
         let dir =
             std::env::temp_dir().join(format!("keyport-store-{}", crate::crypto::random_id()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -37,8 +37,9 @@ pub(super) struct Job {
 /// Most write jobs the SQLite writer puts into one transaction.
 const MAX_BATCH: usize = 512;
 
-/// Jobs for the writer's own connection, and where to say they are done.
-type LocalBatch = (Vec<Job>, oneshot::Sender<()>);
+/// Jobs for the writer's own connection (each with whether it needs a
+/// savepoint), and where to say they are done.
+type LocalBatch = (Vec<(EitherJob, bool)>, oneshot::Sender<()>);
 
 /// Starts the writer. With `local` (a file database), jobs written against
 /// [`Source`] run on that connection in a thread of its own, one crossing
@@ -71,10 +72,10 @@ pub(super) fn spawn_writer(
         while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
             let mut sqlx_jobs = Vec::with_capacity(batch.len());
             let mut local_jobs = Vec::new();
-            for job in batch.drain(..) {
-                match (&job.run, &local) {
-                    (Run::Either(_), Some(_)) => local_jobs.push(job),
-                    _ => sqlx_jobs.push(job),
+            for Job { run, savepoint } in batch.drain(..) {
+                match run {
+                    Run::Either(run) if local.is_some() => local_jobs.push((run, savepoint)),
+                    run => sqlx_jobs.push(Job { run, savepoint }),
                 }
             }
             if let (false, Some(local)) = (local_jobs.is_empty(), &local) {
@@ -94,7 +95,11 @@ pub(super) fn spawn_writer(
 /// One transaction of jobs on the writer's own connection, run on its
 /// thread: every statement of a job runs as the job's future is first
 /// polled, so no job waits on anything but the database.
-fn run_local_batch(writer: &LocalWriter, jobs: Vec<Job>, begin_failure: &Mutex<Option<String>>) {
+fn run_local_batch(
+    writer: &LocalWriter,
+    jobs: Vec<(EitherJob, bool)>,
+    begin_failure: &Mutex<Option<String>>,
+) {
     let statements = |sql: &str| writer.conn().execute_batch(sql);
     if let Err(e) = statements("BEGIN IMMEDIATE") {
         tracing::error!(error = %e, "could not begin a write batch");
@@ -103,13 +108,8 @@ fn run_local_batch(writer: &LocalWriter, jobs: Vec<Job>, begin_failure: &Mutex<O
     }
     let count = jobs.len();
     let mut deliveries = Vec::with_capacity(count);
-    for job in jobs {
-        let Run::Either(run) = job.run else {
-            unreachable!("only jobs written against Source run here")
-        };
-        if job.savepoint
-            && let Err(e) = statements("SAVEPOINT job")
-        {
+    for (run, savepoint) in jobs {
+        if savepoint && let Err(e) = statements("SAVEPOINT job") {
             tracing::error!(error = %e, "a savepoint statement failed");
         }
         let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -130,7 +130,7 @@ fn run_local_batch(writer: &LocalWriter, jobs: Vec<Job>, begin_failure: &Mutex<O
                 false
             }
         };
-        let undo = match (job.savepoint, ok) {
+        let undo = match (savepoint, ok) {
             (false, _) => None,
             (true, true) => Some("RELEASE job"),
             (true, false) => Some("ROLLBACK TO job; RELEASE job"),
@@ -236,14 +236,8 @@ async fn run_batch(
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Store, Writes, reads, settings};
-
-    async fn temp_store() -> (Store, std::path::PathBuf) {
-        let dir =
-            std::env::temp_dir().join(format!("keyport-writer-{}", crate::crypto::random_id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        (Store::open(None, &dir).await.unwrap(), dir)
-    }
+    use super::super::tests::temp_store;
+    use super::super::{Writes, reads, settings};
 
     #[tokio::test]
     async fn a_failing_or_panicking_job_rolls_back_alone() {
