@@ -29,8 +29,21 @@ pub fn random_id() -> String {
     hex(&random_bytes::<16>())
 }
 
+/// A random id (128 bits) that begins with `at_ms` in 13 hex digits, so
+/// rows keyed by it are added at the end of their index, on a page the
+/// last commit already wrote, instead of on a random page of it.
+pub fn ordered_id(at_ms: i64) -> String {
+    format!("{:013x}{}", at_ms.max(0), random_id())
+}
+
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        text.push(DIGITS[usize::from(b >> 4)] as char);
+        text.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    text
 }
 
 pub fn b64url(bytes: &[u8]) -> String {
@@ -57,4 +70,24 @@ pub fn keyed_hash(key: &[u8; 32], secret: &str) -> String {
 /// Compares two secrets without leaking where they differ.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_is_lowercase_two_digits_a_byte() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        assert_eq!(hex(&[]), "");
+    }
+
+    #[test]
+    fn ordered_ids_sort_by_time_and_stay_random() {
+        let (earlier, later) = (ordered_id(1_780_000_000_000), ordered_id(1_780_000_000_001));
+        assert!(earlier < later);
+        assert_eq!(earlier.len(), 13 + 32);
+        assert_ne!(ordered_id(5)[13..], ordered_id(5)[13..]);
+        assert!(ordered_id(-1).starts_with("0000000000000"));
+    }
 }

@@ -76,8 +76,9 @@ impl Keyport {
         for _ in 0..4 {
             let device_code = new_device_code();
             let user_code = UserCode::generate();
-            let now = self.clock.now();
-            let (id, code_hash) = (crypto::random_id(), device_code.hash());
+            let now_ms = self.clock.now_ms();
+            let now = now_ms.div_euclid(1000);
+            let (id, code_hash) = (crypto::ordered_id(now_ms), device_code.hash());
             let (client_id, scope_text) = (client.id.clone(), scope.to_scope_string());
             let (resource, metadata, ip) = (resource.clone(), metadata.clone(), caller.ip_string());
             let network = caller.ip.map(network_of);

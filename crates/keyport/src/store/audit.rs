@@ -5,7 +5,7 @@ use sqlx::Row;
 
 use super::directory::Db;
 use super::reads::{self, Arg, Source};
-use super::{Conn, Result, opt_text};
+use super::{Result, opt_text};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditEvent {
@@ -27,22 +27,7 @@ pub struct AuditEvent {
 
 /// Inserts one event.
 pub async fn insert<'e>(from: impl Into<Source<'e>>, e: &AuditEvent) -> Result<()> {
-    let detail = e.detail.as_ref().map(|d| d.to_string());
-    let args = [
-        Arg::Text(&e.id),
-        Arg::Int(e.at_ms),
-        Arg::Text(&e.event),
-        Arg::Text(&e.outcome),
-        Arg::OptText(e.actor.as_deref()),
-        Arg::OptText(e.client_id.as_deref()),
-        Arg::OptText(e.session_id.as_deref()),
-        Arg::OptText(e.ip.as_deref()),
-        Arg::OptText(detail.as_deref()),
-        Arg::OptText(e.workspace_id.as_deref()),
-        Arg::OptText(e.target.as_deref()),
-    ];
-    reads::execute(from, &INSERTS[0], &args).await?;
-    Ok(())
+    insert_many(from, std::slice::from_ref(e)).await
 }
 /// Rows per `INSERT` in [`insert_many`]. SQLite looks a `$n` parameter's
 /// name up by walking the statement's list of them, so binding costs grow
@@ -71,28 +56,46 @@ static INSERTS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
         .collect()
 });
 
-/// Inserts `events`, many rows to a statement.
-pub async fn insert_many(conn: &mut Conn, events: &[AuditEvent]) -> Result<()> {
-    for chunk in events.chunks(ROWS_PER_INSERT) {
-        let sql: &'static str = INSERTS[chunk.len() - 1].as_str();
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for e in chunk {
-            query = query
-                .bind(&e.id)
-                .bind(e.at_ms)
-                .bind(&e.event)
-                .bind(&e.outcome)
-                .bind(&e.actor)
-                .bind(&e.client_id)
-                .bind(&e.session_id)
-                .bind(&e.ip)
-                .bind(e.detail.as_ref().map(|d| d.to_string()))
-                .bind(&e.workspace_id)
-                .bind(&e.target);
-        }
-        query.execute(&mut *conn).await?;
+/// Inserts `events`, many rows to a statement through sqlx. On the
+/// writer's own connection each row is its own statement: a statement there
+/// costs no crossing, and one row's eleven parameters are bound without the
+/// walk of a long parameter list.
+pub async fn insert_many<'e>(from: impl Into<Source<'e>>, events: &[AuditEvent]) -> Result<()> {
+    let mut from = from.into();
+    let per_statement = match from {
+        Source::Writing(_) => 1,
+        _ => ROWS_PER_INSERT,
+    };
+    for chunk in events.chunks(per_statement) {
+        let details: Vec<Option<String>> = chunk
+            .iter()
+            .map(|e| e.detail.as_ref().map(|d| d.to_string()))
+            .collect();
+        let args: Vec<Arg<'_>> = chunk
+            .iter()
+            .zip(&details)
+            .flat_map(|(e, detail)| args(e, detail.as_deref()))
+            .collect();
+        reads::execute(from.reborrow(), &INSERTS[chunk.len() - 1], &args).await?;
     }
     Ok(())
+}
+
+/// One event's arguments, in the order of the `INSERT`'s columns.
+fn args<'a>(e: &'a AuditEvent, detail: Option<&'a str>) -> [Arg<'a>; 11] {
+    [
+        Arg::Text(&e.id),
+        Arg::Int(e.at_ms),
+        Arg::Text(&e.event),
+        Arg::Text(&e.outcome),
+        Arg::OptText(e.actor.as_deref()),
+        Arg::OptText(e.client_id.as_deref()),
+        Arg::OptText(e.session_id.as_deref()),
+        Arg::OptText(e.ip.as_deref()),
+        Arg::OptText(detail),
+        Arg::OptText(e.workspace_id.as_deref()),
+        Arg::OptText(e.target.as_deref()),
+    ]
 }
 
 const COLUMNS: &str =

@@ -4,9 +4,9 @@
 
 use sqlx::Row;
 
+use super::Result;
 use super::directory::Db;
 use super::reads::{self, Arg, Columns, Source};
-use super::{Conn, Result};
 use crate::domain::scopes::Role;
 use std::sync::LazyLock;
 
@@ -107,11 +107,16 @@ pub struct NewDevice<'a> {
     pub interval: i64,
 }
 
+/// Stores a new device authorization. The `user_code` column, unread since
+/// user codes became keyed hashes (migration 3), is still `NOT NULL
+/// UNIQUE`: it takes the row's id, which begins with the time, so its index
+/// grows at the end rather than taking a random page per row as a second
+/// copy of the hash did.
 pub async fn insert<'e>(from: impl Into<Source<'e>>, d: NewDevice<'_>) -> Result<()> {
     const SQL: &str = "INSERT INTO device_authorizations (id, device_code_hash, user_code_hash, \
          user_code, client_id, scope, resource, metadata, ip, created_at, expires_at, \
          poll_interval, status) \
-         VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending')";
+         VALUES ($1, $2, $3, $1, $4, $5, $6, $7, $8, $9, $10, $11, 'pending')";
     let args = [
         Arg::Text(d.id),
         Arg::Text(d.device_code_hash),
@@ -199,32 +204,44 @@ pub async fn poll<'e>(
     Ok(Some((row_to_device(&row)?, slowed)))
 }
 
-/// Codes per statement in [`record_polls`].
+/// Codes per statement in [`record_polls`] through sqlx.
 const POLLS_PER_UPDATE: usize = 16;
 
+/// The `UPDATE` for 1, 2, … [`POLLS_PER_UPDATE`] codes, made once.
+static RECORD_POLLS: LazyLock<Vec<String>> = LazyLock::new(|| {
+    (1..=POLLS_PER_UPDATE)
+        .map(|codes| {
+            let cases: String = (0..codes)
+                .map(|n| format!(" WHEN ${} THEN ${}", 2 * n + 1, 2 * n + 2))
+                .collect();
+            let hashes: Vec<String> = (0..codes).map(|n| format!("${}", 2 * n + 1)).collect();
+            format!(
+                "UPDATE device_authorizations SET last_poll_ms = CASE device_code_hash{cases} END \
+                 WHERE device_code_hash IN ({}) AND status = 'pending' \
+                 AND (last_poll_ms IS NULL OR last_poll_ms < CASE device_code_hash{cases} END)",
+                hashes.join(", ")
+            )
+        })
+        .collect()
+});
+
 /// Writes pending codes' poll times (device code hash, unix ms), many to a
-/// statement; a time never moves back, and a code no longer pending keeps
-/// the time its last statement gave it.
-pub async fn record_polls(conn: &mut Conn, polls: &[(String, i64)]) -> Result<()> {
-    for chunk in polls.chunks(POLLS_PER_UPDATE) {
-        let mut cases = String::new();
-        let mut hashes = Vec::with_capacity(chunk.len());
-        for n in 0..chunk.len() {
-            let (hash, at) = (2 * n + 1, 2 * n + 2);
-            cases.push_str(&format!(" WHEN ${hash} THEN ${at}"));
-            hashes.push(format!("${hash}"));
-        }
-        let sql = format!(
-            "UPDATE device_authorizations SET last_poll_ms = CASE device_code_hash{cases} END \
-             WHERE device_code_hash IN ({}) AND status = 'pending' \
-             AND (last_poll_ms IS NULL OR last_poll_ms < CASE device_code_hash{cases} END)",
-            hashes.join(", ")
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (hash, at) in chunk {
-            query = query.bind(hash).bind(*at);
-        }
-        query.execute(&mut *conn).await?;
+/// statement through sqlx and one to a statement on the writer's own
+/// connection (where a statement costs no crossing); a time never moves
+/// back, and a code no longer pending keeps the time its last statement
+/// gave it.
+pub async fn record_polls<'e>(from: impl Into<Source<'e>>, polls: &[(String, i64)]) -> Result<()> {
+    let mut from = from.into();
+    let per_statement = match from {
+        Source::Writing(_) => 1,
+        _ => POLLS_PER_UPDATE,
+    };
+    for chunk in polls.chunks(per_statement) {
+        let args: Vec<Arg<'_>> = chunk
+            .iter()
+            .flat_map(|(hash, at)| [Arg::Text(hash), Arg::Int(*at)])
+            .collect();
+        reads::execute(from.reborrow(), &RECORD_POLLS[chunk.len() - 1], &args).await?;
     }
     Ok(())
 }

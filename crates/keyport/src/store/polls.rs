@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::{Store, device};
+use super::{Store, Writes, device};
 
 /// Codes whose poll time may wait at once; past that a poll takes the
 /// statement path.
@@ -98,7 +98,9 @@ impl Store {
             };
             let written = times.clone();
             let result = self
-                .write(move |c| Box::pin(async move { device::record_polls(c, &written).await }))
+                .write_either(Writes::Many, move |db| {
+                    Box::pin(async move { device::record_polls(db, &written).await })
+                })
                 .await;
             if let Err(e) = result {
                 tracing::error!(error = %e, codes = times.len(), "poll times were not written");

@@ -26,6 +26,11 @@ use super::{Error, Result, Store};
 /// Most idle read connections kept; one per thread reading at once.
 const IDLE: usize = 8;
 
+/// Prepared statements each connection keeps: more than the distinct
+/// statements of the paths that use these connections (rusqlite keeps 16),
+/// so none is compiled again under load.
+const STATEMENTS: usize = 64;
+
 /// An argument bound to a `$n` placeholder.
 #[derive(Debug, Clone, Copy)]
 pub enum Arg<'a> {
@@ -95,6 +100,7 @@ impl LocalWriter {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(Duration::from_secs(5))?;
+        conn.set_prepared_statement_cache_capacity(STATEMENTS);
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
         )?;
@@ -262,6 +268,7 @@ impl Reader {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(Duration::from_secs(5))?;
+        conn.set_prepared_statement_cache_capacity(STATEMENTS);
         Ok(conn)
     }
 

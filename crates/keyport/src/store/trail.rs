@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-use super::Store;
 use super::audit::{self, AuditEvent};
+use super::{Store, Writes};
 
 /// Rows queued at once; the next caller waits for a flush.
 pub(super) const QUEUED: usize = 4096;
@@ -99,7 +99,9 @@ impl Store {
             }
             let count = rows.len();
             let written = self
-                .write(move |c| Box::pin(async move { audit::insert_many(c, &rows).await }))
+                .write_either(Writes::Many, move |db| {
+                    Box::pin(async move { audit::insert_many(db, &rows).await })
+                })
                 .await;
             if let Err(e) = written {
                 tracing::error!(error = %e, rows = count, "audit rows were not written");
