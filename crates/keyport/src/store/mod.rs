@@ -26,7 +26,6 @@ pub mod sessions;
 pub mod settings;
 pub mod two_step;
 
-mod checkpoint;
 mod migrations;
 mod polls;
 pub mod reads;
@@ -227,10 +226,7 @@ impl Store {
                 // deletes showed was as fast (bench/README.md).
                 let conn = pool.acquire().await?.detach();
                 let local = match &reader {
-                    Some(reader) => Some((
-                        reads::LocalWriter::open(reader.path())?,
-                        checkpoint::Checkpoints::start(reader.path())?,
-                    )),
+                    Some(reader) => Some(reads::LocalWriter::open(reader.path())?),
                     None => None,
                 };
                 let writer = spawn_writer(conn, local, begin_failure.clone())

@@ -101,11 +101,8 @@ impl LocalWriter {
         )?;
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.set_prepared_statement_cache_capacity(STATEMENTS);
-        // Checkpoints run beside the writer, not inside its commits
-        // (store/checkpoint.rs).
         conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
-             PRAGMA wal_autocheckpoint = 0;",
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
         )?;
         Ok(Self(Mutex::new(conn)))
     }

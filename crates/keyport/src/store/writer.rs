@@ -9,7 +9,6 @@ use futures_util::FutureExt;
 use sqlx::Executor;
 use tokio::sync::{mpsc, oneshot};
 
-use super::checkpoint::Checkpoints;
 use super::reads::{LocalWriter, Source};
 use super::{BoxFuture, Conn};
 
@@ -42,27 +41,24 @@ const MAX_BATCH: usize = 512;
 /// savepoint), and where to say they are done.
 type LocalBatch = (Vec<(EitherJob, bool)>, oneshot::Sender<()>);
 
-/// Starts the writer. With `local` (a file database, and the checkpoints
-/// that run beside its connection), jobs written against
+/// Starts the writer. With `local` (a file database), jobs written against
 /// [`Source`] run on that connection in a thread of its own, one crossing
 /// per batch instead of one per statement; the others, in a batch of their
 /// own after them, on sqlx's connection.
 pub(super) fn spawn_writer(
     mut conn: Conn,
-    local: Option<(LocalWriter, Checkpoints)>,
+    local: Option<LocalWriter>,
     begin_failure: Arc<Mutex<Option<String>>>,
 ) -> std::io::Result<mpsc::Sender<Job>> {
     let local = match local {
-        Some((writer, mut checkpoints)) => {
+        Some(writer) => {
             let (sender, batches) = std::sync::mpsc::channel::<LocalBatch>();
             let failure = begin_failure.clone();
             std::thread::Builder::new()
                 .name("keyport-writer".into())
                 .spawn(move || {
-                    Checkpoints::watch(&writer.conn());
                     while let Ok((jobs, done)) = batches.recv() {
                         run_local_batch(&writer, jobs, &failure);
-                        checkpoints.committed(&writer.conn());
                         let _ = done.send(());
                     }
                 })?;
