@@ -74,7 +74,7 @@ pub async fn insert_many<'e>(from: impl Into<Source<'e>>, events: &[AuditEvent])
         let args: Vec<Arg<'_>> = chunk
             .iter()
             .zip(&details)
-            .flat_map(|(e, detail)| args(e, detail.as_deref()))
+            .flat_map(|(e, detail)| event_args(e, detail.as_deref()))
             .collect();
         reads::execute(from.reborrow(), &INSERTS[chunk.len() - 1], &args).await?;
     }
@@ -82,7 +82,7 @@ pub async fn insert_many<'e>(from: impl Into<Source<'e>>, events: &[AuditEvent])
 }
 
 /// One event's arguments, in the order of the `INSERT`'s columns.
-fn args<'a>(e: &'a AuditEvent, detail: Option<&'a str>) -> [Arg<'a>; 11] {
+fn event_args<'a>(e: &'a AuditEvent, detail: Option<&'a str>) -> [Arg<'a>; 11] {
     [
         Arg::Text(&e.id),
         Arg::Int(e.at_ms),
