@@ -6,7 +6,7 @@
 //! the time is kept here until it is written, and [`Store::queued_poll`]
 //! answers for it meanwhile, so the judgement is as exact as a committed
 //! row's. One flusher task at a time lets times gather for [`LINGER`] and
-//! writes them, many to a statement, in one write job. A crash loses only
+//! writes them in one write job, on the writer's own connection. A crash loses only
 //! poll times (a poll just before it may then not count as too fast).
 
 use std::collections::HashMap;

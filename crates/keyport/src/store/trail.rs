@@ -1,9 +1,9 @@
 //! Audit rows written off the response's path ([`Store::append_audit`]).
 //!
 //! A row is queued here and the caller goes on. One flusher task at a time
-//! lets rows gather for [`LINGER`], takes everything queued and inserts it,
-//! many rows to a statement, as one write job; rows queued meanwhile go in
-//! the next. A crash loses at most the rows of that moment. At most
+//! lets rows gather for [`LINGER`], takes everything queued and inserts it
+//! as one write job (on SQLite's writer's own connection, see
+//! [`Store::write_either`]); rows queued meanwhile go in the next. A crash loses at most the rows of that moment. At most
 //! [`QUEUED`] rows wait at once: past that the caller waits for room, so a
 //! flood queues nothing without bound. [`Store::close`] waits until every
 //! queued row has been written.
