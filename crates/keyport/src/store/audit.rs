@@ -29,6 +29,7 @@ pub struct AuditEvent {
 pub async fn insert<'e>(from: impl Into<Source<'e>>, e: &AuditEvent) -> Result<()> {
     insert_many(from, std::slice::from_ref(e)).await
 }
+
 /// Rows per `INSERT` in [`insert_many`]. SQLite looks a `$n` parameter's
 /// name up by walking the statement's list of them, so binding costs grow
 /// with the square of a statement's parameters: 16 rows (176 of them) keep

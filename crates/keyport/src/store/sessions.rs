@@ -109,6 +109,7 @@ pub async fn revoke<'e>(
     let args = [Arg::Text(id), Arg::Int(now), Arg::Text(reason)];
     Ok(reads::execute(from, SQL, &args).await? == 1)
 }
+
 /// Ends every live session of a user (an admin disabled the account).
 pub async fn revoke_all_of_user<'e>(
     db: impl Db<'e>,
@@ -145,6 +146,7 @@ pub async fn touch<'e>(
     reads::execute(from, SQL, &args).await?;
     Ok(())
 }
+
 /// A new session with its first tokens: the session row, its refresh token
 /// (hash and expiry) when one was issued, and its opaque access token when
 /// the client uses them. Every grant that opens a session writes this.
@@ -182,6 +184,7 @@ pub async fn insert_refresh<'e>(
     reads::execute(from, SQL, &args).await?;
     Ok(())
 }
+
 /// A refresh token with what its rotation decides on.
 #[derive(Debug, Clone)]
 pub struct RefreshToken {
@@ -245,6 +248,7 @@ pub async fn rotate<'e>(
     ];
     Ok(reads::execute(from, SQL, &args).await? == 1)
 }
+
 /// Drops the sealed leeway replies of rotations older than `before_ms`:
 /// past the leeway nobody may have them again.
 pub async fn forget_sealed_successors<'e>(db: impl Db<'e>, before_ms: i64) -> Result<u64> {
@@ -332,6 +336,7 @@ pub async fn insert_opaque<'e>(
     reads::execute(from, SQL, &args).await?;
     Ok(())
 }
+
 /// The claims of an opaque access token, by its hash.
 pub async fn opaque_claims<'e>(
     from: impl Into<Source<'e>>,
