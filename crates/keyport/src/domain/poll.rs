@@ -85,10 +85,10 @@ impl Keyport {
     }
 
     /// The answer to a poll of a pending code, when this instance alone
-    /// polls its store: read, judged against the latest poll time (queued
-    /// or written), answered, and its time queued rather than committed
-    /// first. `None` sends the poll to the statement path: a shared store,
-    /// a code that is not pending, or a full queue.
+    /// polls its store: read, judged against the latest poll time (held in
+    /// memory or written), answered, and its time held in memory rather
+    /// than committed. `None` sends the poll to the statement path: a
+    /// shared store, a code that is not pending, or a full table of times.
     async fn pending_poll(
         &self,
         client: &Client,
@@ -112,7 +112,9 @@ impl Keyport {
         if !matches {
             return Ok(None);
         }
-        let last = device.last_poll_ms.max(self.store.queued_poll(code_hash));
+        let last = device
+            .last_poll_ms
+            .max(self.store.remembered_poll(code_hash));
         if polled_too_fast(last, device.interval, now_ms) {
             let hash = code_hash.to_string();
             let interval = self
@@ -127,7 +129,7 @@ impl Keyport {
             let slowed = DeviceAuthorization { interval, ..device };
             return Ok(refusal(decide_poll(&slowed, true)));
         }
-        if !self.store.queue_poll(code_hash, now_ms) {
+        if !self.store.remember_poll(code_hash, now_ms, device.interval) {
             return Ok(None);
         }
         Ok(refusal(decide_poll(&device, false)))

@@ -204,48 +204,6 @@ pub async fn poll<'e>(
     Ok(Some((row_to_device(&row)?, slowed)))
 }
 
-/// Codes per statement in [`record_polls`] through sqlx.
-const POLLS_PER_UPDATE: usize = 16;
-
-/// The `UPDATE` for 1, 2, … [`POLLS_PER_UPDATE`] codes, made once.
-static RECORD_POLLS: LazyLock<Vec<String>> = LazyLock::new(|| {
-    (1..=POLLS_PER_UPDATE)
-        .map(|codes| {
-            let cases: String = (0..codes)
-                .map(|n| format!(" WHEN ${} THEN ${}", 2 * n + 1, 2 * n + 2))
-                .collect();
-            let hashes: Vec<String> = (0..codes).map(|n| format!("${}", 2 * n + 1)).collect();
-            format!(
-                "UPDATE device_authorizations SET last_poll_ms = CASE device_code_hash{cases} END \
-                 WHERE device_code_hash IN ({}) AND status = 'pending' \
-                 AND (last_poll_ms IS NULL OR last_poll_ms < CASE device_code_hash{cases} END)",
-                hashes.join(", ")
-            )
-        })
-        .collect()
-});
-
-/// Writes pending codes' poll times (device code hash, unix ms), many to a
-/// statement through sqlx and one to a statement on the writer's own
-/// connection (where a statement costs no crossing); a time never moves
-/// back, and a code no longer pending keeps the time its last statement
-/// gave it.
-pub async fn record_polls<'e>(from: impl Into<Source<'e>>, polls: &[(String, i64)]) -> Result<()> {
-    let mut from = from.into();
-    let per_statement = match from {
-        Source::Writing(_) => 1,
-        _ => POLLS_PER_UPDATE,
-    };
-    for chunk in polls.chunks(per_statement) {
-        let args: Vec<Arg<'_>> = chunk
-            .iter()
-            .flat_map(|(hash, at)| [Arg::Text(hash), Arg::Int(*at)])
-            .collect();
-        reads::execute(from.reborrow(), &RECORD_POLLS[chunk.len() - 1], &args).await?;
-    }
-    Ok(())
-}
-
 /// RFC 8628 §3.5 for a pending code polled too fast: five more seconds of
 /// interval, and the poll's time. Returns the new interval, or `None` when
 /// the code is no longer pending.

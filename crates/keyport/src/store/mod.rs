@@ -155,7 +155,7 @@ pub struct Store {
     begin_failure: Arc<Mutex<Option<String>>>,
     /// Audit rows queued off the response's path ([`Store::append_audit`]).
     trail: Arc<trail::Trail>,
-    /// Pending codes' poll times not yet written ([`Store::queue_poll`]).
+    /// Pending codes' poll times, held in memory ([`Store::remember_poll`]).
     polls: Arc<polls::PollTimes>,
     /// SQLite's in-place reads for the hottest paths ([`reads`]).
     reader: Option<Arc<reads::Reader>>,
@@ -364,20 +364,15 @@ impl Store {
         )
     }
 
-    /// Waits (ten seconds at most) for the queued audit rows and poll times
-    /// to be written, then closes the pool.
+    /// Waits (ten seconds at most) for the queued audit rows to be
+    /// written, then closes the pool.
     pub async fn close(&self) {
-        let flushed = async {
-            let _ = self.trail.room.acquire_many(trail::QUEUED as u32).await;
-            while !self.polls.is_idle() {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        };
+        let flushed = self.trail.room.acquire_many(trail::QUEUED as u32);
         if tokio::time::timeout(Duration::from_secs(10), flushed)
             .await
             .is_err()
         {
-            tracing::error!("queued audit rows or poll times were still unwritten at shutdown");
+            tracing::error!("queued audit rows were still unwritten at shutdown");
         }
         if let Some(reader) = &self.reader {
             reader.close();
