@@ -137,6 +137,7 @@ impl LocalWriter {
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
         )?;
+        conn.execute_batch(super::WAL_CHECKPOINT)?;
         Ok(Self(Mutex::new(conn)))
     }
 
