@@ -15,9 +15,11 @@ use std::sync::Mutex;
 
 use super::Store;
 
-/// Codes whose poll time is held at once (about 10 MiB when full); past
-/// that a poll takes the statement path, which writes its time.
-const CAPACITY: usize = 1 << 18;
+/// Codes whose poll time is held at once; past that a poll takes the
+/// statement path, which writes its time. Seven eighths of 2^18, the most a
+/// table of 2^18 slots holds before it doubles: 33 bytes a slot, about
+/// 8.3 MiB when full.
+const CAPACITY: usize = (1 << 18) / 8 * 7;
 
 /// How often, at most, times past their interval are dropped.
 const SWEEP_EVERY_MS: i64 = 1_000;
@@ -64,13 +66,15 @@ impl Table {
         if self.times.len() >= CAPACITY && !self.times.contains_key(&key) {
             return false;
         }
-        let time = self
-            .times
+        let time = Remembered { at_ms, until_ms };
+        self.times
             .entry(key)
-            .or_insert(Remembered { at_ms, until_ms });
-        if at_ms >= time.at_ms {
-            *time = Remembered { at_ms, until_ms };
-        }
+            .and_modify(|held| {
+                if at_ms >= held.at_ms {
+                    *held = time;
+                }
+            })
+            .or_insert(time);
         true
     }
 
