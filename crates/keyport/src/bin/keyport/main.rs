@@ -36,18 +36,29 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: &str) {
+/// Logs to stderr from a thread of their own: requests hand their lines
+/// over and go on, and the thread writes everything queued in one write
+/// (a line per token grant was a write(2) each, 14 % of client credentials
+/// grants). Nothing is dropped: a full queue makes the caller wait. The
+/// returned guard writes what is left when it is dropped; a SIGKILL loses
+/// the lines of that moment (the audit rows themselves are in the database).
+fn init_logging(format: &str) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KEYPORT_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("keyport-log")
+        .finish(std::io::BufWriter::new(std::io::stderr()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     if format == "json" {
         builder.json().init();
     } else {
         builder.init();
     }
+    guard
 }
 
 async fn open(store: &StoreArgs, serve: &ServeArgs) -> anyhow::Result<Keyport> {
@@ -71,7 +82,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let none = ServeArgs::default();
     match cli.command {
         Command::Serve { serve, log_format } => {
-            init_logging(&log_format);
+            let _flushed_on_return = init_logging(&log_format);
             return serve::run_server(&cli.store, &serve).await;
         }
         Command::Migrate => {
