@@ -1,6 +1,7 @@
 //! `keyport`: serve the authorization server, or administer it.
 
 mod cli;
+mod logging;
 mod serve;
 
 use std::io::Read;
@@ -36,29 +37,21 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs to stderr from a thread of their own: requests hand their lines
-/// over and go on, and the thread writes everything queued in one write
-/// (a line per token grant was a write(2) each, 14 % of client credentials
-/// grants). Nothing is dropped: a full queue makes the caller wait. The
-/// returned guard writes what is left when it is dropped; a SIGKILL loses
-/// the lines of that moment (the audit rows themselves are in the database).
-fn init_logging(format: &str) -> tracing_appender::non_blocking::WorkerGuard {
+/// Logs to stderr through [`logging::LOG`], which writes the lines in
+/// batches; the caller writes what is left at the end.
+fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KEYPORT_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("keyport-log")
-        .finish(std::io::BufWriter::new(std::io::stderr()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer);
+        .with_writer(&*logging::LOG);
     if format == "json" {
         builder.json().init();
     } else {
         builder.init();
     }
-    guard
+    logging::LOG.flush_every_linger();
 }
 
 async fn open(store: &StoreArgs, serve: &ServeArgs) -> anyhow::Result<Keyport> {
@@ -82,8 +75,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let none = ServeArgs::default();
     match cli.command {
         Command::Serve { serve, log_format } => {
-            let _flushed_on_return = init_logging(&log_format);
-            return serve::run_server(&cli.store, &serve).await;
+            init_logging(&log_format);
+            let served = serve::run_server(&cli.store, &serve).await;
+            logging::LOG.flush();
+            return served;
         }
         Command::Migrate => {
             open(&cli.store, &none).await?;
