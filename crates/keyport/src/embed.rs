@@ -253,7 +253,7 @@ impl Devices<'_> {
             .await
     }
 
-    async fn client(&self, id: &str) -> Result<crate::domain::clients::Client> {
+    async fn client(&self, id: &str) -> Result<std::sync::Arc<crate::domain::clients::Client>> {
         self.kp
             .client(id)
             .await?

@@ -51,7 +51,9 @@ pub struct Keyport(Arc<Inner>);
 
 /// A metadata document's client (or `None` for a refused one), when it was
 /// fetched, and for how long that answer holds.
-type CachedDocument = (Instant, Duration, Option<Client>);
+type CachedDocument = (Instant, Duration, Option<Arc<Client>>);
+/// A client as read at an instant (`None`: no such client).
+type CachedClient = (Instant, Option<Arc<Client>>);
 
 const CLIENT_CACHE_TTL: Duration = Duration::from_secs(1);
 /// How long a fetched client metadata document is trusted.
@@ -72,10 +74,13 @@ pub struct Inner {
     pub(crate) store: Store,
     pub(crate) clock: SharedClock,
     pub(crate) master: MasterKey,
+    /// The key of user codes' keyed hashes, derived from the master key
+    /// once: every device start and every code typed in uses it.
+    user_code_key: aws_lc_rs::hmac::Key,
     pub(crate) catalogue: Catalogue,
     keys: RwLock<Arc<KeySet>>,
     /// Clients read in the last second: every token request names one.
-    clients: Mutex<HashMap<String, (Instant, Option<Client>)>>,
+    clients: Mutex<HashMap<String, CachedClient>>,
     /// Clients described by metadata documents, by URL, for
     /// [`METADATA_CACHE_TTL`] (a failed fetch for less).
     metadata_clients: Mutex<HashMap<String, CachedDocument>>,
@@ -192,6 +197,7 @@ impl Keyport {
             config,
             store,
             clock,
+            user_code_key: crypto::hmac_key(&master.derive("user code")),
             master,
         }));
         keyport.sync_config_clients().await?;
@@ -355,8 +361,9 @@ impl Keyport {
     }
 
     /// The client with this id, read at most once a second per instance (a
-    /// client changed elsewhere is seen within a second).
-    pub async fn client(&self, id: &str) -> Result<Option<Client>, store::Error> {
+    /// client changed elsewhere is seen within a second). Shared, not
+    /// copied: every token request asks for one.
+    pub async fn client(&self, id: &str) -> Result<Option<Arc<Client>>, store::Error> {
         // No client has such an id (ClientSpec::build refuses them), and
         // PostgreSQL cannot even compare text holding NUL.
         if id.is_empty() || id.len() > 255 || id.chars().any(char::is_control) {
@@ -369,7 +376,9 @@ impl Keyport {
         if let Some((_, client)) = cached.filter(|(at, _)| at.elapsed() < CLIENT_CACHE_TTL) {
             return Ok(client);
         }
-        let client = store::clients::find(self.store.pool(), id).await?;
+        let client = store::clients::find(self.store.pool(), id)
+            .await?
+            .map(Arc::new);
         let mut cache = self.clients.lock().expect("cache lock");
         if cache.len() >= CACHE_LIMIT {
             cache.clear();
@@ -382,13 +391,13 @@ impl Keyport {
     /// derived from the master key (8 letters of 20 are too few for a plain
     /// hash to protect them).
     pub fn user_code_hash(&self, code: &crate::crypto::tokens::UserCode) -> String {
-        crypto::keyed_hash(&self.master.derive("user code"), code.as_str())
+        crypto::keyed_hash_with(&self.user_code_key, code.as_str())
     }
 
     /// Drops a cached client after this instance changed it.
     /// The client a metadata document describes: fetched with the SSRF
     /// guard, checked, and cached.
-    async fn metadata_client(&self, url: &str) -> Option<Client> {
+    async fn metadata_client(&self, url: &str) -> Option<Arc<Client>> {
         let cached = self
             .metadata_clients
             .lock()
@@ -408,6 +417,7 @@ impl Keyport {
                 crate::domain::cimd::client_from_document(url, &body, &self.catalogue.names())
                     .inspect_err(|why| tracing::info!(why, "client metadata document refused"))
                     .ok()
+                    .map(Arc::new)
             }
             Err(e) => {
                 tracing::info!(error = %e, "client metadata document not fetched");

@@ -63,8 +63,18 @@ pub fn hash_secret(secret: &str) -> String {
 /// A keyed hash (HMAC-SHA256, base64url) for low-entropy secrets such as
 /// user codes: without the key, a leaked hash cannot be brute-forced.
 pub fn keyed_hash(key: &[u8; 32], secret: &str) -> String {
-    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key);
-    b64url(aws_lc_rs::hmac::sign(&key, secret.as_bytes()).as_ref())
+    keyed_hash_with(&hmac_key(key), secret)
+}
+
+/// An HMAC-SHA256 key ready for [`keyed_hash_with`]: a key used on every
+/// request is made once (the key schedule costs about as much as the hash).
+pub fn hmac_key(key: &[u8; 32]) -> aws_lc_rs::hmac::Key {
+    aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key)
+}
+
+/// [`keyed_hash`] under a key made by [`hmac_key`].
+pub fn keyed_hash_with(key: &aws_lc_rs::hmac::Key, secret: &str) -> String {
+    b64url(aws_lc_rs::hmac::sign(key, secret.as_bytes()).as_ref())
 }
 
 /// Compares two secrets without leaking where they differ.

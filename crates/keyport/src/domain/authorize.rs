@@ -296,7 +296,7 @@ impl Keyport {
             Some(id) => self.client(id).await?,
             None => None,
         };
-        let redirect_uri = match check_redirect(client.as_ref(), p) {
+        let redirect_uri = match check_redirect(client.as_deref(), p) {
             Ok(uri) => uri,
             Err(refusal) => return Ok(Err(refusal)),
         };

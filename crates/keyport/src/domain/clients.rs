@@ -4,6 +4,7 @@
 //! `client_secret_post`, and `none` for public clients.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use super::scopes::Scopes;
 use super::{Error, ErrorCode, Result};
@@ -336,7 +337,7 @@ pub fn secret_matches(client: &Client, given: &ClientSecret, now: i64) -> bool {
 impl Keyport {
     /// Finds the client and checks its secret. A confidential client must
     /// present its secret; a public client must not claim one.
-    pub async fn authenticate_client(&self, creds: &ClientCredentials) -> Result<Client> {
+    pub async fn authenticate_client(&self, creds: &ClientCredentials) -> Result<Arc<Client>> {
         let Some(id) = creds.client_id.as_deref() else {
             return Err(Error::invalid_client("client authentication is required"));
         };

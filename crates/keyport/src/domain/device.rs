@@ -235,7 +235,7 @@ impl Keyport {
             requested: Scopes::parse(&device.scope).unwrap_or_default(),
             metadata: serde_json::from_str(&device.metadata).unwrap_or_default(),
             id: device.id,
-            client,
+            client: std::sync::Arc::unwrap_or_clone(client),
             resource: device.resource,
             ip: device.ip,
             expires_at: device.expires_at,

@@ -53,7 +53,7 @@ impl Keyport {
         Ok(Some(RequestView {
             id: device.id,
             client_id: client.id.as_str().to_string(),
-            client_name: client.name,
+            client_name: client.name.clone(),
             requested: Scopes::parse(&device.scope).unwrap_or_default(),
             resource: device.resource,
             metadata: serde_json::from_str(&device.metadata).unwrap_or_default(),

@@ -190,7 +190,9 @@ impl Keyport {
         let (scope, resource) = decide_client_credentials(client, scope, resource)?;
         let now = self.clock.now();
         let session = Session {
-            id: crypto::random_id(),
+            // No session is opened, so no id is drawn: a token with no user
+            // carries no `sid` (see `mint`).
+            id: String::new(),
             user_id: None,
             client_id: client.id.to_string(),
             workspace_id: None,
