@@ -2,26 +2,30 @@
 //! the clock and the signing keys; the HTTP layer and the admin commands
 //! call it, and a Rust backend can embed it and call the same device-flow
 //! operations in process (`start`, `resolve`, `approve`, `deny`, `poll`).
+//! Its client caches are in `clients.rs`, its upkeep in `maintenance.rs`.
+
+mod clients;
+mod maintenance;
+
+pub use maintenance::Housekeeping;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
 use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::crypto;
 use crate::crypto::keys::{self, KeySet, KeyUse};
 use crate::crypto::seal::MasterKey;
-use crate::crypto::{self, hash_secret};
 use crate::domain::Error;
-use crate::domain::clients::Client;
 use crate::domain::keys::KeyStep;
 use crate::domain::scopes::Catalogue;
 use crate::domain::tokens::AccessClaims;
-use crate::store::retention::{Cutoffs, Prune};
 use crate::store::{self, Store};
+use clients::{CachedClient, CachedDocument, METADATA_FETCHES_IN_FLIGHT};
 
 /// Who is calling, for audit records and per-IP limits.
 #[derive(Debug, Clone, Default)]
@@ -49,20 +53,6 @@ impl Caller {
 #[derive(Clone)]
 pub struct Keyport(Arc<Inner>);
 
-/// A metadata document's client (or `None` for a refused one), when it was
-/// fetched, and for how long that answer holds.
-type CachedDocument = (Instant, Duration, Option<Arc<Client>>);
-/// A client as read at an instant (`None`: no such client).
-type CachedClient = (Instant, Option<Arc<Client>>);
-
-const CLIENT_CACHE_TTL: Duration = Duration::from_secs(1);
-/// How long a fetched client metadata document is trusted.
-const METADATA_CACHE_TTL: Duration = Duration::from_secs(300);
-/// Metadata documents fetched at once, over all requests.
-const METADATA_FETCHES_IN_FLIGHT: usize = 8;
-/// How long a document that could not be fetched or was refused is not
-/// fetched again (a flood of requests naming it costs one fetch).
-const METADATA_FAILURE_TTL: Duration = Duration::from_secs(30);
 /// Most entries a cache holds before it starts over (bounds memory).
 const CACHE_LIMIT: usize = 4096;
 
@@ -324,130 +314,11 @@ impl Keyport {
         Ok(done)
     }
 
-    async fn sync_config_clients(&self) -> Result<(), OpenError> {
-        for decl in &self.config.clients {
-            let secret_hash = match (&decl.secret_hash, &decl.secret_env) {
-                (Some(hash), _) => Some(hash.clone()),
-                (None, Some(var)) => {
-                    let secret = std::env::var(var).map_err(|_| {
-                        OpenError::ConfigClient(
-                            decl.id.clone(),
-                            format!("variable {var} is not set"),
-                        )
-                    })?;
-                    Some(hash_secret(&secret))
-                }
-                (None, None) if decl.is_confidential() => {
-                    return Err(OpenError::ConfigClient(
-                        decl.id.clone(),
-                        "a confidential client needs secret_hash or secret_env".into(),
-                    ));
-                }
-                (None, None) => None,
-            };
-            let mut client = decl
-                .spec()
-                .build("config")
-                .map_err(|why| OpenError::ConfigClient(decl.id.clone(), why))?;
-            client.secret_hash = secret_hash;
-            let now = self.clock.now();
-            self.store
-                .write(move |c| {
-                    Box::pin(async move { store::clients::save(c, &client, now, true).await })
-                })
-                .await?;
-        }
-        Ok(())
-    }
-
-    /// The client with this id, read at most once a second per instance (a
-    /// client changed elsewhere is seen within a second). Shared, not
-    /// copied: every token request asks for one.
-    pub async fn client(&self, id: &str) -> Result<Option<Arc<Client>>, store::Error> {
-        // No client has such an id (ClientSpec::build refuses them), and
-        // PostgreSQL cannot even compare text holding NUL.
-        if id.is_empty() || id.len() > 255 || id.chars().any(char::is_control) {
-            return Ok(None);
-        }
-        if crate::domain::cimd::is_metadata_url(id, self.config.cimd.allow_loopback) {
-            return Ok(self.metadata_client(id).await);
-        }
-        let cached = self.clients.lock().expect("cache lock").get(id).cloned();
-        if let Some((_, client)) = cached.filter(|(at, _)| at.elapsed() < CLIENT_CACHE_TTL) {
-            return Ok(client);
-        }
-        let client = store::clients::find(self.store.pool(), id)
-            .await?
-            .map(Arc::new);
-        let mut cache = self.clients.lock().expect("cache lock");
-        if cache.len() >= CACHE_LIMIT {
-            cache.clear();
-        }
-        cache.insert(id.to_string(), (Instant::now(), client.clone()));
-        Ok(client)
-    }
-
     /// What the database keeps of a user code: a keyed hash under a key
     /// derived from the master key (8 letters of 20 are too few for a plain
     /// hash to protect them).
     pub fn user_code_hash(&self, code: &crate::crypto::tokens::UserCode) -> String {
         crypto::keyed_hash_with(&self.user_code_key, code.as_str())
-    }
-
-    /// Drops a cached client after this instance changed it.
-    /// The client a metadata document describes: fetched with the SSRF
-    /// guard, checked, and cached.
-    async fn metadata_client(&self, url: &str) -> Option<Arc<Client>> {
-        let cached = self
-            .metadata_clients
-            .lock()
-            .expect("cache lock")
-            .get(url)
-            .cloned();
-        if let Some((_, _, client)) = cached.filter(|(at, ttl, _)| at.elapsed() < *ttl) {
-            return client;
-        }
-        let parsed = url::Url::parse(url).ok()?;
-        // At capacity the client is unknown for now (not cached): the
-        // request is refused and can be retried.
-        let _permit = self.metadata_fetches.try_acquire().ok()?;
-        let fetched = crate::fetch::fetch_document(&parsed, self.config.cimd.allow_loopback).await;
-        let client = match fetched {
-            Ok(body) => {
-                crate::domain::cimd::client_from_document(url, &body, &self.catalogue.names())
-                    .inspect_err(|why| tracing::info!(why, "client metadata document refused"))
-                    .ok()
-                    .map(Arc::new)
-            }
-            Err(e) => {
-                tracing::info!(error = %e, "client metadata document not fetched");
-                None
-            }
-        };
-        let ttl = match client {
-            Some(_) => METADATA_CACHE_TTL,
-            None => METADATA_FAILURE_TTL,
-        };
-        let mut cache = self.metadata_clients.lock().expect("cache lock");
-        if cache.len() >= CACHE_LIMIT {
-            // Expired answers go first; a cache full of live ones loses the
-            // one closest to expiry, never the whole set.
-            cache.retain(|_, (at, ttl, _)| at.elapsed() < *ttl);
-            if cache.len() >= CACHE_LIMIT
-                && let Some(oldest) = cache
-                    .iter()
-                    .min_by_key(|(_, (at, ttl, _))| ttl.saturating_sub(at.elapsed()))
-                    .map(|(k, _)| k.clone())
-            {
-                cache.remove(&oldest);
-            }
-        }
-        cache.insert(url.to_string(), (Instant::now(), ttl, client.clone()));
-        client
-    }
-
-    pub fn forget_client(&self, id: &str) {
-        self.clients.lock().expect("cache lock").remove(id);
     }
 
     /// The claims of an access token whose signature this instance already
@@ -482,111 +353,6 @@ impl Keyport {
             crate::hashing::HashingFailed::Failed => Error::internal("password hashing failed"),
         })
     }
-
-    /// Hourly upkeep: forgets the sealed leeway replies (of rotations and
-    /// of device-code redemptions) past the leeway, then prunes what no rule
-    /// needs any more ([`Prune`]), one bounded batch per write job so the
-    /// writer is never held for long. Returns what it removed.
-    pub async fn housekeeping(&self) -> Result<Housekeeping, store::Error> {
-        let now_ms = self.clock.now_ms();
-        let now = now_ms.div_euclid(1000);
-        let leeway_ms = self.config.tokens.refresh_leeway * 1000;
-        self.store
-            .write(move |c| {
-                Box::pin(async move {
-                    store::device::forget_sealed_tokens(&mut *c, now_ms - leeway_ms).await?;
-                    store::sessions::forget_sealed_successors(c, now_ms - leeway_ms).await?;
-                    Ok(())
-                })
-            })
-            .await?;
-        const DAY: i64 = 86_400;
-        let (retention, tokens) = (&self.config.retention, &self.config.tokens);
-        let kept = retention.ended_sessions_days * DAY;
-        let at = Cutoffs {
-            now,
-            revoked_before: now - kept,
-            idle_before: now - tokens.refresh_token_ttl - kept,
-            created_before: now - tokens.session_max_lifetime - kept,
-            failures_before: now - self.config.limits.lockout_seconds,
-            audit_before_ms: now_ms - retention.audit_days * DAY * 1000,
-        };
-        let limit = retention.batch_size.max(1);
-        let mut report = Housekeeping::default();
-        for what in Prune::ALL {
-            let mut total = 0;
-            loop {
-                let (n, held) = self
-                    .store
-                    .write_one(move |c| {
-                        Box::pin(async move {
-                            let started = Instant::now();
-                            let n = store::retention::prune(c, what, at, limit).await?;
-                            Ok((n, started.elapsed()))
-                        })
-                    })
-                    .await?;
-                report.batches += 1;
-                report.longest_batch = report.longest_batch.max(held);
-                total += n;
-                if n < limit as u64 {
-                    break;
-                }
-                // Let the requests queued meanwhile have the writer first.
-                tokio::task::yield_now().await;
-            }
-            report.removed.push((what, total));
-        }
-        if report.removed.iter().any(|(_, n)| *n > 0) {
-            let summary: Vec<String> = report
-                .removed
-                .iter()
-                .filter(|(_, n)| *n > 0)
-                .map(|(what, n)| format!("{}={n}", what.name()))
-                .collect();
-            tracing::info!(pruned = %summary.join(" "), "housekeeping");
-        }
-        Ok(report)
-    }
-
-    /// Background upkeep: reload keys rotated elsewhere (every 2 s), rotate
-    /// keys when due (every minute), prune storage (hourly).
-    pub fn spawn_maintenance(&self) -> tokio::task::JoinHandle<()> {
-        let keyport = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(2));
-            let mut n: u64 = 0;
-            loop {
-                tick.tick().await;
-                n += 1;
-                crate::telemetry::upkeep();
-                if let Err(e) = keyport.reload_keys().await {
-                    tracing::warn!(error = %e, "signing key reload failed");
-                }
-                if n.is_multiple_of(30)
-                    && let Err(e) = keyport.rotate_keys_if_due().await
-                {
-                    tracing::warn!(error = %e, "signing key rotation failed");
-                }
-                if n.is_multiple_of(1800)
-                    && let Err(e) = keyport.housekeeping().await
-                {
-                    tracing::warn!(error = %e, "purging expired codes and leeway replies failed");
-                }
-            }
-        })
-    }
-}
-
-/// What one housekeeping run did.
-#[derive(Debug, Default, Clone)]
-pub struct Housekeeping {
-    /// Rows removed, by kind.
-    pub removed: Vec<(Prune, u64)>,
-    /// Batches run (each one write job).
-    pub batches: u64,
-    /// The longest a batch's statement ran inside the write transaction.
-    pub longest_batch: Duration,
 }
 
 /// Records a key rotation step, done by the server itself.
