@@ -8,7 +8,6 @@ pub mod dashboard;
 pub mod device;
 pub mod setup;
 
-use aws_lc_rs::hmac;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -78,8 +77,7 @@ pub struct Csrf {
 }
 
 fn csrf_mac(kp: &Keyport, cookie: &str) -> String {
-    let key = hmac::Key::new(hmac::HMAC_SHA256, &kp.master.derive("csrf"));
-    crypto::b64url(hmac::sign(&key, cookie.as_bytes()).as_ref())
+    crypto::keyed_hash(&kp.master.derive("csrf"), cookie)
 }
 
 pub fn csrf_for(kp: &Keyport, headers: &HeaderMap) -> Csrf {
