@@ -33,7 +33,16 @@ pub fn random_id() -> String {
 /// rows keyed by it are added at the end of their index, on a page the
 /// last commit already wrote, instead of on a random page of it.
 pub fn ordered_id(at_ms: i64) -> String {
-    format!("{:013x}{}", at_ms.max(0), random_id())
+    format!("{}{}", time_prefix(at_ms), random_id())
+}
+
+/// Characters of [`time_prefix`].
+pub const TIME_PREFIX_LEN: usize = 13;
+
+/// `at_ms` in 13 lowercase hex digits (good until the year 10889), so
+/// values that begin with it sort by time.
+pub fn time_prefix(at_ms: i64) -> String {
+    format!("{:013x}", at_ms.max(0))
 }
 
 pub fn hex(bytes: &[u8]) -> String {

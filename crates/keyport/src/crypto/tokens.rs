@@ -129,9 +129,43 @@ fn is_dash(c: char) -> bool {
     )
 }
 
-/// A device code: 256 random bits.
-pub fn new_device_code() -> Secret {
-    Secret(super::random_token())
+/// A device code: 256 random bits, after the time it was issued
+/// ([`super::time_prefix`]) when `issued_ms` is given. The time is no
+/// secret; it leads the code's [`device_code_key`].
+pub fn new_device_code(issued_ms: Option<i64>) -> Secret {
+    match issued_ms {
+        Some(at_ms) => Secret(format!(
+            "{}{}",
+            super::time_prefix(at_ms),
+            super::random_token()
+        )),
+        None => Secret(super::random_token()),
+    }
+}
+
+/// What a device code is stored and found by: its SHA-256 hash (base64url),
+/// after the code's time when the code begins with one. The keys of codes
+/// issued in turn then sort in turn, so each new row goes to the end of the
+/// unique index on them, on a page the last commit already wrote, where a
+/// bare hash takes a random page of the index per code.
+pub fn device_code_key(code: &Secret) -> String {
+    let text = code.expose();
+    let hash = super::hash_secret(text);
+    match issued_prefix(text) {
+        Some(prefix) => format!("{prefix}{hash}"),
+        None => hash,
+    }
+}
+
+/// The time a device code begins with: only in a code of exactly that
+/// prefix and 256 bits, so a code of the bare form keeps its bare key.
+fn issued_prefix(code: &str) -> Option<&str> {
+    const BARE: usize = 43;
+    let prefix = code.get(..super::TIME_PREFIX_LEN)?;
+    let lower_hex = prefix
+        .bytes()
+        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    (code.len() == super::TIME_PREFIX_LEN + BARE && lower_hex).then_some(prefix)
 }
 
 /// `kp_rt_` + 256 random bits + a CRC32 checksum, so secret scanners can
@@ -198,6 +232,29 @@ fn checksum_ok(token: &str) -> bool {
 mod tests {
     use super::*;
     use keyport_proto::REFRESH_TOKEN_PREFIX;
+
+    #[test]
+    fn device_code_keys_sort_by_issue_time_and_bare_codes_keep_bare_keys() {
+        let early = new_device_code(Some(1_700_000_000_000));
+        let late = new_device_code(Some(1_700_000_000_001));
+        assert_eq!(early.expose().len(), 13 + 43);
+        assert!(early.expose().starts_with("0018bcfe56800"));
+        let (early_key, late_key) = (device_code_key(&early), device_code_key(&late));
+        assert!(early_key < late_key, "{early_key} then {late_key}");
+        assert_eq!(early_key, format!("0018bcfe56800{}", early.hash()));
+
+        let bare = new_device_code(None);
+        assert_eq!(bare.expose().len(), 43);
+        assert_eq!(device_code_key(&bare), bare.hash());
+        // Anything else a client sends keeps the bare form too.
+        for text in [
+            "18BCFE5680000".to_string() + &"A".repeat(43),
+            "18bcfe5680000".into(),
+        ] {
+            let code = Secret::new(text);
+            assert_eq!(device_code_key(&code), code.hash());
+        }
+    }
 
     #[test]
     fn user_codes_use_the_alphabet_and_parse_loosely() {

@@ -10,7 +10,7 @@ use super::scopes::{Role, Scopes};
 use super::{Error, ErrorCode, Result};
 use crate::crypto;
 use crate::crypto::tokens::SessionCookie;
-use crate::crypto::tokens::{UserCode, new_device_code};
+use crate::crypto::tokens::{UserCode, device_code_key, new_device_code};
 use crate::service::{Caller, Keyport};
 use crate::store::device::{Approval, DeviceAuthorization, NewDevice, Status};
 use crate::store::{self, Writes, directory::User};
@@ -74,11 +74,14 @@ impl Keyport {
 
         // A user code could collide with a live one; draw again then.
         for _ in 0..4 {
-            let device_code = new_device_code();
-            let user_code = UserCode::generate();
             let now_ms = self.clock.now_ms();
             let now = now_ms.div_euclid(1000);
-            let (id, code_hash) = (crypto::ordered_id(now_ms), device_code.hash());
+            // A code that begins with its time needs an instance that knows
+            // the form to poll it: on a store others share, which may still
+            // run the release before it, codes keep the bare form.
+            let device_code = new_device_code((!self.store.is_shared()).then_some(now_ms));
+            let user_code = UserCode::generate();
+            let (id, code_hash) = (crypto::ordered_id(now_ms), device_code_key(&device_code));
             let (client_id, scope_text) = (client.id.clone(), scope.to_scope_string());
             let (resource, metadata, ip) = (resource.clone(), metadata.clone(), caller.ip_string());
             let network = caller.ip.map(network_of);

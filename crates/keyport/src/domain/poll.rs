@@ -10,8 +10,8 @@ use super::clients::Client;
 use super::scopes::Scopes;
 use super::tokens::{Grant, open_reply, seal_reply};
 use super::{Error, ErrorCode, Result};
-use crate::crypto::tokens::{Secret, new_refresh_token};
-use crate::crypto::{self, hash_secret};
+use crate::crypto;
+use crate::crypto::tokens::{Secret, device_code_key, new_refresh_token};
 use crate::service::{Caller, Keyport};
 use crate::store;
 use crate::store::device::{DeviceAuthorization, Status};
@@ -47,7 +47,7 @@ impl Keyport {
             ),
             None => None,
         };
-        let code_hash = hash_secret(poll.device_code.expose());
+        let code_hash = device_code_key(&poll.device_code);
         let now_ms = self.clock.now_ms();
         if let Some(answer) = self.pending_poll(client, &poll, &code_hash, now_ms).await? {
             return Err(answer);
@@ -234,7 +234,7 @@ impl Keyport {
         )?;
         let response = minted.response;
         let opaque = minted.opaque;
-        let code_hash = device_code.hash();
+        let code_hash = device_code_key(device_code);
         let sealed = (self.reply_leeway_ms(caller) > 0)
             .then(|| seal_reply(device_code, LEEWAY, &code_hash, &response));
         let refresh_expires = self.refresh_expiry(now, session.created_at);

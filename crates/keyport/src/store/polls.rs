@@ -43,10 +43,12 @@ struct Remembered {
     until_ms: i64,
 }
 
-/// A device code hash (base64url of SHA-256) as a compact key: its first 16
-/// characters, 96 random bits.
+/// A device code's key (`crypto::tokens::device_code_key`: a base64url
+/// SHA-256 hash, perhaps after the code's time) as a compact key: the
+/// hash's last 16 characters, 94 random bits.
 fn key(code_hash: &str) -> Option<u128> {
-    let bytes: [u8; 16] = code_hash.as_bytes().get(..16)?.try_into().ok()?;
+    let start = code_hash.len().checked_sub(16)?;
+    let bytes: [u8; 16] = code_hash.as_bytes().get(start..)?.try_into().ok()?;
     Some(u128::from_le_bytes(bytes))
 }
 
@@ -129,10 +131,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_differ_by_the_first_sixteen_characters() {
+    fn keys_differ_by_the_last_sixteen_characters() {
         assert_eq!(key("short"), None);
-        assert_ne!(key("AAAAAAAAAAAAAAAAx"), key("AAAAAAAAAAAAAAABx"));
-        assert_eq!(key("AAAAAAAAAAAAAAAAx"), key("AAAAAAAAAAAAAAAAy"));
+        assert_ne!(key("xAAAAAAAAAAAAAAAA"), key("xAAAAAAAAAAAAAAAB"));
+        assert_eq!(key("xAAAAAAAAAAAAAAAA"), key("yAAAAAAAAAAAAAAAA"));
+        // Codes issued in the same millisecond share their key's prefix.
+        assert_ne!(
+            key("0018bcfe56800AAAAAAAAAAAAAAAA"),
+            key("0018bcfe56800AAAAAAAAAAAAAAAB")
+        );
     }
 
     #[test]

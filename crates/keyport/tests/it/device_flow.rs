@@ -368,3 +368,71 @@ async fn housekeeping_forgets_leeway_replies_past_the_leeway() {
     server.kp.housekeeping().await.unwrap();
     assert_eq!(sealed().await, 0);
 }
+
+#[tokio::test]
+async fn device_code_keys_sort_by_issue_and_bare_codes_still_log_in() {
+    let server = TestServer::start().await;
+    let first = server.start_device(&[("resource", AUDIENCE)]).await;
+    server.clock.advance_secs(1);
+    let second = server.start_device(&[("resource", AUDIENCE)]).await;
+    let codes = [&first, &second].map(|s| s["device_code"].as_str().unwrap().to_string());
+    let keys: Vec<String> =
+        sqlx::query("SELECT device_code_hash FROM device_authorizations ORDER BY id")
+            .fetch_all(server.kp.store().pool())
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| sqlx::Row::get(row, "device_code_hash"))
+            .collect();
+    assert_eq!(keys.len(), 2);
+    for (code, key) in codes.iter().zip(&keys) {
+        let hash = keyport::crypto::hash_secret(code);
+        if server.kp.store().is_shared() {
+            // Instances of the release before read only the bare form.
+            assert_eq!(code.len(), 43, "{code}");
+            assert_eq!(key, &hash);
+        } else {
+            assert_eq!(code.len(), 56, "{code}");
+            assert_eq!(key, &format!("{}{hash}", &code[..13]));
+        }
+    }
+    if !server.kp.store().is_shared() {
+        assert!(
+            keys[0] < keys[1],
+            "the later code's key sorts later: {keys:?}"
+        );
+    }
+
+    // A code of the bare form, as the release before issued on every
+    // store, is found by its bare hash and logs in.
+    let bare = keyport::crypto::tokens::new_device_code(None);
+    sqlx::query(
+        "UPDATE device_authorizations SET device_code_hash = $1 WHERE device_code_hash = $2",
+    )
+    .bind(bare.hash())
+    .bind(&keys[1])
+    .execute(server.kp.store().pool())
+    .await
+    .unwrap();
+    let (status, body) = server.poll(bare.expose()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "authorization_pending", "{body}");
+    let done = server
+        .approve(
+            second["verification_uri_complete"].as_str().unwrap(),
+            "approve",
+        )
+        .await;
+    assert!(done.contains("Device approved"), "{done}");
+    let (status, body) = server.poll(&codes[1]).await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "the replaced code is unknown"
+    );
+    assert_eq!(body["error"], "invalid_grant", "{body}");
+    server.clock.advance_secs(5);
+    let (status, tokens) = server.poll(bare.expose()).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    assert!(tokens["access_token"].is_string());
+}
