@@ -1,6 +1,7 @@
 //! The SQLite writer: one task drains the waiting write jobs into one
 //! `BEGIN IMMEDIATE … COMMIT` (group commit: one fsync for many requests),
-//! each multi-statement job in a savepoint of its own, and delivers each
+//! each multi-statement job in a savepoint of its own (on the writer's own
+//! connection, unless it is alone in its transaction), and delivers each
 //! result only after the commit.
 
 use std::sync::{Arc, Mutex};
@@ -107,8 +108,14 @@ fn run_local_batch(
         return;
     }
     let count = jobs.len();
+    // A job alone in its transaction needs no savepoint: if it fails, the
+    // whole transaction rolls back, and it holds nothing else. (A savepoint
+    // copies each page the job changes into the sub-journal first.)
+    let alone = count == 1;
+    let mut failed_alone = false;
     let mut deliveries = Vec::with_capacity(count);
     for (run, savepoint) in jobs {
+        let savepoint = savepoint && !alone;
         if savepoint && let Err(e) = statements("SAVEPOINT job") {
             tracing::error!(error = %e, "a savepoint statement failed");
         }
@@ -130,6 +137,7 @@ fn run_local_batch(
                 false
             }
         };
+        failed_alone = alone && !ok;
         let undo = match (savepoint, ok) {
             (false, _) => None,
             (true, true) => Some("RELEASE job"),
@@ -140,7 +148,11 @@ fn run_local_batch(
         }
     }
     let committing = std::time::Instant::now();
-    let commit = statements("COMMIT");
+    let commit = if failed_alone {
+        statements("ROLLBACK")
+    } else {
+        statements("COMMIT")
+    };
     crate::telemetry::write_batch(count, committing.elapsed());
     let commit_error = match commit {
         Ok(()) => None,
@@ -341,6 +353,22 @@ mod tests {
                 .await
                 .unwrap_err()
                 .is_unique_violation()
+        );
+        // A job alone in its batch runs without a savepoint: when it fails
+        // after a write, or panics, the transaction rolls back instead.
+        let failed = either("alone", Some("INSERT INTO no_such_table VALUES (1)")).await;
+        assert!(failed.is_err());
+        assert!(either("alone-panic", Some("panic")).await.is_err());
+        for name in ["alone", "alone-panic"] {
+            let found = settings::get(store.pool(), name).await.unwrap();
+            assert!(found.is_none(), "{name} rolled back");
+        }
+        either("alone", None).await.unwrap();
+        assert!(
+            settings::get(store.pool(), "alone")
+                .await
+                .unwrap()
+                .is_some()
         );
         store.close().await;
         let _ = std::fs::remove_dir_all(dir);
