@@ -19,6 +19,9 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
     buf
 }
 
+/// Characters of a [`random_token`]: 256 bits in base64url.
+pub const RANDOM_TOKEN_LEN: usize = 43;
+
 /// 256 random bits, base64url without padding.
 pub fn random_token() -> String {
     URL_SAFE_NO_PAD.encode(random_bytes::<32>())

@@ -160,12 +160,11 @@ pub fn device_code_key(code: &Secret) -> String {
 /// The time a device code begins with: only in a code of exactly that
 /// prefix and 256 bits, so a code of the bare form keeps its bare key.
 fn issued_prefix(code: &str) -> Option<&str> {
-    const BARE: usize = 43;
     let prefix = code.get(..super::TIME_PREFIX_LEN)?;
     let lower_hex = prefix
         .bytes()
         .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    (code.len() == super::TIME_PREFIX_LEN + BARE && lower_hex).then_some(prefix)
+    (code.len() == super::TIME_PREFIX_LEN + super::RANDOM_TOKEN_LEN && lower_hex).then_some(prefix)
 }
 
 /// `kp_rt_` + 256 random bits + a CRC32 checksum, so secret scanners can

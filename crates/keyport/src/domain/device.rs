@@ -81,7 +81,7 @@ impl Keyport {
             // run the release before it, codes keep the bare form.
             let device_code = new_device_code((!self.store.is_shared()).then_some(now_ms));
             let user_code = UserCode::generate();
-            let (id, code_hash) = (crypto::ordered_id(now_ms), device_code_key(&device_code));
+            let (id, code_key) = (crypto::ordered_id(now_ms), device_code_key(&device_code));
             let (client_id, scope_text) = (client.id.clone(), scope.to_scope_string());
             let (resource, metadata, ip) = (resource.clone(), metadata.clone(), caller.ip_string());
             let network = caller.ip.map(network_of);
@@ -131,7 +131,7 @@ impl Keyport {
                             db,
                             NewDevice {
                                 id: &id,
-                                device_code_hash: &code_hash,
+                                device_code_hash: &code_key,
                                 user_code_hash: &user_code_hash,
                                 client_id: &client_id,
                                 scope: &scope_text,

@@ -47,13 +47,13 @@ impl Keyport {
             ),
             None => None,
         };
-        let code_hash = device_code_key(&poll.device_code);
+        let code_key = device_code_key(&poll.device_code);
         let now_ms = self.clock.now_ms();
-        if let Some(answer) = self.pending_poll(client, &poll, &code_hash, now_ms).await? {
+        if let Some(answer) = self.pending_poll(client, &poll, &code_key, now_ms).await? {
             return Err(answer);
         }
         let (client_id, resource, hash) =
-            (client.id.clone(), poll.resource.clone(), code_hash.clone());
+            (client.id.clone(), poll.resource.clone(), code_key.clone());
         let polled = self
             .store
             .write_one(move |c| {
@@ -72,7 +72,7 @@ impl Keyport {
             .await?;
         let Some((device, slowed)) = polled else {
             return self
-                .unmatched_poll(client, &poll, &code_hash, now_ms, caller)
+                .unmatched_poll(client, &poll, &code_key, now_ms, caller)
                 .await;
         };
         match decide_poll(&device, slowed) {
@@ -93,13 +93,13 @@ impl Keyport {
         &self,
         client: &Client,
         poll: &PollRequest,
-        code_hash: &str,
+        code_key: &str,
         now_ms: i64,
     ) -> Result<Option<Error>> {
         if self.store.is_shared() {
             return Ok(None);
         }
-        let Some(device) = store::device::by_device_code_hash(&self.store, code_hash).await? else {
+        let Some(device) = store::device::by_device_code_hash(&self.store, code_key).await? else {
             return Ok(None);
         };
         let matches = device.client_id == client.id
@@ -114,9 +114,9 @@ impl Keyport {
         }
         let last = device
             .last_poll_ms
-            .max(self.store.remembered_poll(code_hash));
+            .max(self.store.remembered_poll(code_key));
         if polled_too_fast(last, device.interval, now_ms) {
-            let hash = code_hash.to_string();
+            let hash = code_key.to_string();
             let interval = self
                 .store
                 .write_one(move |c| {
@@ -129,7 +129,7 @@ impl Keyport {
             let slowed = DeviceAuthorization { interval, ..device };
             return Ok(refusal(decide_poll(&slowed, true)));
         }
-        if !self.store.remember_poll(code_hash, now_ms, device.interval) {
+        if !self.store.remember_poll(code_key, now_ms, device.interval) {
             return Ok(None);
         }
         Ok(refusal(decide_poll(&device, false)))
@@ -142,11 +142,11 @@ impl Keyport {
         &self,
         client: &Client,
         poll: &PollRequest,
-        code_hash: &str,
+        code_key: &str,
         now_ms: i64,
         caller: &Caller,
     ) -> Result<TokenResponse> {
-        let found = store::device::by_device_code_hash(&self.store, code_hash).await?;
+        let found = store::device::by_device_code_hash(&self.store, code_key).await?;
         let leeway_ms = self.reply_leeway_ms(caller);
         match decide_unmatched(
             found.as_ref(),
@@ -155,7 +155,7 @@ impl Keyport {
             now_ms,
             leeway_ms,
         ) {
-            Unmatched::Replay(sealed) => open_reply(&poll.device_code, LEEWAY, code_hash, &sealed)
+            Unmatched::Replay(sealed) => open_reply(&poll.device_code, LEEWAY, code_key, &sealed)
                 .unwrap_or_else(|| Err(already_used())),
             Unmatched::Refuse(error) => Err(error),
         }
@@ -234,9 +234,9 @@ impl Keyport {
         )?;
         let response = minted.response;
         let opaque = minted.opaque;
-        let code_hash = device_code_key(device_code);
+        let code_key = device_code_key(device_code);
         let sealed = (self.reply_leeway_ms(caller) > 0)
-            .then(|| seal_reply(device_code, LEEWAY, &code_hash, &response));
+            .then(|| seal_reply(device_code, LEEWAY, &code_key, &response));
         let refresh_expires = self.refresh_expiry(now, session.created_at);
         let email = user.map(|u| u.email);
         let caller = caller.clone();

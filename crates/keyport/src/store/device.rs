@@ -94,6 +94,8 @@ const COLUMNS: &str = "id, client_id, scope, resource, metadata, ip, created_at,
 
 pub struct NewDevice<'a> {
     pub id: &'a str,
+    /// `crypto::tokens::device_code_key`: the code's SHA-256 hash, after
+    /// the code's time when it begins with one.
     pub device_code_hash: &'a str,
     /// A keyed hash of the user code: the code itself is never stored.
     pub user_code_hash: &'a str,
